@@ -1,0 +1,51 @@
+//! The command line: `flowsteer train | sample | steer | search | bench | sweep | info`.
+//! Each command lives in its own module with its arguments and its `run`.
+
+pub mod bench;
+pub mod common;
+pub mod info;
+pub mod sample;
+pub mod search;
+pub mod steer;
+pub mod sweep;
+pub mod train;
+
+use clap::{Parser, Subcommand};
+
+/// Inference-time scaling and steering of flow-matching models with particles, on CPU and CUDA.
+#[derive(Parser, Debug)]
+#[command(name = "flowsteer", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train the velocity MLP on the 2-D checkerboard (SPEC §10) with the flow-matching loss.
+    Train(train::Args),
+    /// Sample the model with an ODE or SDE sampler and write samples.npy and summary.json.
+    Sample(sample::Args),
+    /// Feynman–Kac steering towards high reward (SPEC §5–7).
+    Steer(steer::Args),
+    /// Search baselines: best-of-N, zeroth-order noise search, search over paths (SPEC §8).
+    Search(search::Args),
+    /// Measure throughput of the hot loop and of whole runs.
+    Bench(bench::Args),
+    /// Sweep particle counts × methods × seeds and plot the scaling curves.
+    Sweep(sweep::Args),
+    /// Print the backend, CPU features, GPU, kernels and the model's shape.
+    Info(info::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Steer(a) => steer::run(a),
+        Command::Search(a) => search::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Info(a) => info::run(a),
+    }
+}

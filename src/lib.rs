@@ -1,0 +1,20 @@
+//! flowsteer: inference-time scaling and steering of flow-matching models with particles.
+//!
+//! Layers (see `../shared/DESIGN.md`): the CLI (`cli`) parses and writes files; `methods` holds
+//! FK steering and the search baselines, written once against the [`backend::Backend`] trait;
+//! `backend::cpu` (the reference) and `backend::cuda` implement it. Shared pieces: the model and
+//! its files, the samplers' formulas, Philox, rewards and potentials.
+
+pub mod backend;
+pub mod checkerboard;
+pub mod cli;
+pub mod methods;
+pub mod model;
+pub mod npy;
+pub mod output;
+pub mod potential;
+pub mod resample;
+pub mod reward;
+pub mod rng;
+pub mod sampler;
+pub mod train;

@@ -1,0 +1,1 @@
+//! The methods of SPEC §5–8, written once against [`crate::backend::Backend`].

@@ -1,0 +1,197 @@
+//! Feynman–Kac potentials (SPEC §5): the per-particle update at a resampling step.
+//!
+//! One function, [`Potential::update`], holds the arithmetic of SPEC §5's table and of the
+//! terminal correction; the CPU backend calls it and `kernels/potential.cu` mirrors it.
+
+use std::fmt;
+
+/// Which potential weights the particles (SPEC §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PotentialKind {
+    #[default]
+    Max,
+    Add,
+    Diff,
+    Rt,
+    /// Importance sampling: one weighting, at the final step.
+    Is,
+    /// Best-of-N: no weighting; final particles sorted by reward.
+    Bon,
+}
+
+impl PotentialKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PotentialKind::Max => "max",
+            PotentialKind::Add => "add",
+            PotentialKind::Diff => "diff",
+            PotentialKind::Rt => "rt",
+            PotentialKind::Is => "is",
+            PotentialKind::Bon => "bon",
+        }
+    }
+
+    /// Whether particles are weighted (and resampled) at intermediate steps.
+    pub fn resamples_intermediate(self) -> bool {
+        matches!(self, PotentialKind::Max | PotentialKind::Add | PotentialKind::Diff | PotentialKind::Rt)
+    }
+
+    /// Whether the final weight divides out the potentials accumulated along the ancestry.
+    pub fn has_terminal_correction(self) -> bool {
+        matches!(self, PotentialKind::Max | PotentialKind::Add | PotentialKind::Rt)
+    }
+}
+
+impl fmt::Display for PotentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A potential with its temperature `λ > 0` and the running-max/previous-reward start `r_min`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Potential {
+    pub kind: PotentialKind,
+    pub lambda: f32,
+    pub r_min: f32,
+}
+
+impl Default for Potential {
+    fn default() -> Self {
+        Self { kind: PotentialKind::Max, lambda: 10.0, r_min: 0.0 }
+    }
+}
+
+/// The per-particle state a potential carries along the ancestry (gathered on resampling).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct PotentialState {
+    /// Running max `m`, running sum `s` or previous reward `r_{k−1}`, by kind.
+    pub carried: f32,
+    /// `Σ_{j<k} log G_j` along the ancestry, divided out at the end (terminal correction).
+    pub accumulated_log_g: f32,
+}
+
+impl Potential {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.lambda.is_finite() && self.lambda > 0.0) {
+            return Err(format!("--lambda must be a finite number > 0, got {}", self.lambda));
+        }
+        if !self.r_min.is_finite() {
+            return Err(format!("--r-min must be finite, got {}", self.r_min));
+        }
+        Ok(())
+    }
+
+    /// The state every particle starts with: `m_0 = r_min`, `s_0 = 0`, `r_0 = r_min`.
+    pub fn initial_state(&self) -> PotentialState {
+        let carried = match self.kind {
+            PotentialKind::Add => 0.0,
+            _ => self.r_min,
+        };
+        PotentialState { carried, accumulated_log_g: 0.0 }
+    }
+
+    /// The log-potential `log G_k` of a particle with reward `r` at a resampling step, and its new
+    /// state. At the final step (`is_final`) this is the final log-weight, with the terminal
+    /// correction `λ·r_K − Σ_{j<K} log G_j` for `max`, `add` and `rt` (SPEC §5).
+    ///
+    /// A non-finite reward or result is returned as is; the caller maps NaN and +inf to −inf
+    /// log-weight and counts them (SPEC §5).
+    #[inline(always)]
+    pub fn update(&self, state: PotentialState, r: f32, is_final: bool) -> (f32, PotentialState) {
+        let lambda = self.lambda;
+        let mut next = state;
+        let log_g = match self.kind {
+            PotentialKind::Max | PotentialKind::Add | PotentialKind::Rt if is_final => lambda * r - state.accumulated_log_g,
+            PotentialKind::Max => {
+                next.carried = state.carried.max(r);
+                lambda * next.carried
+            }
+            PotentialKind::Add => {
+                next.carried = state.carried + r;
+                lambda * next.carried
+            }
+            PotentialKind::Rt => lambda * r,
+            PotentialKind::Diff => {
+                next.carried = r;
+                lambda * (r - state.carried)
+            }
+            PotentialKind::Is => {
+                if is_final {
+                    lambda * r
+                } else {
+                    0.0
+                }
+            }
+            PotentialKind::Bon => 0.0,
+        };
+        if !is_final {
+            next.accumulated_log_g = state.accumulated_log_g + log_g;
+        }
+        (log_g, next)
+    }
+}
+
+/// SPEC §5's rule for bad weights: NaN and +inf become −inf (the particle is dropped).
+#[inline(always)]
+pub fn sanitize_log_weight(lw: f32) -> (f32, bool) {
+    if lw.is_nan() || lw == f32::INFINITY {
+        (f32::NEG_INFINITY, true)
+    } else {
+        (lw, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(kind: PotentialKind, rewards: &[f32]) -> Vec<f32> {
+        let p = Potential { kind, lambda: 2.0, r_min: 0.0 };
+        let mut s = p.initial_state();
+        rewards
+            .iter()
+            .enumerate()
+            .map(|(k, &r)| {
+                let (g, n) = p.update(s, r, k + 1 == rewards.len());
+                s = n;
+                g
+            })
+            .collect()
+    }
+
+    /// Worked by hand: rewards 1, 3, 2 (final), λ = 2.
+    #[test]
+    fn hand_worked_potentials() {
+        // max: m = 1, 3 -> log G = 2, 6; final 2·2 − (2 + 6) = −4.
+        assert_eq!(run(PotentialKind::Max, &[1.0, 3.0, 2.0]), vec![2.0, 6.0, -4.0]);
+        // add: s = 1, 4 -> 2, 8; final 4 − 10 = −6.
+        assert_eq!(run(PotentialKind::Add, &[1.0, 3.0, 2.0]), vec![2.0, 8.0, -6.0]);
+        // rt: 2, 6; final 4 − 8 = −4.
+        assert_eq!(run(PotentialKind::Rt, &[1.0, 3.0, 2.0]), vec![2.0, 6.0, -4.0]);
+        // diff: 2(1−0), 2(3−1), 2(2−3).
+        assert_eq!(run(PotentialKind::Diff, &[1.0, 3.0, 2.0]), vec![2.0, 4.0, -2.0]);
+        // is: nothing until the final λ·r.
+        assert_eq!(run(PotentialKind::Is, &[1.0, 3.0, 2.0]), vec![0.0, 0.0, 4.0]);
+    }
+
+    /// The product of all weights telescopes to exp(λ·r_K) for every corrected potential.
+    #[test]
+    fn weights_telescope_to_the_final_reward() {
+        let rewards = [0.3f32, -1.2, 2.5, 0.7];
+        for kind in [PotentialKind::Max, PotentialKind::Add, PotentialKind::Rt, PotentialKind::Diff, PotentialKind::Is] {
+            let total: f32 = run(kind, &rewards).iter().sum();
+            let want = 2.0 * rewards[3]; // diff telescopes to λ·(r_K − r_0), r_0 = r_min = 0
+            assert!((total - want).abs() < 1e-5, "{kind}: {total} vs {want}");
+        }
+    }
+
+    #[test]
+    fn nan_and_plus_inf_become_minus_inf() {
+        assert_eq!(sanitize_log_weight(f32::NAN), (f32::NEG_INFINITY, true));
+        assert_eq!(sanitize_log_weight(f32::INFINITY), (f32::NEG_INFINITY, true));
+        assert_eq!(sanitize_log_weight(f32::NEG_INFINITY), (f32::NEG_INFINITY, false));
+        assert_eq!(sanitize_log_weight(1.5), (1.5, false));
+    }
+}

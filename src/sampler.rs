@@ -1,0 +1,198 @@
+//! The time grid, the integrators and renoising of SPEC §2, as per-coordinate formulas.
+//!
+//! Every CPU path (the scalar reference and the blocked hot loop) calls these functions, so each
+//! formula of SPEC §2 exists once on the CPU; `kernels/propagate.cu` is its CUDA twin.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which integrator moves particles from `t` to `t + h` (SPEC §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    Euler,
+    #[default]
+    Midpoint,
+    Sde,
+}
+
+/// The SDE's form: the marginal-preserving one, or the legacy tutorial form (SPEC §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SdeForm {
+    #[default]
+    Marginal,
+    Legacy,
+}
+
+/// Renoising from `t` back to `s < t` (SPEC §2): exact for the OT path, or the legacy form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RenoiseForm {
+    #[default]
+    Exact,
+    Legacy,
+}
+
+/// A sampler: integrator, number of uniform steps, and the SDE's diffusion scale `k`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Sampler {
+    pub kind: SamplerKind,
+    pub steps: usize,
+    /// Diffusion scale `k ≥ 0` in `ω_t = k·(1−t)`; used by `sde` only.
+    pub k: f32,
+    pub form: SdeForm,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self { kind: SamplerKind::Midpoint, steps: 100, k: 0.1, form: SdeForm::Marginal }
+    }
+}
+
+impl Sampler {
+    /// Checks the parameters a user can get wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 {
+            return Err("--steps must be at least 1".into());
+        }
+        if self.steps >= (1 << 24) {
+            return Err(format!("--steps {} is too many: the random-number counter holds step indices below 2^24", self.steps));
+        }
+        if !(self.k.is_finite() && self.k >= 0.0) {
+            return Err(format!("--k must be a finite number ≥ 0, got {}", self.k));
+        }
+        Ok(())
+    }
+
+    /// `t_i = i / n`, computed in f32 the same way on every backend.
+    #[inline(always)]
+    pub fn time(&self, i: usize) -> f32 {
+        i as f32 / self.steps as f32
+    }
+
+    /// The step `h = 1/n`.
+    #[inline(always)]
+    pub fn h(&self) -> f32 {
+        1.0 / self.steps as f32
+    }
+
+    /// Velocity evaluations per step: 1 for euler, 2 for midpoint and sde.
+    pub fn evals_per_step(&self) -> usize {
+        match self.kind {
+            SamplerKind::Euler => 1,
+            SamplerKind::Midpoint | SamplerKind::Sde => 2,
+        }
+    }
+
+    /// Whether a step draws noise.
+    pub fn is_stochastic(&self) -> bool {
+        self.kind == SamplerKind::Sde && self.k > 0.0
+    }
+}
+
+impl fmt::Display for Sampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            SamplerKind::Euler => write!(f, "euler, {} steps", self.steps),
+            SamplerKind::Midpoint => write!(f, "midpoint, {} steps", self.steps),
+            SamplerKind::Sde => write!(f, "sde ({:?} form, k = {}), {} steps", self.form, self.k, self.steps),
+        }
+    }
+}
+
+impl FromStr for SamplerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        <SamplerKind as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+/// Euler: `x + h·v`.
+#[inline(always)]
+pub fn euler_update(x: f32, v: f32, h: f32) -> f32 {
+    x + h * v
+}
+
+/// The midpoint's half-step point `x + (h/2)·v0`.
+#[inline(always)]
+pub fn midpoint_probe(x: f32, v0: f32, h: f32) -> f32 {
+    x + 0.5 * h * v0
+}
+
+/// Midpoint: `x + h·vm`.
+#[inline(always)]
+pub fn midpoint_update(x: f32, vm: f32, h: f32) -> f32 {
+    x + h * vm
+}
+
+/// The noise scale of one SDE step: `sqrt(k·(1−t)·h)` (marginal) or `h·sqrt(k·(1−t))` (legacy).
+#[inline(always)]
+pub fn sde_noise_scale(form: SdeForm, k: f32, t: f32, h: f32) -> f32 {
+    match form {
+        SdeForm::Marginal => (k * (1.0 - t) * h).sqrt(),
+        SdeForm::Legacy => h * (k * (1.0 - t)).sqrt(),
+    }
+}
+
+/// One SDE step for one coordinate (SPEC §2):
+/// marginal `x + h·[vm + (k/2)·(t·v0 − x)] + σ·ξ`; legacy `x + h·[vm − (k/2)·(t·vm − x)] + σ·ξ`,
+/// with `σ` from [`sde_noise_scale`].
+#[inline(always)]
+pub fn sde_update(form: SdeForm, x: f32, v0: f32, vm: f32, t: f32, h: f32, k: f32, noise_scale: f32, xi: f32) -> f32 {
+    let drift = match form {
+        SdeForm::Marginal => vm + 0.5 * k * (t * v0 - x),
+        SdeForm::Legacy => vm - 0.5 * k * (t * vm - x),
+    };
+    x + h * drift + noise_scale * xi
+}
+
+/// Predicted data `x̂1 = x + (1−t)·v`.
+#[inline(always)]
+pub fn predicted_data(x: f32, v: f32, t: f32) -> f32 {
+    x + (1.0 - t) * v
+}
+
+/// Predicted noise `x̂0 = x − t·v`.
+#[inline(always)]
+pub fn predicted_noise(x: f32, v: f32, t: f32) -> f32 {
+    x - t * v
+}
+
+/// The coefficients `(a, b)` of renoising from `t` back to `s`: `x_s = a·x_t + b·ξ` (SPEC §2).
+/// Exact: `a = s/t`, `b = sqrt((1−s)² − (s/t)²·(1−t)²)`. Legacy: `a = 1`, `b = t − s`.
+pub fn renoise_coefficients(form: RenoiseForm, t: f32, s: f32) -> (f32, f32) {
+    debug_assert!(s < t && t > 0.0);
+    match form {
+        RenoiseForm::Exact => {
+            let a = s / t;
+            let var = (1.0 - s) * (1.0 - s) - a * a * (1.0 - t) * (1.0 - t);
+            (a, var.max(0.0).sqrt())
+        }
+        RenoiseForm::Legacy => (1.0, t - s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sde_with_k_zero_is_the_midpoint_step() {
+        let (x, v0, vm, t, h) = (0.7f32, -1.3, 0.4, 0.25, 0.01);
+        let s = sde_noise_scale(SdeForm::Marginal, 0.0, t, h);
+        assert_eq!(sde_update(SdeForm::Marginal, x, v0, vm, t, h, 0.0, s, 1.5), midpoint_update(x, vm, h));
+    }
+
+    /// Exact renoising keeps the OT marginal: if x_t = t·x1 + (1−t)·z, then
+    /// x_s = (s/t)·x_t + b·ξ = s·x1 + (s/t)(1−t)·z + b·ξ has noise variance (1−s)².
+    #[test]
+    fn exact_renoising_restores_the_path_variance() {
+        for &(t, s) in &[(0.9f32, 0.8f32), (0.5, 0.1), (0.99, 0.95)] {
+            let (a, b) = renoise_coefficients(RenoiseForm::Exact, t, s);
+            let var = (a * (1.0 - t)).powi(2) + b * b;
+            assert!((var - (1.0 - s).powi(2)).abs() < 1e-6, "t={t} s={s}");
+            assert!((a * t - s).abs() < 1e-6);
+        }
+    }
+}
