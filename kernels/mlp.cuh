@@ -1,0 +1,138 @@
+// mlp.cuh — the velocity MLP v(t, x) as a device function (SPEC §1), one particle per thread.
+//
+// Shape and activation arrive as -D defines: FS_D (data dimension), FS_H (hidden width), FS_L
+// (hidden layers), FS_ACT (0 elu, 1 silu, 2 gelu-tanh, 3 tanh, 4 relu). Every loop is unrolled
+// over compile-time bounds, so the two activation vectors (2·FS_H floats) live in registers for
+// the whole network; the weights are read from on-chip memory (`w`, shared memory filled once
+// per block) with every lane reading the same address, which the hardware broadcasts.
+//
+// Weight layout (floats, as src/model.rs holds them): for each Linear layer in order, its weight
+// [out × in] row-major, then its bias [out]. Layers: (D+1)→H, (L−1)×(H→H), H→D.
+//
+// Arithmetic mirrors the CPU hot loop (src/backend/cpu/propagate.rs) operation for operation:
+// acc = bias; acc = fmaf(w, a_i, acc) for i in order. With --fmad=false nothing else is fused,
+// so the linear algebra is bitwise equal to the CPU's and only the activations' transcendental
+// functions (CUDA's expf/expm1f/tanhf, ≤ 2 ulp) can differ.
+//
+// Variants: v1 (this) — activations in registers, weights in shared memory. Supports H ≤ 64:
+// beyond that the register arrays spill (checked by tests/kernels_compile.rs), and the host
+// refuses such models with a message. Not yet measured on a GPU.
+#pragma once
+
+#ifndef FS_D
+#error "FS_D (data dimension) must be defined"
+#endif
+#ifndef FS_H
+#error "FS_H (hidden width) must be defined"
+#endif
+#ifndef FS_L
+#error "FS_L (hidden layers) must be defined"
+#endif
+#ifndef FS_ACT
+#error "FS_ACT (activation) must be defined"
+#endif
+
+static_assert(FS_D >= 1 && FS_D <= 16, "FS_D must be in 1..=16 (state is kept in registers)");
+static_assert(FS_H >= 1 && FS_H <= 64, "FS_H must be in 1..=64: activations live in registers");
+static_assert(FS_L >= 1 && FS_L <= 8, "FS_L must be in 1..=8");
+static_assert(FS_ACT >= 0 && FS_ACT <= 4, "FS_ACT must be 0..4 (elu, silu, gelu, tanh, relu)");
+
+// Floats in the packed weight array.
+#define FS_MLP_PARAMS ((FS_D + 1) * FS_H + FS_H + (FS_L - 1) * (FS_H * FS_H + FS_H) + FS_H * FS_D + FS_D)
+
+__device__ __forceinline__ float fs_activation(float x) {
+#if FS_ACT == 0
+    return x > 0.0f ? x : expm1f(x);
+#elif FS_ACT == 1
+    return x / (1.0f + expf(-x));
+#elif FS_ACT == 2
+    const float c = 0.7978846f;  // sqrt(2/pi), the literal of src/model.rs
+    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+#elif FS_ACT == 3
+    return tanhf(x);
+#else
+    return fmaxf(x, 0.0f);
+#endif
+}
+
+// acc = fmaf(row[i], a[i], acc) for i = 0..H−1 in order; rows of H % 4 == 0 floats are read as
+// float4 (explicit 128-bit shared loads: fewer loads for NVVM to analyse, ~35 % less compile time).
+__device__ __forceinline__ void fs_dot(const float* __restrict__ row, const float a[FS_H], float* acc) {
+#if FS_H % 4 == 0
+    const float4* r4 = reinterpret_cast<const float4*>(row);
+#pragma unroll
+    for (int i = 0; i < FS_H / 4; ++i) {
+        const float4 w = r4[i];
+        *acc = fmaf(w.x, a[4 * i], *acc);
+        *acc = fmaf(w.y, a[4 * i + 1], *acc);
+        *acc = fmaf(w.z, a[4 * i + 2], *acc);
+        *acc = fmaf(w.w, a[4 * i + 3], *acc);
+    }
+#else
+#pragma unroll
+    for (int i = 0; i < FS_H; ++i) *acc = fmaf(row[i], a[i], *acc);
+#endif
+}
+
+// A point or a velocity: FS_D floats, passed by value so that the non-inlined MLP call keeps
+// them in registers.
+struct fs_vec { float c[FS_D]; };
+
+// v(t, x). `w` points at FS_MLP_PARAMS floats in shared memory.
+//
+// Two things keep this fast and small:
+// - __noinline__: the body is ~H²·L FMAs fully unrolled; midpoint and the x̂1 emission call it
+//   three times, and inlining each copy triples code size and compile time.
+// - the weight offset is laundered through an empty asm at every call: without it the compiler
+//   sees loads from a constant shared array inside the step loop and hoists all of them out of
+//   the loop — 35 KB of weights into local memory (a 35 KB stack frame and ~90 KB of spills,
+//   measured with ptxas -v for D=2 H=64 L=3). The offset is a multiple of 4 floats, so rows of
+//   H floats (H % 4 == 0) can still be read with 128-bit shared loads.
+__device__ __noinline__ fs_vec fs_mlp_velocity(const float* __restrict__ w0, float t, fs_vec x) {
+    unsigned int off = 0;
+    asm volatile("" : "+r"(off));
+    off &= ~3u;
+    const float* __restrict__ w = w0 + off;
+    float a[FS_H];
+    float b[FS_H];
+    // Layer 0: input [t, x].
+    {
+        const float* W = w;
+        const float* B = w + (FS_D + 1) * FS_H;
+#pragma unroll
+        for (int o = 0; o < FS_H; ++o) {
+            float acc = B[o];
+            acc = fmaf(W[o * (FS_D + 1)], t, acc);
+#pragma unroll
+            for (int i = 0; i < FS_D; ++i) acc = fmaf(W[o * (FS_D + 1) + 1 + i], x.c[i], acc);
+            a[o] = fs_activation(acc);
+        }
+    }
+    const float* p = w + (FS_D + 1) * FS_H + FS_H;
+#pragma unroll 1
+    for (int l = 1; l < FS_L; ++l) {
+#pragma unroll
+        for (int o = 0; o < FS_H; ++o) {
+            float acc = p[FS_H * FS_H + o];
+            fs_dot(p + o * FS_H, a, &acc);
+            b[o] = fs_activation(acc);
+        }
+#pragma unroll
+        for (int o = 0; o < FS_H; ++o) a[o] = b[o];
+        p += FS_H * FS_H + FS_H;
+    }
+    fs_vec v;
+#pragma unroll
+    for (int o = 0; o < FS_D; ++o) {
+        float acc = p[FS_H * FS_D + o];
+        fs_dot(p + o * FS_H, a, &acc);
+        v.c[o] = acc;
+    }
+    return v;
+}
+
+// Copies the packed weights from global to shared memory; every thread of the block helps.
+__device__ __forceinline__ void fs_load_weights(float* __restrict__ dst, const float* __restrict__ src) {
+    for (int i = threadIdx.x; i < FS_MLP_PARAMS; i += blockDim.x) dst[i] = src[i];
+    __syncthreads();
+}

@@ -1,0 +1,116 @@
+// propagate.cu — the integrators of SPEC §2 fused with the MLP (SPEC §1): every grid step of one
+// resampling interval in a single launch, one particle per thread, its state in registers, the
+// weights in shared memory (mlp.cuh), SDE noise from Philox in-kernel (SPEC §3, purpose SdeNoise,
+// particle = global index, step = grid index, coordinate d from draw d/4 lane d%4).
+//
+// Defines: FS_SAMPLER (0 euler, 1 midpoint, 2 sde), FS_SDE_FORM (0 marginal, 1 legacy), plus the
+// MLP's FS_D/FS_H/FS_L/FS_ACT and FS_BLOCK (threads per block).
+//
+// Per-launch scalars that change between intervals (the step range) are read from the device
+// array `iv` (see src/backend/cuda/mod.rs, IV_*), so one captured CUDA graph replays every
+// interval with only a 64-byte host→device copy in between.
+//
+// Every update is written with the same operations in the same order as src/sampler.rs; the
+// module is compiled with --fmad=false so that `x + h*v` is not contracted into an FMA the Rust
+// side does not do (the MLP uses explicit fmaf, as the CPU's mul_add).
+//
+// After the last step, `emit` leaves the reward input ready for potential.cu:
+//   emit = 1: x̂1 = x + (1−t)·v(t, x) at t = end/steps (one more MLP evaluation);
+//   emit = 2: x_t itself (copy).
+//
+// Variants: v1 (this). Not yet measured on a GPU.
+#include "philox.cuh"
+#include "mlp.cuh"
+
+#ifndef FS_SAMPLER
+#error "FS_SAMPLER must be defined (0 euler, 1 midpoint, 2 sde)"
+#endif
+#ifndef FS_SDE_FORM
+#define FS_SDE_FORM 0
+#endif
+#ifndef FS_BLOCK
+#define FS_BLOCK 128
+#endif
+static_assert(FS_SAMPLER >= 0 && FS_SAMPLER <= 2, "FS_SAMPLER must be 0, 1 or 2");
+static_assert(FS_SDE_FORM == 0 || FS_SDE_FORM == 1, "FS_SDE_FORM must be 0 (marginal) or 1 (legacy)");
+
+// Indices into the interval-parameter array `iv` (mirrors IV_* in src/backend/cuda/mod.rs).
+#define FS_IV_STEP_BEGIN 0
+#define FS_IV_STEP_END 1
+
+// x: SoA positions [FS_D][stride]; rin: SoA reward input [FS_D][stride] (may alias nothing else).
+extern "C" __global__ void __launch_bounds__(FS_BLOCK) fs_propagate(
+    float* __restrict__ x, unsigned long long total, unsigned long long stride, const unsigned int* __restrict__ iv,
+    unsigned int steps, float k, unsigned int key0, unsigned int key1, const float* __restrict__ weights,
+    float* __restrict__ rin, int emit) {
+    extern __shared__ __align__(16) float fs_w[];
+    fs_load_weights(fs_w, weights);
+    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+
+    fs_vec xs;
+#pragma unroll
+    for (int d = 0; d < FS_D; ++d) xs.c[d] = x[d * stride + i];
+
+    const unsigned int begin = iv[FS_IV_STEP_BEGIN], end = iv[FS_IV_STEP_END];
+    const float h = 1.0f / (float)steps;
+    for (unsigned int step = begin; step < end; ++step) {
+        const float t = (float)step / (float)steps;
+        const fs_vec v0 = fs_mlp_velocity(fs_w, t, xs);
+#if FS_SAMPLER == 0
+#pragma unroll
+        for (int d = 0; d < FS_D; ++d) xs.c[d] = xs.c[d] + h * v0.c[d];
+#else
+        fs_vec probe;
+#pragma unroll
+        for (int d = 0; d < FS_D; ++d) probe.c[d] = xs.c[d] + 0.5f * h * v0.c[d];
+        const fs_vec vm = fs_mlp_velocity(fs_w, t + 0.5f * h, probe);
+#if FS_SAMPLER == 1
+#pragma unroll
+        for (int d = 0; d < FS_D; ++d) xs.c[d] = xs.c[d] + h * vm.c[d];
+#else
+#if FS_SDE_FORM == 0
+        const float scale = sqrtf(k * (1.0f - t) * h);
+#else
+        const float scale = h * sqrtf(k * (1.0f - t));
+#endif
+        float xi[FS_D];
+        fs_normal_vector<FS_D>(i, step, FS_PURPOSE_SDE_NOISE, key0, key1, xi);
+#pragma unroll
+        for (int d = 0; d < FS_D; ++d) {
+#if FS_SDE_FORM == 0
+            const float drift = vm.c[d] + 0.5f * k * (t * v0.c[d] - xs.c[d]);
+#else
+            const float drift = vm.c[d] - 0.5f * k * (t * vm.c[d] - xs.c[d]);
+#endif
+            xs.c[d] = xs.c[d] + h * drift + scale * xi[d];
+        }
+#endif
+#endif
+    }
+
+#pragma unroll
+    for (int d = 0; d < FS_D; ++d) x[d * stride + i] = xs.c[d];
+
+    if (emit == 1) {
+        const float t = (float)end / (float)steps;
+        const fs_vec v = fs_mlp_velocity(fs_w, t, xs);
+#pragma unroll
+        for (int d = 0; d < FS_D; ++d) rin[d * stride + i] = xs.c[d] + (1.0f - t) * v.c[d];
+    } else if (emit == 2) {
+#pragma unroll
+        for (int d = 0; d < FS_D; ++d) rin[d * stride + i] = xs.c[d];
+    }
+}
+
+// x0 ~ N(0, I) from Philox, purpose InitialNoise, step 0, particle = global index (SPEC §3).
+extern "C" __global__ void __launch_bounds__(FS_BLOCK) fs_init_noise(float* __restrict__ x, unsigned long long total,
+                                                                     unsigned long long stride, unsigned int key0,
+                                                                     unsigned int key1) {
+    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    float z[FS_D];
+    fs_normal_vector<FS_D>(i, 0u, FS_PURPOSE_INITIAL_NOISE, key0, key1, z);
+#pragma unroll
+    for (int d = 0; d < FS_D; ++d) x[d * stride + i] = z[d];
+}

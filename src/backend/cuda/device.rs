@@ -1,0 +1,889 @@
+//! The CUDA backend proper: a context and a non-default stream, the run's modules (compiled by
+//! [`super::nvrtc`], cached on disk), particle buffers allocated once per run, and the launches
+//! behind every [`Backend`] primitive. One resampling interval is captured as a CUDA graph and
+//! replayed ([`CudaBackend::use_graph`]; `--no-graph` launches plainly).
+//!
+//! # Memory per particle (D = 2: 48 bytes)
+//! | buffer | bytes | use |
+//! |---|---|---|
+//! | `x` | 4·D | positions, SoA `x[d·stride + i]` |
+//! | `carried`, `acc` | 4 + 4 | potential state (SPEC §5) |
+//! | `lw` | 4 | log-weights; doubles as the "chosen" marks while resampling |
+//! | `root` | 4 | ancestry ids |
+//! | `anc` | 4 | ancestors; scores for the search methods |
+//! | `alt` | 4·(D+3) | scratch rows: reward input (x̂1), f64 weights/CDF (first 8 bytes), gather staging |
+//!
+//! Total `8·D + 32` bytes, plus per group 64 bytes of results and per tile of 1,024 particles
+//! 96 bytes of partial sums: 48.1 bytes per particle for the default model, so 10^9 particles
+//! need about 48 GB and fit an 80 GB H100.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, ensure, Context};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+
+use super::modules::{self, ModuleConfig, ModuleKind, ITEMS, PROPAGATE_BLOCK, RBLOCK, TILE};
+use super::nvrtc::{self, KernelReport};
+use super::nvtx;
+use crate::backend::{
+    Backend, BackendInfo, GroupResample, GroupWeights, Init, IntervalPlan, IntervalReport, Layout, RunSpec, ScoreOn, WeighAt,
+};
+use crate::resample::ResampleScheme;
+use crate::reward::RewardOn;
+use crate::sampler::{self, RenoiseForm};
+
+// Interval parameters read by the kernels (kernels/*.cu FS_IV_*).
+const IV_STEP_BEGIN: usize = 0;
+const IV_STEP_END: usize = 1;
+const IV_IS_FINAL: usize = 3;
+const IV_RESAMPLE_STEP: usize = 4;
+const IV_LEN: usize = 16;
+
+// Per-group result slots (kernels/potential.cu FS_GR_*).
+const GR_LOG_Z: usize = 0;
+const GR_ESS: usize = 1;
+const GR_MAX_LW: usize = 2;
+const GR_NONFINITE: usize = 3;
+const GR_ALL_NEG_INF: usize = 4;
+const GR_MEAN_REWARD: usize = 5;
+const GR_RESAMPLE: usize = 6;
+const GR_DISTINCT: usize = 7;
+const GR_SLOTS: usize = 8;
+const TP_SLOTS: usize = 8;
+
+/// Bytes per particle for data dimension `dim` (see the table above).
+pub fn bytes_per_particle(dim: usize) -> usize {
+    4 * dim + 4 * 5 + 4 * (dim + 3).max(2)
+}
+
+/// Bytes a population of `total` particles in `groups` groups needs on the device.
+pub fn bytes_needed(dim: usize, total: usize, groups: usize) -> usize {
+    let tiles = tile_capacity(total, groups);
+    total * bytes_per_particle(dim) + groups * (GR_SLOTS * 8 + 4 * 8) + tiles * (TP_SLOTS * 8 + 8 + 8 + 8) + 4096
+}
+
+fn tile_capacity(total: usize, groups: usize) -> usize {
+    total.div_ceil(TILE as usize) + groups + 1
+}
+
+/// A loaded module and its functions.
+struct Loaded {
+    _module: Arc<CudaModule>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    config: ModuleConfig,
+}
+
+/// The functions of one run's configuration.
+struct Kernels {
+    propagate: String,
+    potential: String,
+    resample: String,
+    search: String,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A population on the device. Buffers are sized for `capacity` particles (the row stride).
+pub struct CudaParticles {
+    id: u64,
+    pub layout: Layout,
+    pub dim: usize,
+    capacity: usize,
+    x: CudaSlice<f32>,
+    carried: CudaSlice<f32>,
+    acc: CudaSlice<f32>,
+    lw: CudaSlice<f32>,
+    root: CudaSlice<u32>,
+    anc: CudaSlice<u32>,
+    alt: CudaSlice<f32>,
+    iv: CudaSlice<u32>,
+    weights: CudaSlice<f32>,
+    gr: CudaSlice<f64>,
+    tile_part: CudaSlice<f64>,
+    tile_sum: CudaSlice<f64>,
+    tile_count: CudaSlice<u64>,
+    tile_last: CudaSlice<i64>,
+    group_a: CudaSlice<f64>,
+    group_b: CudaSlice<f64>,
+    group_c: CudaSlice<f64>,
+    group_count: CudaSlice<u64>,
+    group_last: CudaSlice<i64>,
+    group_last_b: CudaSlice<i64>,
+    /// `alt` holds the reward input for (grid step, emit mode).
+    rin: Option<(usize, i32)>,
+}
+
+impl CudaParticles {
+    pub fn total(&self) -> usize {
+        self.layout.total()
+    }
+}
+
+/// Graph cache key: everything baked into a captured interval.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct GraphKey {
+    particles: u64,
+    n: usize,
+    groups: usize,
+    emit: i32,
+    resample: bool,
+    scheme: u8,
+    labels: String,
+}
+
+/// The CUDA engine.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    pub arch: String,
+    pub device_name: String,
+    loaded: HashMap<String, Loaded>,
+    graphs: HashMap<GraphKey, CudaGraph>,
+    /// Capture each resampling interval as a CUDA graph and replay it (false: `--no-graph`).
+    pub use_graph: bool,
+    /// Seconds spent compiling (or loading from the cache) modules.
+    pub compile_seconds: f64,
+    /// ptxas reports of every module loaded so far.
+    pub reports: Vec<KernelReport>,
+    /// Whether the disk cache may be used.
+    pub use_cache: bool,
+}
+
+fn drv<T>(r: Result<T, cudarc::driver::DriverError>, what: &str) -> anyhow::Result<T> {
+    r.map_err(|e| {
+        let msg = e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        anyhow!("CUDA driver error while {what}: {e:?} {msg}")
+    })
+}
+
+fn blocks(count: usize, per: u32) -> u32 {
+    count.div_ceil(per as usize).max(1) as u32
+}
+
+impl CudaBackend {
+    /// Opens device 0 with a non-default stream. Fails (never panics) without a driver or device.
+    pub fn new() -> anyhow::Result<Self> {
+        super::availability().map_err(anyhow::Error::msg)?;
+        let ctx = drv(CudaContext::new(0), "creating a context on device 0")?;
+        // One stream and no cross-stream sharing: no per-buffer events, so launches and graph
+        // captures stay free of event records.
+        // SAFETY: every buffer is used on `stream` only.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = drv(ctx.new_stream(), "creating a stream")?;
+        let (major, minor) = drv(ctx.compute_capability(), "reading the compute capability")?;
+        let device_name = drv(ctx.name(), "reading the device name")?;
+        Ok(Self {
+            ctx,
+            stream,
+            arch: nvrtc::arch_name(major, minor),
+            device_name,
+            loaded: HashMap::new(),
+            graphs: HashMap::new(),
+            use_graph: true,
+            compile_seconds: 0.0,
+            reports: Vec::new(),
+            use_cache: true,
+        })
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn memory(&self) -> anyhow::Result<(usize, usize)> {
+        drv(self.ctx.mem_get_info(), "querying free memory")
+    }
+
+    fn load(&mut self, config: ModuleConfig) -> anyhow::Result<String> {
+        let label = config.label.clone();
+        if self.loaded.contains_key(&label) {
+            return Ok(label);
+        }
+        let start = Instant::now();
+        let compiled = nvrtc::compile(&label, &config.source(), &config.defines, &self.arch, self.use_cache)?;
+        let module = self
+            .ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin.clone()))
+            .map_err(|e| anyhow!("loading the {label} module ({} bytes of cubin for {}) failed: {e:?}", compiled.cubin.len(), self.arch))?;
+        let mut funcs = HashMap::new();
+        for &name in config.kernels {
+            let f = module.load_function(name).map_err(|e| anyhow!("kernel {name} missing from module {label}: {e:?}"))?;
+            funcs.insert(name, f);
+        }
+        self.compile_seconds += start.elapsed().as_secs_f64();
+        self.reports.extend(compiled.kernels.iter().cloned());
+        self.loaded.insert(label.clone(), Loaded { _module: module, funcs, config });
+        Ok(label)
+    }
+
+    fn kernels(&mut self, spec: &RunSpec) -> anyhow::Result<Kernels> {
+        let shape = spec.model.shape();
+        modules::check_shape(&shape).map_err(anyhow::Error::msg)?;
+        let propagate = self.load(ModuleConfig::propagate(&shape, &spec.sampler))?;
+        let potential = self.load(ModuleConfig::potential(shape.dim, &spec.reward, spec.potential.kind))?;
+        let resample = self.load(ModuleConfig::resample())?;
+        let search = self.load(ModuleConfig::search(shape.dim))?;
+        // Weights beyond the default 48 KiB of dynamic shared memory need an opt-in.
+        let smem = (modules::mlp_params(&shape) * 4) as i32;
+        if smem > 48 * 1024 {
+            let f = self.func(&propagate, "fs_propagate")?;
+            drv(
+                f.set_attribute(sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem),
+                "allowing the MLP weights in shared memory",
+            )?;
+        }
+        Ok(Kernels { propagate, potential, resample, search })
+    }
+
+    fn func(&self, module: &str, name: &str) -> anyhow::Result<CudaFunction> {
+        let m = self.loaded.get(module).ok_or_else(|| anyhow!("module {module} is not loaded"))?;
+        m.funcs.get(name).cloned().ok_or_else(|| anyhow!("kernel {name} is not in module {} ({:?})", m.config.label, m.config.kind))
+    }
+
+    fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        s.device_ptr(&self.stream).0
+    }
+
+    fn sync(&self, what: &str) -> anyhow::Result<()> {
+        drv(self.stream.synchronize(), what)
+    }
+
+    fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, len: usize, what: &str) -> anyhow::Result<CudaSlice<T>> {
+        drv(self.stream.alloc_zeros::<T>(len.max(1)), &format!("allocating {what}"))
+    }
+
+    fn allocate(&self, spec: &RunSpec, layout: Layout, capacity: usize) -> anyhow::Result<CudaParticles> {
+        let dim = spec.model.dim;
+        let groups = layout.groups;
+        let need = bytes_needed(dim, capacity, groups);
+        let (free, _total) = self.memory()?;
+        if need > free {
+            let per = bytes_per_particle(dim) as f64 + 0.1;
+            let fits = ((free as f64 * 0.95) / per) as u64;
+            bail!(
+                "{capacity} particles need {need} bytes ({:.2} GB) of device memory but {} has {free} bytes ({:.2} GB) free; \
+                 the largest population that fits is about {fits} particles: lower -n or --groups",
+                need as f64 / 1e9,
+                self.device_name,
+                free as f64 / 1e9
+            );
+        }
+        let tiles = tile_capacity(capacity, groups);
+        let weights: Vec<f32> = spec.model.layers.iter().flat_map(|l| l.weight.iter().chain(l.bias.iter()).copied()).collect();
+        let wbuf = drv(self.stream.clone_htod(&weights), "uploading the model weights")?;
+        Ok(CudaParticles {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            layout,
+            dim,
+            capacity,
+            x: self.alloc(dim * capacity, "positions")?,
+            carried: self.alloc(capacity, "potential state")?,
+            acc: self.alloc(capacity, "accumulated log-potentials")?,
+            lw: self.alloc(capacity, "log-weights")?,
+            root: self.alloc(capacity, "root ids")?,
+            anc: self.alloc(capacity, "ancestors")?,
+            alt: self.alloc((dim + 3).max(2) * capacity, "scratch rows")?,
+            iv: self.alloc(IV_LEN, "interval parameters")?,
+            weights: wbuf,
+            gr: self.alloc(groups * GR_SLOTS, "group results")?,
+            tile_part: self.alloc(tiles * TP_SLOTS, "tile partials")?,
+            tile_sum: self.alloc(tiles, "tile sums")?,
+            tile_count: self.alloc(tiles, "tile counts")?,
+            tile_last: self.alloc(tiles, "tile last indices")?,
+            group_a: self.alloc(groups, "group totals")?,
+            group_b: self.alloc(groups, "group totals")?,
+            group_c: self.alloc(groups, "group totals")?,
+            group_count: self.alloc(groups, "group counts")?,
+            group_last: self.alloc(groups, "group last indices")?,
+            group_last_b: self.alloc(groups, "group last indices")?,
+            rin: None,
+        })
+    }
+
+    fn write_iv(&self, p: &mut CudaParticles, begin: usize, end: usize, is_final: bool, resample_step: usize) -> anyhow::Result<()> {
+        let mut iv = [0u32; IV_LEN];
+        iv[IV_STEP_BEGIN] = begin as u32;
+        iv[IV_STEP_END] = end as u32;
+        iv[IV_IS_FINAL] = is_final as u32;
+        iv[IV_RESAMPLE_STEP] = resample_step as u32;
+        drv(self.stream.memcpy_htod(&iv, &mut p.iv), "writing the interval parameters")
+    }
+
+    fn key(spec: &RunSpec) -> (u32, u32) {
+        (spec.seed as u32, (spec.seed >> 32) as u32)
+    }
+
+    // ---- launches (no host synchronisation in any of them: they are captured into graphs) ----
+
+    fn launch_propagate(&self, k: &Kernels, spec: &RunSpec, p: &CudaParticles, emit: i32) -> anyhow::Result<()> {
+        let _r = nvtx::range(c"propagate");
+        let f = self.func(&k.propagate, "fs_propagate")?;
+        let (k0, k1) = Self::key(spec);
+        let total = p.total() as u64;
+        let stride = p.capacity as u64;
+        let (x, iv, w, alt) = (self.ptr(&p.x), self.ptr(&p.iv), self.ptr(&p.weights), self.ptr(&p.alt));
+        let steps = spec.sampler.steps as u32;
+        let kk = spec.sampler.k;
+        let smem = (modules::mlp_params(&spec.model.shape()) * 4) as u32;
+        let cfg = LaunchConfig { grid_dim: (blocks(p.total(), PROPAGATE_BLOCK), 1, 1), block_dim: (PROPAGATE_BLOCK, 1, 1), shared_mem_bytes: smem };
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&x).arg(&total).arg(&stride).arg(&iv).arg(&steps).arg(&kk).arg(&k0).arg(&k1).arg(&w).arg(&alt).arg(&emit);
+        // SAFETY: arguments match fs_propagate's signature; x and alt hold dim rows of `stride`.
+        drv(unsafe { b.launch(cfg) }, "launching fs_propagate").map(|_| ())
+    }
+
+    fn tiles(n: usize) -> usize {
+        n.div_ceil(TILE as usize).max(1)
+    }
+
+    fn tiled(n: usize, groups: usize) -> LaunchConfig {
+        LaunchConfig { grid_dim: (Self::tiles(n) as u32, groups as u32, 1), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    fn flat(count: usize) -> LaunchConfig {
+        LaunchConfig { grid_dim: (blocks(count, RBLOCK), 1, 1), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    fn per_group(groups: usize) -> LaunchConfig {
+        LaunchConfig { grid_dim: (groups as u32, 1, 1), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    fn launch_weigh(&self, k: &Kernels, spec: &RunSpec, p: &CudaParticles) -> anyhow::Result<()> {
+        let _r = nvtx::range(c"potential");
+        let (n, groups) = (p.layout.n, p.layout.groups);
+        let tiles = Self::tiles(n) as u32;
+        let n64 = n as u64;
+        let stride = p.capacity as u64;
+        let lambda = spec.potential.lambda;
+        let (alt, carried, acc, lw, iv, tp, gr) =
+            (self.ptr(&p.alt), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.iv), self.ptr(&p.tile_part), self.ptr(&p.gr));
+        let f = self.func(&k.potential, "fs_weigh")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&alt).arg(&stride).arg(&carried).arg(&acc).arg(&lw).arg(&n64).arg(&iv).arg(&lambda).arg(&tp).arg(&tiles);
+        // SAFETY: matches fs_weigh; tile_part holds groups·tiles·8 doubles.
+        drv(unsafe { b.launch(Self::tiled(n, groups)) }, "launching fs_weigh")?;
+        let tau = spec.adaptive_ess.unwrap_or(-1.0);
+        let f = self.func(&k.potential, "fs_weigh_finalize")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&tp).arg(&tiles).arg(&n64).arg(&tau).arg(&gr);
+        // SAFETY: matches fs_weigh_finalize; gr holds groups·8 doubles.
+        drv(unsafe { b.launch(Self::per_group(groups)) }, "launching fs_weigh_finalize").map(|_| ())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch_scan_tiles(&self, k: &Kernels, p: &CudaParticles, with_count: bool, with_last: bool, total: u64, count: u64, last: u64) -> anyhow::Result<()> {
+        let tiles = Self::tiles(p.layout.n) as u32;
+        let gr = self.ptr(&p.gr);
+        let ts = self.ptr(&p.tile_sum);
+        let tc = if with_count { self.ptr(&p.tile_count) } else { 0u64 };
+        let tl = if with_last { self.ptr(&p.tile_last) } else { 0u64 };
+        let f = self.func(&k.resample, "fs_scan_tiles")?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&gr).arg(&ts).arg(&tc).arg(&tl).arg(&tiles).arg(&total).arg(&count).arg(&last);
+        // SAFETY: matches fs_scan_tiles; null optional arrays are skipped by the kernel.
+        drv(unsafe { b.launch(Self::per_group(p.layout.groups)) }, "launching fs_scan_tiles").map(|_| ())
+    }
+
+    fn launch_resample(&self, k: &Kernels, spec: &RunSpec, p: &CudaParticles) -> anyhow::Result<()> {
+        let _r = nvtx::range(c"resample");
+        let (n, groups, total) = (p.layout.n, p.layout.groups, p.total());
+        let n64 = n as u64;
+        let tiles = Self::tiles(n) as u32;
+        let (k0, k1) = Self::key(spec);
+        let (lw, gr, w, ts, tl, tc, anc, iv) = (
+            self.ptr(&p.lw),
+            self.ptr(&p.gr),
+            self.ptr(&p.alt),
+            self.ptr(&p.tile_sum),
+            self.ptr(&p.tile_last),
+            self.ptr(&p.tile_count),
+            self.ptr(&p.anc),
+            self.ptr(&p.iv),
+        );
+        let (ga, gb, gc, gcount, glast, glast_b) =
+            (self.ptr(&p.group_a), self.ptr(&p.group_b), self.ptr(&p.group_c), self.ptr(&p.group_count), self.ptr(&p.group_last), self.ptr(&p.group_last_b));
+        let tiled = Self::tiled(n, groups);
+        let launch = |name: &str, cfg: LaunchConfig, args: &[&dyn ArgRef]| -> anyhow::Result<()> {
+            let f = self.func(&k.resample, name)?;
+            let mut b = self.stream.launch_builder(&f);
+            for a in args {
+                a.push(&mut b);
+            }
+            // SAFETY: every call below passes fs_<name>'s parameters in order (kernels/resample.cu).
+            drv(unsafe { b.launch(cfg) }, &format!("launching {name}")).map(|_| ())
+        };
+        // (1)-(2): W_j, tile sums, group total C_{n−1} (group_a) and last positive (group_last).
+        launch("fs_resample_weights", tiled, &[&lw, &n64, &gr, &w, &ts, &tl, &tiles])?;
+        self.launch_scan_tiles(k, p, false, true, ga, 0, glast)?;
+        let null = 0u64;
+        match spec.resample {
+            ResampleScheme::Systematic | ResampleScheme::Stratified => {
+                launch("fs_resample_cdf", tiled, &[&w, &n64, &gr, &ts, &tiles])?;
+                let scheme: i32 = if spec.resample == ResampleScheme::Systematic { 1 } else { 2 };
+                launch("fs_ancestors_grid", tiled, &[&w, &n64, &gr, &ga, &glast, &anc, &iv, &k0, &k1, &scheme])?;
+            }
+            ResampleScheme::Multinomial => {
+                launch("fs_resample_cdf", tiled, &[&w, &n64, &gr, &ts, &tiles])?;
+                let (draw, extra) = (0u32, 1u32);
+                launch("fs_exp_tile_sums", tiled, &[&n64, &gr, &null, &iv, &k0, &k1, &draw, &ts, &tiles])?;
+                self.launch_scan_tiles(k, p, false, false, gb, 0, 0)?;
+                launch(
+                    "fs_ancestors_multinomial",
+                    tiled,
+                    &[&w, &n64, &gr, &ga, &glast, &null, &ts, &gb, &tiles, &anc, &iv, &k0, &k1, &draw, &extra],
+                )?;
+            }
+            ResampleScheme::Residual => {
+                // Counts and residuals (group_b: Σ residuals, group_count: K, group_last_b).
+                launch("fs_residual_counts", tiled, &[&w, &n64, &gr, &ga, &tc, &ts, &tl, &tiles])?;
+                self.launch_scan_tiles(k, p, true, true, gb, gcount, glast_b)?;
+                launch("fs_residual_scatter", tiled, &[&w, &n64, &gr, &ga, &tc, &ts, &tiles, &anc])?;
+                let (draw, extra) = (2u32, 3u32);
+                launch("fs_exp_tile_sums", tiled, &[&n64, &gr, &gcount, &iv, &k0, &k1, &draw, &ts, &tiles])?;
+                self.launch_scan_tiles(k, p, false, false, gc, 0, 0)?;
+                launch(
+                    "fs_ancestors_multinomial",
+                    tiled,
+                    &[&w, &n64, &gr, &gb, &glast_b, &gcount, &ts, &gc, &tiles, &anc, &iv, &k0, &k1, &draw, &extra],
+                )?;
+            }
+        }
+        // Distinct parents: marks in lw (reset to 0 on the way).
+        let total64 = total as u64;
+        launch("fs_marks_clear", Self::flat(total), &[&lw, &n64, &total64, &gr])?;
+        launch("fs_marks_set", Self::flat(total), &[&lw, &anc, &n64, &total64, &gr])?;
+        launch("fs_marks_count", tiled, &[&lw, &n64, &gr])?;
+        drop(_r);
+        let _g = nvtx::range(c"gather");
+        let (x, carried, acc, root, alt) = (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.root), self.ptr(&p.alt));
+        let dim = p.dim as u32;
+        let stride = p.capacity as u64;
+        launch("fs_gather", Self::flat(total), &[&x, &carried, &acc, &root, &anc, &alt, &dim, &n64, &total64, &stride, &gr])?;
+        launch("fs_gather_commit", Self::flat(total), &[&x, &carried, &acc, &root, &alt, &dim, &n64, &total64, &stride, &gr])?;
+        Ok(())
+    }
+
+    fn read_groups(&self, p: &CudaParticles) -> anyhow::Result<Vec<f64>> {
+        let mut out = vec![0f64; p.layout.groups * GR_SLOTS];
+        drv(self.stream.memcpy_dtoh(&p.gr.slice(..out.len()), &mut out), "reading the group results")?;
+        self.sync("waiting for the interval's kernels (a kernel failed if this errors)")?;
+        Ok(out)
+    }
+
+    fn group_weights(gr: &[f64]) -> Vec<GroupWeights> {
+        gr.chunks(GR_SLOTS)
+            .map(|g| GroupWeights {
+                log_z_increment: g[GR_LOG_Z],
+                ess: g[GR_ESS],
+                max_log_weight: g[GR_MAX_LW],
+                nonfinite: g[GR_NONFINITE] as u64,
+                all_neg_inf: g[GR_ALL_NEG_INF] != 0.0,
+                mean_reward: g[GR_MEAN_REWARD],
+            })
+            .collect()
+    }
+
+    fn group_resample(gr: &[f64]) -> Vec<GroupResample> {
+        gr.chunks(GR_SLOTS).map(|g| GroupResample { resampled: g[GR_RESAMPLE] != 0.0, distinct_parents: g[GR_DISTINCT] as u64 }).collect()
+    }
+
+    fn read_ancestors(&self, p: &CudaParticles) -> anyhow::Result<Vec<u32>> {
+        let mut out = vec![0u32; p.total()];
+        drv(self.stream.memcpy_dtoh(&p.anc.slice(..p.total()), &mut out), "reading the ancestors")?;
+        self.sync("reading the ancestors")?;
+        Ok(out)
+    }
+
+    /// The emit mode that gives the reward input at a weighing (propagate.cu `emit`).
+    fn emit_for(spec: &RunSpec, is_final: bool) -> i32 {
+        if is_final || spec.reward_on == RewardOn::Xt {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Makes `alt` hold the reward input at grid step `step` (no integration).
+    fn ensure_rin(&self, k: &Kernels, spec: &RunSpec, p: &mut CudaParticles, step: usize, emit: i32) -> anyhow::Result<()> {
+        if p.rin == Some((step, emit)) {
+            return Ok(());
+        }
+        self.write_iv(p, step, step, false, step)?;
+        self.launch_propagate(k, spec, p, emit)?;
+        p.rin = Some((step, emit));
+        Ok(())
+    }
+
+    /// Enqueues one whole interval (no host synchronisation): propagate with the reward input
+    /// emitted, weigh, and resample when asked.
+    fn enqueue_interval(&self, k: &Kernels, spec: &RunSpec, p: &CudaParticles, emit: i32, resample: bool) -> anyhow::Result<()> {
+        self.launch_propagate(k, spec, p, emit)?;
+        self.launch_weigh(k, spec, p)?;
+        if resample {
+            self.launch_resample(k, spec, p)?;
+        }
+        Ok(())
+    }
+
+    fn upload_rows(&self, p: &mut CudaParticles, rows: &[f32]) -> anyhow::Result<()> {
+        let (total, dim, cap) = (p.total(), p.dim, p.capacity);
+        let mut soa = vec![0f32; dim * cap];
+        for i in 0..total {
+            for d in 0..dim {
+                soa[d * cap + i] = rows[i * dim + d];
+            }
+        }
+        drv(self.stream.memcpy_htod(&soa, &mut p.x), "uploading the initial points")
+    }
+
+    fn launch_flat(&self, module: &str, name: &str, count: usize, args: &[&dyn ArgRef]) -> anyhow::Result<()> {
+        let f = self.func(module, name)?;
+        let mut b = self.stream.launch_builder(&f);
+        for a in args {
+            a.push(&mut b);
+        }
+        // SAFETY: callers pass the kernel's parameters in order.
+        drv(unsafe { b.launch(Self::flat(count)) }, &format!("launching {name}")).map(|_| ())
+    }
+
+    /// Scores into `anc` (as f32 bits) for every particle.
+    fn launch_score(&self, k: &Kernels, spec: &RunSpec, p: &mut CudaParticles, on: ScoreOn) -> anyhow::Result<()> {
+        let (step, emit) = match on {
+            ScoreOn::Sample => (spec.sampler.steps, 2),
+            ScoreOn::Intermediate { step } => (step, Self::emit_for(spec, false)),
+        };
+        // A sample score reads x itself; force a fresh copy (x may have moved since).
+        p.rin = None;
+        self.ensure_rin(k, spec, p, step, emit)?;
+        let (alt, anc) = (self.ptr(&p.alt), self.ptr(&p.anc));
+        let stride = p.capacity as u64;
+        let total = p.total() as u64;
+        self.launch_flat(&k.potential, "fs_score", p.total(), &[&alt, &stride, &total, &anc])
+    }
+}
+
+/// Something that can be pushed as a kernel argument (plain values only: pointers are u64).
+trait ArgRef {
+    fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>);
+}
+macro_rules! arg_ref {
+    ($($t:ty),*) => {$(
+        impl ArgRef for $t {
+            fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
+                b.arg(self);
+            }
+        }
+    )*};
+}
+arg_ref!(u64, u32, i32, f32);
+
+impl Backend for CudaBackend {
+    type Particles = CudaParticles;
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo { backend: "cuda".into(), device: format!("{} ({})", self.device_name, self.arch) }
+    }
+
+    fn init(&mut self, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<CudaParticles> {
+        let total = layout.total();
+        ensure!(total > 0, "a population needs at least one particle (got n = {}, groups = {})", layout.n, layout.groups);
+        ensure!(layout.n <= u32::MAX as usize, "n = {} particles per group exceeds the 2^32 ancestor indices; use --groups", layout.n);
+        let k = self.kernels(spec)?;
+        let mut p = self.allocate(spec, layout, total)?;
+        let (k0, k1) = Self::key(spec);
+        let stride = p.capacity as u64;
+        let total64 = total as u64;
+        let n64 = layout.n as u64;
+        let x = self.ptr(&p.x);
+        match init {
+            Init::Noise => self.launch_flat(&k.propagate, "fs_init_noise", total, &[&x, &total64, &stride, &k0, &k1])?,
+            Init::Given(rows) => {
+                ensure!(rows.len() == total * p.dim, "initial points hold {} values, expected {total} × {}", rows.len(), p.dim);
+                self.upload_rows(&mut p, rows)?;
+            }
+            Init::AroundPivot { pivot, radius, cycle } => {
+                let dim = p.dim;
+                let pivots: Vec<f32> = if pivot.len() == dim {
+                    pivot.iter().copied().cycle().take(dim * layout.groups).collect()
+                } else {
+                    ensure!(pivot.len() == dim * layout.groups, "the pivot holds {} values; expected {dim} or {} (one per group)", pivot.len(), dim * layout.groups);
+                    pivot.to_vec()
+                };
+                let pbuf = drv(self.stream.clone_htod(&pivots), "uploading the pivot")?;
+                let pp = self.ptr(&pbuf);
+                self.launch_flat(&k.search, "fs_candidates", total, &[&x, &pp, &n64, &total64, &stride, &radius, &cycle, &k0, &k1])?;
+                self.sync("computing the candidates")?;
+            }
+        }
+        let init_state = spec.potential.initial_state();
+        let (carried, acc, lw, root) = (self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root));
+        let (c_bits, a_bits) = (init_state.carried.to_bits(), init_state.accumulated_log_g.to_bits());
+        self.launch_flat(&k.resample, "fs_fill_u32", total, &[&carried, &c_bits, &total64])?;
+        self.launch_flat(&k.resample, "fs_fill_u32", total, &[&acc, &a_bits, &total64])?;
+        let zero = 0u32;
+        self.launch_flat(&k.resample, "fs_fill_u32", total, &[&lw, &zero, &total64])?;
+        self.launch_flat(&k.resample, "fs_root_init", total, &[&root, &n64, &total64])?;
+        self.sync("initialising the particles")?;
+        Ok(p)
+    }
+
+    fn propagate(&mut self, spec: &RunSpec, p: &mut CudaParticles, steps: Range<usize>) -> anyhow::Result<()> {
+        let k = self.kernels(spec)?;
+        self.write_iv(p, steps.start, steps.end, false, steps.end)?;
+        self.launch_propagate(&k, spec, p, 0)?;
+        p.rin = None;
+        Ok(())
+    }
+
+    fn weigh(&mut self, spec: &RunSpec, p: &mut CudaParticles, at: WeighAt) -> anyhow::Result<Vec<GroupWeights>> {
+        let k = self.kernels(spec)?;
+        let emit = Self::emit_for(spec, at.is_final);
+        self.ensure_rin(&k, spec, p, at.step, emit)?;
+        self.write_iv(p, at.step, at.step, at.is_final, at.step)?;
+        self.launch_weigh(&k, spec, p)?;
+        let gr = self.read_groups(p)?;
+        Ok(Self::group_weights(&gr))
+    }
+
+    fn resample(&mut self, spec: &RunSpec, p: &mut CudaParticles, step: usize, keep_ancestors: bool) -> anyhow::Result<(Vec<GroupResample>, Option<Vec<u32>>)> {
+        let k = self.kernels(spec)?;
+        self.write_iv(p, step, step, false, step)?;
+        self.launch_resample(&k, spec, p)?;
+        p.rin = None;
+        let gr = self.read_groups(p)?;
+        let anc = if keep_ancestors { Some(self.read_ancestors(p)?) } else { None };
+        Ok((Self::group_resample(&gr), anc))
+    }
+
+    fn interval(&mut self, spec: &RunSpec, p: &mut CudaParticles, plan: &IntervalPlan) -> anyhow::Result<IntervalReport> {
+        let k = self.kernels(spec)?;
+        let emit = Self::emit_for(spec, plan.weigh.is_final);
+        let step_end = plan.weigh.step;
+        ensure!(plan.steps.end == step_end, "an interval must end at its weighing step ({} ≠ {step_end})", plan.steps.end);
+        self.write_iv(p, plan.steps.start, plan.steps.end, plan.weigh.is_final, step_end)?;
+        if self.use_graph {
+            let key = GraphKey {
+                particles: p.id,
+                n: p.layout.n,
+                groups: p.layout.groups,
+                emit,
+                resample: plan.resample,
+                scheme: spec.resample as u8,
+                labels: format!("{}|{}|{}", k.propagate, k.potential, k.resample),
+            };
+            if !self.graphs.contains_key(&key) {
+                drv(self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "beginning a graph capture")?;
+                let enqueued = self.enqueue_interval(&k, spec, p, emit, plan.resample);
+                let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+                enqueued.context("capturing one interval as a CUDA graph (retry with --no-graph to see the plain launch)")?;
+                let graph = drv(graph, "instantiating the interval graph")?.ok_or_else(|| anyhow!("the graph capture of an interval was empty"))?;
+                self.graphs.insert(key.clone(), graph);
+            }
+            drv(self.graphs[&key].launch(), "replaying the interval graph")?;
+        } else {
+            self.enqueue_interval(&k, spec, p, emit, plan.resample)?;
+        }
+        p.rin = if plan.resample { None } else { Some((step_end, emit)) };
+        let gr = self.read_groups(p)?;
+        let weights = Self::group_weights(&gr);
+        let (resample, ancestors) = if plan.resample {
+            let anc = if plan.keep_ancestors { Some(self.read_ancestors(p)?) } else { None };
+            (Self::group_resample(&gr), anc)
+        } else {
+            (Vec::new(), None)
+        };
+        Ok(IntervalReport { weights, resample, ancestors })
+    }
+
+    fn read_positions(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f32>> {
+        let (total, dim, cap) = (p.total(), p.dim, p.capacity);
+        let mut soa = vec![0f32; dim * cap];
+        drv(self.stream.memcpy_dtoh(&p.x, &mut soa), "reading the positions")?;
+        self.sync("reading the positions")?;
+        let mut rows = vec![0f32; total * dim];
+        for i in 0..total {
+            for d in 0..dim {
+                rows[i * dim + d] = soa[d * cap + i];
+            }
+        }
+        Ok(rows)
+    }
+
+    fn read_log_weights(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f32>> {
+        let mut out = vec![0f32; p.total()];
+        drv(self.stream.memcpy_dtoh(&p.lw.slice(..p.total()), &mut out), "reading the log-weights")?;
+        self.sync("reading the log-weights")?;
+        Ok(out)
+    }
+
+    fn read_root_ids(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<u32>> {
+        let mut out = vec![0u32; p.total()];
+        drv(self.stream.memcpy_dtoh(&p.root.slice(..p.total()), &mut out), "reading the root ids")?;
+        self.sync("reading the root ids")?;
+        Ok(out)
+    }
+
+    fn score(&mut self, spec: &RunSpec, p: &mut CudaParticles, on: ScoreOn) -> anyhow::Result<Vec<f32>> {
+        let k = self.kernels(spec)?;
+        let _r = nvtx::range(c"search");
+        self.launch_score(&k, spec, p, on)?;
+        let mut bits = vec![0u32; p.total()];
+        drv(self.stream.memcpy_dtoh(&p.anc.slice(..p.total()), &mut bits), "reading the scores")?;
+        self.sync("computing the scores")?;
+        Ok(bits.into_iter().map(f32::from_bits).collect())
+    }
+
+    fn select_top(&mut self, spec: &RunSpec, p: &mut CudaParticles, on: ScoreOn, keep: usize) -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
+        let (n, groups) = (p.layout.n, p.layout.groups);
+        ensure!(keep >= 1 && keep <= n, "cannot keep {keep} of {n} particles per group; keep must be in 1..={n}");
+        let k = self.kernels(spec)?;
+        let _r = nvtx::range(c"search");
+        self.launch_score(&k, spec, p, on)?;
+        let (scores, sel): (Vec<f32>, Vec<u32>) = if keep == 1 {
+            // Arg-max on the device: tiles, then one block per group.
+            let tiles = Self::tiles(n) as u32;
+            let (anc, ts, tc) = (self.ptr(&p.anc), self.ptr(&p.tile_sum), self.ptr(&p.tile_count));
+            let n64 = n as u64;
+            let f = self.func(&k.search, "fs_argmax_tiles")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&anc).arg(&n64).arg(&ts).arg(&tc).arg(&tiles);
+            // SAFETY: matches fs_argmax_tiles; tile_sum (as f32) and tile_count hold groups·tiles entries.
+            drv(unsafe { b.launch(Self::tiled(n, groups)) }, "launching fs_argmax_tiles")?;
+            let best = self.ptr(&p.group_a);
+            let f = self.func(&k.search, "fs_argmax_groups")?;
+            let mut b = self.stream.launch_builder(&f);
+            b.arg(&ts).arg(&tc).arg(&tiles).arg(&anc).arg(&best);
+            // SAFETY: matches fs_argmax_groups; sel goes to anc[0..groups], best to group_a (as f32).
+            drv(unsafe { b.launch(Self::per_group(groups)) }, "launching fs_argmax_groups")?;
+            let mut sel = vec![0u32; groups];
+            drv(self.stream.memcpy_dtoh(&p.anc.slice(..groups), &mut sel), "reading the best indices")?;
+            let mut best_bits = vec![0f64; groups.div_ceil(2)];
+            drv(self.stream.memcpy_dtoh(&p.group_a.slice(..groups.div_ceil(2)), &mut best_bits), "reading the best scores")?;
+            self.sync("selecting the best particle of each group")?;
+            let best: Vec<f32> = bytemuck::cast_slice::<f64, f32>(&best_bits)[..groups].to_vec();
+            (best, sel)
+        } else {
+            // Top-k sorts on the host (the scores come back for the report anyway).
+            let mut bits = vec![0u32; p.total()];
+            drv(self.stream.memcpy_dtoh(&p.anc.slice(..p.total()), &mut bits), "reading the scores")?;
+            self.sync("computing the scores")?;
+            let s: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
+            let mut scores = Vec::with_capacity(groups * keep);
+            let mut sel = Vec::with_capacity(groups * keep);
+            for g in 0..groups {
+                let mut idx: Vec<u32> = (0..n as u32).collect();
+                let gs = &s[g * n..(g + 1) * n];
+                idx.sort_by(|&a, &b| {
+                    let (x, y) = (gs[a as usize], gs[b as usize]);
+                    match (x.is_nan(), y.is_nan()) {
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        (true, true) => a.cmp(&b),
+                        _ => y.partial_cmp(&x).unwrap().then(a.cmp(&b)),
+                    }
+                });
+                idx.truncate(keep);
+                scores.extend(idx.iter().map(|&i| gs[i as usize]));
+                sel.extend(idx);
+            }
+            drv(self.stream.memcpy_htod(&sel, &mut p.anc.slice_mut(..sel.len())), "uploading the selection")?;
+            (scores, sel)
+        };
+        // Gather the kept particles into their new places.
+        let total_new = (groups * keep) as u64;
+        let (x, carried, acc, lw, root, anc, alt) =
+            (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root), self.ptr(&p.anc), self.ptr(&p.alt));
+        let (n_old, keep64, stride) = (n as u64, keep as u64, p.capacity as u64);
+        let count = groups * keep;
+        self.launch_flat(&k.search, "fs_select_gather", count, &[&x, &carried, &acc, &root, &anc, &alt, &n_old, &keep64, &total_new, &stride])?;
+        self.launch_flat(&k.search, "fs_select_commit", count, &[&x, &carried, &acc, &root, &alt, &total_new, &stride])?;
+        self.launch_flat(&k.search, "fs_select_gather_lw", count, &[&lw, &anc, &alt, &n_old, &keep64, &total_new])?;
+        self.launch_flat(&k.search, "fs_select_commit_lw", count, &[&lw, &alt, &total_new])?;
+        self.sync("gathering the selected particles")?;
+        p.layout = Layout { n: keep, groups };
+        p.rin = None;
+        Ok((scores, sel))
+    }
+
+    fn replicate(&mut self, p: &mut CudaParticles, copies: usize) -> anyhow::Result<()> {
+        ensure!(copies >= 1, "replicate needs at least one copy");
+        if copies == 1 {
+            return Ok(());
+        }
+        let search = self
+            .loaded
+            .values()
+            .find(|l| l.config.kind == ModuleKind::Search && l.config.label == ModuleConfig::search(p.dim).label)
+            .map(|l| l.config.label.clone())
+            .ok_or_else(|| anyhow!("replicate called before init loaded the kernels"))?;
+        let _r = nvtx::range(c"search");
+        let layout = Layout { n: p.layout.n * copies, groups: p.layout.groups };
+        let total_new = layout.total();
+        let dim = p.dim;
+        let (free, _) = self.memory()?;
+        let need = bytes_needed(dim, total_new, layout.groups);
+        ensure!(need <= free, "replicating to {total_new} particles needs {need} bytes of device memory, {free} are free; lower -n or the number of copies");
+        let mk = |len: usize, what: &str| self.alloc::<f32>(len, what);
+        let nx = mk(dim * total_new, "positions")?;
+        let nc = mk(total_new, "potential state")?;
+        let na = mk(total_new, "accumulated log-potentials")?;
+        let nl = mk(total_new, "log-weights")?;
+        let nr = self.alloc::<u32>(total_new, "root ids")?;
+        let (x, c, a, l, r) = (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root));
+        let (nxp, ncp, nap, nlp, nrp) = (self.ptr(&nx), self.ptr(&nc), self.ptr(&na), self.ptr(&nl), self.ptr(&nr));
+        let (total_old, so, sn, cp) = (p.total() as u64, p.capacity as u64, total_new as u64, copies as u32);
+        self.launch_flat(&search, "fs_replicate", total_new, &[&x, &c, &a, &l, &r, &nxp, &ncp, &nap, &nlp, &nrp, &total_old, &so, &sn, &cp])?;
+        self.sync("replicating the particles")?;
+        let tiles = tile_capacity(total_new, layout.groups);
+        p.x = nx;
+        p.carried = nc;
+        p.acc = na;
+        p.lw = nl;
+        p.root = nr;
+        p.anc = self.alloc(total_new, "ancestors")?;
+        p.alt = self.alloc((dim + 3).max(2) * total_new, "scratch rows")?;
+        p.tile_part = self.alloc(tiles * TP_SLOTS, "tile partials")?;
+        p.tile_sum = self.alloc(tiles, "tile sums")?;
+        p.tile_count = self.alloc(tiles, "tile counts")?;
+        p.tile_last = self.alloc(tiles, "tile last indices")?;
+        p.capacity = total_new;
+        p.layout = layout;
+        p.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        p.rin = None;
+        Ok(())
+    }
+
+    fn renoise(&mut self, spec: &RunSpec, p: &mut CudaParticles, from: usize, to: usize, form: RenoiseForm, round: u32) -> anyhow::Result<()> {
+        ensure!(to < from && from <= spec.sampler.steps, "renoising goes back in time: need to < from ≤ steps (got from {from}, to {to})");
+        let k = self.kernels(spec)?;
+        let _r = nvtx::range(c"search");
+        let (a, b) = sampler::renoise_coefficients(form, spec.sampler.time(from), spec.sampler.time(to));
+        let (k0, k1) = Self::key(spec);
+        let x = self.ptr(&p.x);
+        let (total, stride) = (p.total() as u64, p.capacity as u64);
+        self.launch_flat(&k.search, "fs_renoise", p.total(), &[&x, &total, &stride, &a, &b, &round, &k0, &k1])?;
+        p.rin = None;
+        Ok(())
+    }
+}
+
+/// Unused-import guard for the `CStr` literal type used by NVTX ranges.
+#[allow(dead_code)]
+fn _names(_: &CStr) {}
+
+#[allow(dead_code)]
+const _ITEMS_USED: u32 = ITEMS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_model_fits_the_48_byte_budget() {
+        assert_eq!(bytes_per_particle(2), 48);
+        // 10^9 particles of the default model in one group fit 80 GB with room for the rest.
+        assert!(bytes_needed(2, 1_000_000_000, 1) < 50_000_000_000);
+    }
+}

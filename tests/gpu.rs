@@ -1,0 +1,366 @@
+//! The CUDA backend against the CPU backend (the reference), on fresh seeded random inputs at
+//! sizes {1, 31, 32, 33, 1024, 1025, a random size, 2^20}. Every case prints one line; the whole
+//! file is skipped, with the reason printed, where no CUDA device is present.
+//!
+//! Run on a GPU machine: `cargo test --release --test gpu -- --nocapture --test-threads=1`.
+//!
+//! # Tolerances
+//! Both backends run the same f32 operations in the same order (the kernels are compiled with
+//! `--fmad=false` and use `fmaf` exactly where the CPU uses `mul_add`; rewards are generated from
+//! the same formulas; division and square root are IEEE on both). What differs is the
+//! transcendental functions: CUDA's `expf/expm1f/tanhf/logf/sincosf` are within 2 ulp, glibc's
+//! within 1 ulp, so one velocity evaluation differs by at most a few ulp in a few activations:
+//! a relative perturbation δ ≤ 4·2^-24 ≈ 2.4e-7 of |v|. Through n steps of size h the error
+//! obeys e_{k+1} ≤ (1 + h·Λ)·e_k + h·|v|·δ, hence e_n ≤ |v|·δ·(e^Λ − 1)/Λ with Λ the Lipschitz
+//! constant of v in x. For the PyTorch-initialised MLPs used here (weights U(±1/√in)) Λ ≤ 3, so
+//! (e^Λ − 1)/Λ ≤ 6.4, and |v| ≤ 5 over the inputs reached: e_n ≤ 5·2.4e-7·6.4 ≈ 7.7e-6. The SDE adds
+//! σ·|ξ|·δ per step (σ ≤ 0.04, |ξ| ≤ 6): negligible. We allow `TRAJ_TOL = 1e-4·(1 + |x|)`,
+//! ten times the bound, so a real defect (a wrong coefficient is ≥ 1e-2) cannot hide in it.
+//!
+//! Reductions in f64 differ only in summation order: relative error ≤ n·2^-53 ≈ 1.2e-10 at
+//! n = 2^20; we allow 1e-9 relative (on log-values, absolute 1e-9·(1 + |value|)).
+
+use flowsteer::backend::cpu::CpuBackend;
+use flowsteer::backend::cuda::{self, CudaBackend};
+use flowsteer::backend::{Backend, Init, IntervalPlan, Layout, RunSpec, ScoreOn, WeighAt};
+use flowsteer::model::{Activation, Mlp};
+use flowsteer::potential::{Potential, PotentialKind};
+use flowsteer::resample::ResampleScheme;
+use flowsteer::reward::{Reward, RewardOn, Term, DEFAULT_EPS};
+use flowsteer::sampler::{RenoiseForm, Sampler, SamplerKind, SdeForm};
+use rand::{Rng, SeedableRng};
+
+const TRAJ_TOL: f32 = 1e-4;
+const RED_TOL: f64 = 1e-9;
+
+fn device() -> Option<CudaBackend> {
+    match cuda::availability() {
+        Err(why) => {
+            println!("SKIPPED gpu tests: {why}");
+            None
+        }
+        Ok(desc) => match CudaBackend::new() {
+            Ok(b) => {
+                println!("device: {desc}");
+                Some(b)
+            }
+            Err(e) => panic!("a CUDA device is present ({desc}) but the backend failed to start: {e:#}"),
+        },
+    }
+}
+
+/// The sizes of the issue: tile and warp boundaries ± 1, a random size, and 2^20.
+fn sizes(rng: &mut rand::rngs::StdRng) -> Vec<usize> {
+    vec![1, 31, 32, 33, 1024, 1025, rng.random_range(2..5000), 1 << 20]
+}
+
+fn reward() -> Reward {
+    Reward {
+        terms: vec![
+            (1.0, Term::Gaussian { c: vec![1.5, -0.5], sigma: 0.7 }),
+            (0.3, Term::Obstacle { c: vec![0.0, 0.5], rho: 0.3, q_star: 0.6, eta: 0.5 }),
+            (0.05, Term::Point { c: vec![-1.0, 1.0] }),
+            (0.02, Term::Line { axis: 1, c: 0.25 }),
+        ],
+        eps: DEFAULT_EPS,
+    }
+}
+
+fn spec(act: Activation, kind: SamplerKind, form: SdeForm, steps: usize, seed: u64) -> RunSpec {
+    RunSpec {
+        model: Mlp::init_uniform(2, 64, 3, act, seed ^ 0x5eed),
+        sampler: Sampler { kind, steps, k: 0.5, form },
+        reward: reward(),
+        reward_on: RewardOn::X1Hat,
+        potential: Potential { kind: PotentialKind::Max, lambda: 2.0, r_min: -5.0 },
+        resample: ResampleScheme::Multinomial,
+        adaptive_ess: None,
+        seed,
+    }
+}
+
+fn random_points(rng: &mut rand::rngs::StdRng, count: usize) -> Vec<f32> {
+    // Non-uniform: mostly N(0,1)-ish, with 1 % outliers at ±6 so that edge cases are exercised.
+    (0..count * 2)
+        .map(|_| {
+            let u: f32 = rng.random_range(-2.5..2.5);
+            if rng.random_range(0..100) == 0 { u.signum() * 6.0 } else { u }
+        })
+        .collect()
+}
+
+fn max_traj_error(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs() / (TRAJ_TOL * (1.0 + y.abs()))).fold(0.0, f32::max)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= RED_TOL * (1.0 + a.abs().max(b.abs()))
+}
+
+#[test]
+fn propagate_matches_cpu_for_every_sampler() {
+    let Some(mut gpu) = device() else { return };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let configs = [
+        (Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal),
+        (Activation::Silu, SamplerKind::Euler, SdeForm::Marginal),
+        (Activation::Gelu, SamplerKind::Sde, SdeForm::Marginal),
+        (Activation::Tanh, SamplerKind::Sde, SdeForm::Legacy),
+        (Activation::Relu, SamplerKind::Midpoint, SdeForm::Marginal),
+    ];
+    for (ci, &(act, kind, form)) in configs.iter().enumerate() {
+        for n in sizes(&mut rng) {
+            let seed = rng.random::<u64>();
+            let s = spec(act, kind, form, 20, seed);
+            // The largest size runs a few steps only: the CPU reference is the slow side.
+            let steps = if n >= 1 << 20 { 0..3 } else { 0..20 };
+            let layout = Layout { n, groups: 1 };
+            let mut pc = cpu.init(&s, layout, Init::Noise).unwrap();
+            let mut pg = gpu.init(&s, layout, Init::Noise).unwrap();
+            let x0c = cpu.read_positions(&pc).unwrap();
+            let x0g = gpu.read_positions(&pg).unwrap();
+            let e0 = max_traj_error(&x0g, &x0c);
+            cpu.propagate(&s, &mut pc, steps.clone()).unwrap();
+            gpu.propagate(&s, &mut pg, steps.clone()).unwrap();
+            let xc = cpu.read_positions(&pc).unwrap();
+            let xg = gpu.read_positions(&pg).unwrap();
+            let e = max_traj_error(&xg, &xc);
+            let moved = xc.iter().zip(&x0c).any(|(a, b)| a != b);
+            println!("propagate {act} {kind:?} {form:?} n={n:<8} steps {steps:?}: init err {e0:.3}, final err {e:.3} (of tolerance), config {ci}");
+            assert!(moved, "the CPU trajectory did not move: the comparison would mean nothing");
+            assert!(e0 <= 1.0 && e <= 1.0, "GPU trajectory differs from the CPU beyond the derived tolerance");
+        }
+    }
+}
+
+#[test]
+fn weigh_matches_cpu_bitwise_inputs() {
+    let Some(mut gpu) = device() else { return };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    for kind in [PotentialKind::Max, PotentialKind::Add, PotentialKind::Diff, PotentialKind::Rt, PotentialKind::Is] {
+        for n in sizes(&mut rng) {
+            for (groups, reward_on) in [(1, RewardOn::Xt), (3, RewardOn::X1Hat)] {
+                if n >= 1 << 20 && groups > 1 {
+                    continue;
+                }
+                let mut s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, rng.random());
+                s.potential.kind = kind;
+                s.reward_on = reward_on;
+                let layout = Layout { n, groups };
+                let pts = random_points(&mut rng, layout.total());
+                let mut pc = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
+                let mut pg = gpu.init(&s, layout, Init::Given(&pts)).unwrap();
+                for (k, (step, is_final)) in [(8, false), (14, false), (20, true)].into_iter().enumerate() {
+                    let at = WeighAt { step, index: k, is_final };
+                    let wc = cpu.weigh(&s, &mut pc, at).unwrap();
+                    let wg = gpu.weigh(&s, &mut pg, at).unwrap();
+                    let lc = cpu.read_log_weights(&pc).unwrap();
+                    let lg = gpu.read_log_weights(&pg).unwrap();
+                    // Rewards on x_t (and the final sample) are bitwise equal; on x̂1 they carry
+                    // the MLP's few-ulp difference, amplified by λ·|∂r/∂x| ≤ 2·5: 1e-4 relative.
+                    let tol = if reward_on == RewardOn::Xt || is_final { 0.0 } else { 1e-4 };
+                    let lw_err = lc.iter().zip(&lg).map(|(a, b)| if a == b { 0.0 } else { (a - b).abs() / (1.0 + a.abs()) }).fold(0.0f32, f32::max);
+                    println!("weigh {kind} n={n:<8} groups={groups} on={reward_on:?} step={step}: max lw diff {lw_err:.2e} (allowed {tol:.0e})");
+                    assert!(lw_err <= tol, "log-weights differ");
+                    for (g, (a, b)) in wc.iter().zip(&wg).enumerate() {
+                        let exact = tol == 0.0;
+                        let ok = a.nonfinite == b.nonfinite
+                            && a.all_neg_inf == b.all_neg_inf
+                            && (!exact || (close(a.log_z_increment, b.log_z_increment) && close(a.ess, b.ess) && close(a.max_log_weight, b.max_log_weight) && close(a.mean_reward, b.mean_reward)));
+                        assert!(ok, "group {g}: CPU {a:?} vs GPU {b:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn resampling_gives_identical_ancestors() {
+    let Some(mut gpu) = device() else { return };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for scheme in [ResampleScheme::Multinomial, ResampleScheme::Systematic, ResampleScheme::Stratified, ResampleScheme::Residual] {
+        for n in sizes(&mut rng) {
+            let groups = if n < 2000 { 4 } else { 1 };
+            let mut s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, rng.random());
+            s.resample = scheme;
+            s.reward_on = RewardOn::Xt;
+            s.potential.kind = PotentialKind::Rt;
+            let layout = Layout { n, groups };
+            let pts = random_points(&mut rng, layout.total());
+            let mut pc = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
+            let mut pg = gpu.init(&s, layout, Init::Given(&pts)).unwrap();
+            let at = WeighAt { step: 10, index: 0, is_final: false };
+            cpu.weigh(&s, &mut pc, at).unwrap();
+            gpu.weigh(&s, &mut pg, at).unwrap();
+            let (rc, ac) = cpu.resample(&s, &mut pc, 10, true).unwrap();
+            let (rg, ag) = gpu.resample(&s, &mut pg, 10, true).unwrap();
+            let (ac, ag) = (ac.unwrap(), ag.unwrap());
+            let differing = ac.iter().zip(&ag).filter(|(a, b)| a != b).count();
+            println!("resample {scheme:?} n={n:<8} groups={groups}: {differing} of {} ancestors differ; distinct parents CPU {:?} GPU {:?}",
+                ac.len(), rc.iter().map(|r| r.distinct_parents).collect::<Vec<_>>(), rg.iter().map(|r| r.distinct_parents).collect::<Vec<_>>());
+            assert_eq!(differing, 0, "ancestors differ");
+            assert_eq!(rc, rg, "per-group resampling reports differ");
+            // The gather moved the same states: positions, roots and reset log-weights agree exactly.
+            assert_eq!(cpu.read_positions(&pc).unwrap(), gpu.read_positions(&pg).unwrap(), "gathered positions differ");
+            assert_eq!(cpu.read_root_ids(&pc).unwrap(), gpu.read_root_ids(&pg).unwrap(), "gathered root ids differ");
+            assert_eq!(cpu.read_log_weights(&pc).unwrap(), gpu.read_log_weights(&pg).unwrap(), "log-weights after resampling differ");
+        }
+    }
+}
+
+#[test]
+fn adaptive_resampling_decides_the_same_way() {
+    let Some(mut gpu) = device() else { return };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for tau in [0.05f32, 0.5, 0.95] {
+        let mut s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, rng.random());
+        s.adaptive_ess = Some(tau);
+        s.reward_on = RewardOn::Xt;
+        s.potential.kind = PotentialKind::Rt;
+        s.potential.lambda = 0.5;
+        let layout = Layout { n: 1000, groups: 8 };
+        let pts = random_points(&mut rng, layout.total());
+        let mut pc = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
+        let mut pg = gpu.init(&s, layout, Init::Given(&pts)).unwrap();
+        let at = WeighAt { step: 10, index: 0, is_final: false };
+        cpu.weigh(&s, &mut pc, at).unwrap();
+        gpu.weigh(&s, &mut pg, at).unwrap();
+        let (rc, _) = cpu.resample(&s, &mut pc, 10, false).unwrap();
+        let (rg, _) = gpu.resample(&s, &mut pg, 10, false).unwrap();
+        let skipped = rg.iter().filter(|r| !r.resampled).count();
+        println!("adaptive tau={tau}: {skipped} of 8 groups skipped on the GPU");
+        assert_eq!(rc, rg, "adaptive decisions differ");
+        assert_eq!(cpu.read_log_weights(&pc).unwrap(), gpu.read_log_weights(&pg).unwrap(), "carried log-weights differ");
+    }
+}
+
+#[test]
+fn search_primitives_match_cpu() {
+    let Some(mut gpu) = device() else { return };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for n in sizes(&mut rng) {
+        let s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, rng.random());
+        let groups = if n < 2000 { 3 } else { 1 };
+        let layout = Layout { n, groups };
+        let pts = random_points(&mut rng, layout.total());
+        // score on the sample: bitwise equal rewards.
+        let mut pc = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
+        let mut pg = gpu.init(&s, layout, Init::Given(&pts)).unwrap();
+        let sc = cpu.score(&s, &mut pc, ScoreOn::Sample).unwrap();
+        let sg = gpu.score(&s, &mut pg, ScoreOn::Sample).unwrap();
+        let same = sc.iter().zip(&sg).all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+        println!("score n={n:<8} groups={groups}: bitwise equal = {same}");
+        assert!(same, "scores differ");
+        // top-1 and top-k on the same scores.
+        for keep in [1usize, n.min(5), n.div_ceil(2)] {
+            let mut pc2 = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
+            let mut pg2 = gpu.init(&s, layout, Init::Given(&pts)).unwrap();
+            let (bc, ic) = cpu.select_top(&s, &mut pc2, ScoreOn::Sample, keep).unwrap();
+            let (bg, ig) = gpu.select_top(&s, &mut pg2, ScoreOn::Sample, keep).unwrap();
+            println!("select_top n={n:<8} groups={groups} keep={keep}: indices equal = {}", ic == ig);
+            assert_eq!(ic, ig, "selected indices differ");
+            assert_eq!(bc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bg.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(cpu.read_positions(&pc2).unwrap(), gpu.read_positions(&pg2).unwrap(), "kept positions differ");
+        }
+        if n <= 1025 {
+            // replicate then renoise (exact and legacy forms): noise from the same counters.
+            let mut pc3 = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
+            let mut pg3 = gpu.init(&s, layout, Init::Given(&pts)).unwrap();
+            cpu.replicate(&mut pc3, 3).unwrap();
+            gpu.replicate(&mut pg3, 3).unwrap();
+            assert_eq!(cpu.read_positions(&pc3).unwrap(), gpu.read_positions(&pg3).unwrap(), "replicas differ");
+            for (round, form) in [(0u32, RenoiseForm::Exact), (1, RenoiseForm::Legacy)] {
+                cpu.renoise(&s, &mut pc3, 15, 12, form, round).unwrap();
+                gpu.renoise(&s, &mut pg3, 15, 12, form, round).unwrap();
+                let e = max_traj_error(&gpu.read_positions(&pg3).unwrap(), &cpu.read_positions(&pc3).unwrap());
+                println!("replicate×3 + renoise {form:?} n={n:<8}: err {e:.3} of tolerance");
+                assert!(e <= 1.0, "renoised positions differ");
+            }
+        }
+    }
+}
+
+#[test]
+fn graph_replay_equals_plain_launches() {
+    let Some(mut gpu) = device() else { return };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let s = spec(Activation::Elu, SamplerKind::Sde, SdeForm::Marginal, 40, rng.random());
+    let layout = Layout { n: 5000, groups: 2 };
+    let mut results = Vec::new();
+    for use_graph in [true, false] {
+        gpu.use_graph = use_graph;
+        let mut p = gpu.init(&s, layout, Init::Noise).unwrap();
+        let mut reports = Vec::new();
+        for (k, (a, b)) in [(0, 10), (10, 20), (20, 30), (30, 40)].into_iter().enumerate() {
+            let plan = IntervalPlan { steps: a..b, weigh: WeighAt { step: b, index: k, is_final: b == 40 }, resample: b != 40, keep_ancestors: true };
+            reports.push(gpu.interval(&s, &mut p, &plan).unwrap());
+        }
+        results.push((gpu.read_positions(&p).unwrap(), reports.iter().map(|r| r.weights.clone()).collect::<Vec<_>>(), reports.iter().map(|r| r.ancestors.clone()).collect::<Vec<_>>()));
+    }
+    gpu.use_graph = true;
+    println!("graph vs plain: positions equal = {}, weights equal = {}", results[0].0 == results[1].0, results[0].1 == results[1].1);
+    assert_eq!(results[0].0, results[1].0, "graph replay changed the positions");
+    assert_eq!(results[0].1, results[1].1, "graph replay changed the weights");
+    assert_eq!(results[0].2, results[1].2, "graph replay changed the ancestors");
+}
+
+/// A whole FK run (4 resampling points, multinomial) on each backend with 20 independent seeds:
+/// the final mean reward must agree in distribution. Same seeds on both backends give nearly the
+/// same runs, so we compare each seed's pair: |m_gpu − m_cpu| per seed must stay below 4 standard
+/// errors of one run's mean (σ_r/√N with the run's own reward spread), and the average over seeds
+/// must be within 4·σ/√(20·N). Trajectory differences of 1e-5 can flip a few resampling choices,
+/// which changes a run by at most its sampling noise — that is what the bound allows.
+#[test]
+fn whole_steering_runs_agree_statistically() {
+    let Some(mut gpu) = device() else { return };
+    let mut cpu = CpuBackend::new();
+    let n = 2048;
+    let mut diffs = Vec::new();
+    let mut sigma_max = 0f64;
+    for seed in 0..20u64 {
+        let s = spec(Activation::Elu, SamplerKind::Sde, SdeForm::Marginal, 40, 1000 + seed);
+        let layout = Layout { n, groups: 1 };
+        let mut means = Vec::new();
+        for which in 0..2 {
+            let run = |b: &mut dyn FnMut(&IntervalPlan) -> Vec<f32>| -> Vec<f32> {
+                let mut last = Vec::new();
+                for (k, (a, e)) in [(0, 24), (24, 30), (30, 36), (36, 40)].into_iter().enumerate() {
+                    let plan = IntervalPlan { steps: a..e, weigh: WeighAt { step: e, index: k, is_final: e == 40 }, resample: e != 40, keep_ancestors: false };
+                    last = b(&plan);
+                }
+                last
+            };
+            let scores = if which == 0 {
+                let mut p = cpu.init(&s, layout, Init::Noise).unwrap();
+                run(&mut |plan| {
+                    cpu.interval(&s, &mut p, plan).unwrap();
+                    cpu.score(&s, &mut p, ScoreOn::Sample).unwrap()
+                })
+            } else {
+                let mut p = gpu.init(&s, layout, Init::Noise).unwrap();
+                run(&mut |plan| {
+                    gpu.interval(&s, &mut p, plan).unwrap();
+                    gpu.score(&s, &mut p, ScoreOn::Sample).unwrap()
+                })
+            };
+            let m = scores.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = scores.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n as f64 - 1.0);
+            sigma_max = sigma_max.max(var.sqrt());
+            means.push(m);
+        }
+        diffs.push(means[1] - means[0]);
+        println!("steer seed {seed}: mean final reward CPU {:.5} GPU {:.5}", means[0], means[1]);
+    }
+    let se = sigma_max / (n as f64).sqrt();
+    let worst = diffs.iter().fold(0f64, |a, d| a.max(d.abs()));
+    let avg = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    println!("steer: worst per-seed |Δmean| {worst:.5} (bound {:.5}), average Δ {avg:.5} (bound {:.5})", 4.0 * se, 4.0 * se / 20f64.sqrt());
+    assert!(worst <= 4.0 * se, "a seed's GPU run differs from its CPU run beyond its sampling noise");
+    assert!(avg.abs() <= 4.0 * se / 20f64.sqrt(), "GPU runs are biased relative to the CPU");
+}
