@@ -225,13 +225,23 @@ pub fn stage_samples_and_summary<S: serde::Serialize>(
     Ok(())
 }
 
-/// Checks, before any work, that `--out DIR` can be written (so a long run does not fail at
-/// the end): creates it if needed and rejects a path that is a file.
+/// Checks, before any work, that `--out DIR` can be made (so a long run does not fail at the
+/// end): it must be a directory or not exist, and its nearest existing ancestor a directory.
+/// Nothing is created here; the directory appears when the outputs are committed.
 pub fn prepare_out_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("--out {} is a file; pass a directory (it is created if missing)", dir.display());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create --out directory {}; pick a writable path", dir.display()))?;
+    let mut ancestor = dir.parent();
+    while let Some(a) = ancestor {
+        if a.as_os_str().is_empty() || a.is_dir() {
+            break;
+        }
+        if a.exists() {
+            bail!("--out {}: {} is a file, so the directory cannot be created; pick another path", dir.display(), a.display());
+        }
+        ancestor = a.parent();
+    }
     Ok(())
 }
 
