@@ -282,6 +282,18 @@ mod tests {
 
     /// Exact renoising keeps the OT marginal: if x_t = t·x1 + (1−t)·z, then
     /// x_s = (s/t)·x_t + b·ξ = s·x1 + (s/t)(1−t)·z + b·ξ has noise variance (1−s)².
+    /// The legacy form `x_s = x_t + (t − s)·ξ` leaves the data coefficient at t instead of s and
+    /// the noise variance at (1−t)² + (t−s)² instead of (1−s)²: it is off the OT path.
+    #[test]
+    fn legacy_renoising_is_off_the_path() {
+        let (t, s) = (0.9f32, 0.6f32);
+        let (a, b) = renoise_coefficients(RenoiseForm::Legacy, t, s);
+        assert_eq!((a, b), (1.0, t - s));
+        let var = (a * (1.0 - t)).powi(2) + b * b;
+        assert!((var - (1.0 - s).powi(2)).abs() > 0.05, "variance {var} vs {}", (1.0 - s).powi(2));
+        assert!((a * t - s).abs() > 0.2);
+    }
+
     #[test]
     fn exact_renoising_restores_the_path_variance() {
         for &(t, s) in &[(0.9f32, 0.8f32), (0.5, 0.1), (0.99, 0.95)] {
