@@ -82,7 +82,7 @@ pub fn on_square(x: f32, y: f32) -> bool {
 /// The fraction of 2-D samples (row-major `[n, 2]`) on the data squares; NaN rows count as off.
 /// Returns NaN for an empty sample.
 pub fn on_square_fraction(rows: &[f32]) -> f64 {
-    assert!(rows.len() % 2 == 0, "on_square_fraction takes row-major [n, 2] samples");
+    assert!(rows.len().is_multiple_of(2), "on_square_fraction takes row-major [n, 2] samples");
     let n = rows.len() / 2;
     if n == 0 {
         return f64::NAN;
@@ -136,12 +136,12 @@ pub fn energy_distance(a: &[f32], b: &[f32], dim: usize) -> f64 {
 ///
 /// Panics if either sample has fewer than 2 rows or its length is not a multiple of `dim`.
 pub fn energy_distance_blocks(a: &[f32], b: &[f32], dim: usize) -> EnergyDistance {
-    assert!(dim >= 1 && a.len() % dim == 0 && b.len() % dim == 0, "samples must be row-major [n, dim]");
+    assert!(dim >= 1 && a.len().is_multiple_of(dim) && b.len().is_multiple_of(dim), "samples must be row-major [n, dim]");
     let (na, nb) = (a.len() / dim, b.len() / dim);
     assert!(na >= 2 && nb >= 2, "the energy distance needs at least 2 points per sample (got {na} and {nb})");
     let blocks = (na.min(nb) / ENERGY_BLOCK).max(1);
-    let pa = shuffled(na, 0x5EED_A);
-    let pb = shuffled(nb, 0x5EED_B);
+    let pa = shuffled(na, 0x5EEDA);
+    let pb = shuffled(nb, 0x5EEDB);
     let estimates: Vec<f64> = (0..blocks)
         .into_par_iter()
         .map(|k| {

@@ -572,7 +572,7 @@ mod tests {
     }
 
     fn f32_bytes(n: usize, value: f32) -> Vec<u8> {
-        std::iter::repeat(value.to_le_bytes()).take(n).flatten().collect()
+        std::iter::repeat_n(value.to_le_bytes(), n).flatten().collect()
     }
 
     /// A valid 2-layer model [3 -> 4 -> 2] as raw entries, to break one piece at a time.

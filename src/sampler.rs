@@ -139,6 +139,7 @@ pub fn sde_noise_scale(form: SdeForm, k: f32, t: f32, h: f32) -> f32 {
 /// marginal `x + h·[vm + (k/2)·(t·v0 − x)] + σ·ξ`; legacy `x + h·[vm − (k/2)·(t·vm − x)] + σ·ξ`,
 /// with `σ` from [`sde_noise_scale`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // a scalar formula, argument for argument its CUDA twin's
 pub fn sde_update(form: SdeForm, x: f32, v0: f32, vm: f32, t: f32, h: f32, k: f32, noise_scale: f32, xi: f32) -> f32 {
     let drift = match form {
         SdeForm::Marginal => vm + 0.5 * k * (t * v0 - x),

@@ -2,6 +2,8 @@
 //! reference integrator, the marginal SDE against the ODE in distribution, and determinism
 //! across thread counts.
 
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas' subscripts
+
 use flowsteer::backend::cpu::CpuBackend;
 use flowsteer::backend::{Backend, Init, Layout};
 use flowsteer::checkerboard::energy_distance_blocks;

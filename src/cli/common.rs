@@ -169,14 +169,14 @@ pub fn load_model(path: &Path) -> anyhow::Result<Mlp> {
     }
 }
 
-/// Checks a particle count: at least 1, and the counter's limit (SPEC §3: 64-bit indices, but a
-/// population must fit in memory as `[N, D]` f32).
+/// Checks a particle count: at least 1, and at most 2^36 (the particle index of SPEC §3 has 64
+/// bits, but a larger population could not be held as `[N, D]` f32 on any machine we target).
 pub fn validate_particles(n: usize, option: &str) -> anyhow::Result<usize> {
     if n == 0 {
         bail!("{option} must be at least 1 (got 0)");
     }
     if n > u32::MAX as usize * 16 {
-        bail!("{option} {n} is more than flowsteer supports in one run (2^36); split the run with --seed");
+        bail!("{option} {n} is more than one run supports (2^36 = 68,719,476,736); use several runs with different --seed values");
     }
     Ok(n)
 }
@@ -217,7 +217,7 @@ pub fn stage_samples_and_summary<S: serde::Serialize>(
     dim: usize,
     summary: &S,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(dim > 0 && rows.len() % dim == 0, "samples hold {} values, not a multiple of D = {dim}", rows.len());
+    anyhow::ensure!(dim > 0 && rows.len().is_multiple_of(dim), "samples hold {} values, not a multiple of D = {dim}", rows.len());
     set.add(dir.join("samples.npy"), crate::npy::to_bytes(&[rows.len() / dim, dim], rows));
     let mut json = serde_json::to_vec_pretty(summary).context("serialising summary.json")?;
     json.push(b'\n');
