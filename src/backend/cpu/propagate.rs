@@ -88,26 +88,32 @@ pub fn exp_f32(x: f32) -> f32 {
     er * scale
 }
 
-/// `e^x − 1` in f32 without the cancellation of `exp(x) − 1` near 0: the Taylor series to
-/// `x^8/8!` for `|x| < 0.5` (truncation `< 0.5^9/9! ≈ 5e-9`, under half an ulp of the result),
-/// `exp_f32(x) − 1` beyond (where `|e^x − 1| > 0.39`, so the subtraction loses under 2 ulp).
+/// `e^x − 1` in f32 without the cancellation of `exp(x) − 1` near 0, at the cost of one
+/// polynomial: with `x = k·ln2 + r` as in [`exp_f32`], `e^x − 1 = 2^k·(e^r − 1) + (2^k − 1)`,
+/// `e^r − 1` by its Taylor series to `r^7/7!` (`|r| ≤ 0.347`: truncation `< r^8/8! ≈ 6e-9`,
+/// under 0.1 ulp of the result, whose size is at least `|r|/2`). For `k = 0` the result is that
+/// series itself, accurate near 0; otherwise `|2^k − 1| ≥ 1/2` is exact and dominates, so the
+/// final fused multiply-add does not cancel. Relative error ≤ 2 ulp; clamped like `exp_f32`.
 #[inline(always)]
 pub fn expm1_f32(x: f32) -> f32 {
-    let mut p = 1.0f32 / 40320.0;
-    p = p.mul_add(x, 1.0 / 5040.0);
-    p = p.mul_add(x, 1.0 / 720.0);
-    p = p.mul_add(x, 1.0 / 120.0);
-    p = p.mul_add(x, 1.0 / 24.0);
-    p = p.mul_add(x, 1.0 / 6.0);
-    p = p.mul_add(x, 0.5);
-    p = p.mul_add(x, 1.0);
-    let small = p * x;
-    let large = exp_f32(x) - 1.0;
-    if x.abs() < 0.5 {
-        small
-    } else {
-        large
-    }
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0;
+    let x = min_keep_nan(max_keep_nan(x, -87.3), 88.3);
+    let shifted = x.mul_add(LOG2E, ROUND);
+    let kf = shifted - ROUND;
+    let k = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let r = kf.mul_add(-LN2_LO, kf.mul_add(-LN2_HI, x));
+    let mut q = 1.0f32 / 5040.0;
+    q = q.mul_add(r, 1.0 / 720.0);
+    q = q.mul_add(r, 1.0 / 120.0);
+    q = q.mul_add(r, 1.0 / 24.0);
+    q = q.mul_add(r, 1.0 / 6.0);
+    q = q.mul_add(r, 0.5);
+    let em1_r = (r * r).mul_add(q, r);
+    let scale = f32::from_bits((k.wrapping_add(127) as u32) << 23);
+    scale.mul_add(em1_r, scale - 1.0)
 }
 
 /// `1 / (1 + e^{−x})`.
@@ -131,14 +137,10 @@ const GELU_A: f32 = 0.044715;
 #[inline(always)]
 pub fn activation_f32(act: Activation, x: f32) -> f32 {
     match act {
-        Activation::Elu => {
-            let e = expm1_f32(x);
-            if x > 0.0 {
-                x
-            } else {
-                e
-            }
-        }
+        // max(x, 0) + expm1(min(x, 0)): exactly x for x > 0 (expm1(0) = 0 here) and expm1(x)
+        // otherwise, NaN stays NaN. Written without a select because LLVM turns
+        // `if x > 0 { x } else { e }` stored in place into a masked store, which is slow on AMD.
+        Activation::Elu => max_keep_nan(x, 0.0) + expm1_f32(min_keep_nan(x, 0.0)),
         Activation::Silu => x * sigmoid_f32(x),
         Activation::Gelu => 0.5 * x * (1.0 + tanh_f32(GELU_C * x * GELU_A.mul_add(x * x, 1.0))),
         Activation::Tanh => tanh_f32(x),
