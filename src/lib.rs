@@ -15,6 +15,7 @@ pub mod output;
 pub mod potential;
 pub mod resample;
 pub mod reward;
+pub mod reward_parse;
 pub mod rng;
 pub mod sampler;
 pub mod train;
