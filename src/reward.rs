@@ -85,7 +85,7 @@ impl Reward {
         for (_, t) in &self.terms {
             if let Some(c) = t.centre() {
                 if c.len() != dim {
-                    return Err(format!("reward term {t:?} has a {}-vector but the model's data dimension is D = {dim}; give {dim} entries", c.len()));
+                    return Err(format!("reward term {t} has a {}-vector but the model's data dimension is D = {dim}; give {dim} entries", c.len()));
                 }
             }
             if let Term::Line { axis, .. } = t {

@@ -41,10 +41,24 @@ impl FromStr for Reward {
     }
 }
 
-impl fmt::Display for Reward {
-    /// The parseable form, e.g. `1*point([2,0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1)`.
+impl fmt::Display for Term {
+    /// The command-line form of the term, e.g. `obstacle([1,0], 0.4, 0.5, 1)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let vec = |c: &[f32]| format!("[{}]", c.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+        match self {
+            Term::Point { c } => write!(f, "point({})", vec(c)),
+            Term::Line { axis, c } => write!(f, "line({axis}, {c})"),
+            Term::Gaussian { c, sigma } => write!(f, "gaussian({}, {sigma})", vec(c)),
+            Term::Obstacle { c, rho, q_star, eta } => write!(f, "obstacle({}, {rho}, {q_star}, {eta})", vec(c)),
+        }
+    }
+}
+
+impl fmt::Display for Reward {
+    /// The parseable form, e.g. `point([2,0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1)`; a non-default
+    /// eps is written into the first `point` or `line`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut eps_written = self.eps == DEFAULT_EPS;
         for (k, (w, t)) in self.terms.iter().enumerate() {
             if k > 0 {
                 f.write_str(" + ")?;
@@ -52,12 +66,13 @@ impl fmt::Display for Reward {
             if *w != 1.0 {
                 write!(f, "{w}*")?;
             }
-            let eps = if self.eps != DEFAULT_EPS { format!(", {}", self.eps) } else { String::new() };
+            let text = t.to_string();
             match t {
-                Term::Point { c } => write!(f, "point({}{eps})", vec(c))?,
-                Term::Line { axis, c } => write!(f, "line({axis}, {c}{eps})")?,
-                Term::Gaussian { c, sigma } => write!(f, "gaussian({}, {sigma})", vec(c))?,
-                Term::Obstacle { c, rho, q_star, eta } => write!(f, "obstacle({}, {rho}, {q_star}, {eta})", vec(c))?,
+                Term::Point { .. } | Term::Line { .. } if !eps_written => {
+                    eps_written = true;
+                    write!(f, "{}, {})", &text[..text.len() - 1], self.eps)?;
+                }
+                _ => f.write_str(&text)?,
             }
         }
         Ok(())

@@ -88,6 +88,7 @@ pub fn velocities_field(field: &dyn VelocityField, dim: usize, t: f32, x: &[f32]
 
 /// Integrates grid steps `steps` for every particle (SoA), one particle at a time, with the
 /// formulas and random-number addresses of `propagate::propagate`.
+#[allow(clippy::too_many_arguments)]
 pub fn propagate_field(
     field: &dyn VelocityField,
     dim: usize,

@@ -432,9 +432,9 @@ impl Backend for CpuBackend {
             })
             .collect();
         for (i, z) in noise.iter().enumerate() {
-            for d in 0..dim {
+            for (d, &zd) in z.iter().enumerate() {
                 let x = &mut p.x[d * total + i];
-                *x = a * *x + b * z[d];
+                *x = a * *x + b * zd;
             }
         }
         Ok(())
