@@ -11,8 +11,6 @@
 #   05_sanitizer.log  compute-sanitizer memcheck, racecheck, initcheck, synccheck on small runs
 #   06_bench.log      flowsteer bench --backend cuda (if the command exists)
 #   07_compile.log    tests/kernels_compile.rs for sm_90 and sm_80 on this machine's NVRTC
-# Command lines for the CLI runs can be overridden: GPU_CHECK_SAMPLE, GPU_CHECK_STEER,
-# GPU_CHECK_SEARCH (arguments after the subcommand; MODEL and RUN are substituted).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
@@ -89,47 +87,68 @@ run_step "info --kernels" "$OUT/03_info.log" 90 "$FS" info --kernels --model "$M
 run_step "info --kernels --json" "$OUT/03_info.log" 30 "$FS" info --kernels --json
 
 # ---- 3. small CLI runs on the GPU ----
+# Each entry: a label and the arguments after `flowsteer` (RUN = output root, MODEL = model).
+# `--no-graph` is FLOWSTEER_NO_GRAPH=1 (plain launches instead of CUDA-graph replay).
 RUNS=$OUT/04_runs.log
 RUN=/tmp/flowsteer-gpu-runs; rm -rf "$RUN"; mkdir -p "$RUN"
+set -f   # reward strings hold [ ] that must not glob
+REWARD='gaussian([2,0.5],0.5)+0.5*obstacle([1,0],0.4,0.5,1.0)'
+CLI_RUNS=(
+    "sample|sample --model MODEL --particles 65536 --steps 50 --out RUN/sample"
+    "steer max multinomial|steer --model MODEL --particles 65536 --steps 50 --reward $REWARD --out RUN/steer"
+    "steer max multinomial fused (graphs)|steer --model MODEL --particles 65536 --steps 50 --reward $REWARD --fused --out RUN/steer_fused"
+    "steer groups=8 systematic adaptive|steer --model MODEL --particles 4096 --groups 8 --steps 50 --reward $REWARD --resample systematic --adaptive-ess 0.5 --fused --out RUN/steer_groups"
+    "steer diff residual sde|steer --model MODEL --particles 20000 --steps 50 --sampler sde --potential diff --resample residual --reward $REWARD --out RUN/steer_residual"
+    "steer rt stratified xt|steer --model MODEL --particles 20000 --steps 50 --potential rt --resample stratified --reward-on xt --reward $REWARD --out RUN/steer_strat"
+    "search bon|search bon --model MODEL --particles 65536 --steps 50 --top-k 4 --reward $REWARD --out RUN/bon"
+    "search zeroth|search zeroth --model MODEL --candidates 512 --cycles 3 --steps 50 --reward $REWARD --out RUN/zeroth"
+    "search paths|search paths --model MODEL --particles 256 --candidates 4 --steps 50 --reward $REWARD --out RUN/paths"
+)
 sub() { echo "$1" | sed "s#MODEL#$MODEL#g; s#RUN#$RUN#g"; }
-SAMPLE_ARGS=$(sub "${GPU_CHECK_SAMPLE:---model MODEL -n 65536 --steps 50 --out RUN/sample}")
-STEER_ARGS=$(sub "${GPU_CHECK_STEER:---model MODEL -n 65536 --steps 50 --reward point(1.5,1.5) --out RUN/steer}")
-SEARCH_ARGS=$(sub "${GPU_CHECK_SEARCH:---model MODEL -n 4096 --steps 50 --method best-of-n --reward point(1.5,1.5) --out RUN/search}")
-for cmd in sample steer search; do
-    case $cmd in sample) A=$SAMPLE_ARGS;; steer) A=$STEER_ARGS;; search) A=$SEARCH_ARGS;; esac
+for entry in "${CLI_RUNS[@]}"; do
+    label=${entry%%|*}; A=$(sub "${entry#*|}")
     # shellcheck disable=SC2086
-    run_step "$cmd --backend cuda" "$RUNS" 45 "$FS" $cmd --backend cuda $A
-    if [[ "${SUMMARY[-1]}" == *FAIL* ]]; then "$FS" $cmd --help >> "$RUNS" 2>&1; fi
-    # shellcheck disable=SC2086
-    run_step "$cmd --backend cuda --no-graph" "$RUNS" 45 "$FS" $cmd --backend cuda --no-graph ${A//--out RUN/--out $RUN/nograph}
+    run_step "$label (cuda)" "$RUNS" 40 "$FS" $A --backend cuda
+    if [[ "${SUMMARY[-1]}" == *FAIL* ]]; then "$FS" ${A%% --*} --help >> "$RUNS" 2>&1; fi
 done
-for f in "$RUN"/*/summary.json; do [ -e "$f" ] && { echo "--- $f"; head -c 3000 "$f"; echo; } >> "$RUNS"; done
+# The same steer run with plain launches, and on the CPU, for comparison.
+A=$(sub "steer --model MODEL --particles 65536 --steps 50 --reward $REWARD --fused --out RUN/steer_nograph")
+# shellcheck disable=SC2086
+run_step "steer max multinomial fused (cuda, no graph)" "$RUNS" 40 env FLOWSTEER_NO_GRAPH=1 "$FS" $A --backend cuda
+A=$(sub "steer --model MODEL --particles 65536 --steps 50 --reward $REWARD --out RUN/steer_cpu")
+# shellcheck disable=SC2086
+run_step "steer max multinomial (cpu)" "$RUNS" 60 "$FS" $A --backend cpu
+for f in "$RUN"/*/summary.json; do [ -e "$f" ] && { echo "--- $f"; head -c 2500 "$f"; echo; } >> "$RUNS"; done
 
 # ---- 4. compute-sanitizer on a small run of each command ----
 SAN=$OUT/05_sanitizer.log
+# Tiny sizes: racecheck and synccheck instrument every shared-memory access of the MLP.
+SMALL_RUNS=(
+    "sample|sample --model MODEL --particles 300 --steps 4 --out RUN/san"
+    "steer|steer --model MODEL --particles 300 --groups 2 --steps 4 --t-start 0.25 --t-end 0.75 --resample-count 2 --reward $REWARD --resample residual --out RUN/san"
+    "steer fused|steer --model MODEL --particles 300 --groups 2 --steps 4 --t-start 0.25 --t-end 0.75 --resample-count 2 --reward $REWARD --adaptive-ess 0.7 --fused --out RUN/san"
+    "search bon|search bon --model MODEL --particles 300 --steps 4 --top-k 3 --reward $REWARD --out RUN/san"
+    "search zeroth|search zeroth --model MODEL --candidates 64 --cycles 2 --steps 4 --reward $REWARD --out RUN/san"
+    "search paths|search paths --model MODEL --particles 16 --candidates 2 --steps 20 --reward $REWARD --out RUN/san"
+)
 if command -v compute-sanitizer >/dev/null; then
-    SMALL_SAMPLE=$(sub "${GPU_CHECK_SAMPLE_SMALL:---model MODEL -n 1000 --steps 10 --out RUN/san_sample}")
-    SMALL_STEER=$(sub "${GPU_CHECK_STEER_SMALL:---model MODEL -n 1000 --steps 10 --reward point(1.5,1.5) --out RUN/san_steer}")
-    SMALL_SEARCH=$(sub "${GPU_CHECK_SEARCH_SMALL:---model MODEL -n 200 --steps 10 --method best-of-n --reward point(1.5,1.5) --out RUN/san_search}")
-    for tool in memcheck racecheck initcheck synccheck; do
-        for cmd in sample steer search; do
-            case $cmd in sample) A=$SMALL_SAMPLE;; steer) A=$SMALL_STEER;; search) A=$SMALL_SEARCH;; esac
-            rm -rf "$RUN"/san_*
+    for tool in memcheck initcheck synccheck racecheck; do
+        for entry in "${SMALL_RUNS[@]}"; do
+            label=${entry%%|*}; A=$(sub "${entry#*|}")
+            rm -rf "$RUN/san"
             # shellcheck disable=SC2086
-            run_step "sanitizer $tool $cmd" "$SAN" 40 compute-sanitizer --tool "$tool" --error-exitcode 3 \
-                --print-limit 20 "$FS" $cmd --backend cuda $A
+            run_step "sanitizer $tool $label" "$SAN" 30 compute-sanitizer --tool "$tool" --error-exitcode 3 \
+                --print-limit 20 "$FS" $A --backend cuda
         done
     done
-    # The GPU test binary's resampling test under memcheck covers every resampling kernel.
-    run_step "sanitizer memcheck resampling test" "$SAN" 60 compute-sanitizer --tool memcheck --error-exitcode 3 \
-        --print-limit 20 "$BIN/gpu" --test-threads=1 adaptive_resampling
 else
     record "compute-sanitizer" "SKIP" "not installed"
 fi
+set +f
 
 # ---- 5. benchmark ----
 if "$FS" bench --help 2>/dev/null | grep -q -- "--backend"; then
-    run_step "bench --backend cuda" "$OUT/06_bench.log" 90 "$FS" bench --backend cuda
+    run_step "bench --backend cuda" "$OUT/06_bench.log" 90 "$FS" bench --backend cuda --particles '2^16,2^20' --repeats 3 --warmup 1
 else
     record "bench --backend cuda" "SKIP" "flowsteer bench has no --backend option yet"
 fi

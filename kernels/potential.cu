@@ -189,11 +189,11 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh_finalize(
     if (threadIdx.x == 0) {
         double* out = group_out + (unsigned long long)g * FS_GR_SLOTS;
         const int all_neg_inf = m_new == FS_NEG_INF_D;
-        // All −inf: resampling falls back to equal weights, whose ESS is n (SPEC §5).
-        const double ess = all_neg_inf ? (double)n : s1 * s1 / s2;
+        // As the CPU backend: an all −inf group reports ESS 0 (and resamples uniformly); a group
+        // whose carried weights were all −inf has a −inf log Ẑ increment.
+        const double ess = all_neg_inf ? 0.0 : s1 * s1 / s2;
         const double lse_new = all_neg_inf ? FS_NEG_INF_D : m_new + log(s1);
-        const double lse_old = m_old == FS_NEG_INF_D ? FS_NEG_INF_D : m_old + log(s0);
-        out[FS_GR_LOG_Z] = lse_new - lse_old;
+        out[FS_GR_LOG_Z] = m_old == FS_NEG_INF_D ? FS_NEG_INF_D : lse_new - (m_old + log(s0));
         out[FS_GR_ESS] = ess;
         out[FS_GR_MAX_LW] = m_new;
         out[FS_GR_NONFINITE] = nonfinite;

@@ -14,6 +14,9 @@
 //                an exclusive scan of the counts); the R remaining slots by the multinomial rule
 //                on the residuals n·w_j − floor(n·w_j), draws 2 (E_i, particle g·n+i, i < R) and
 //                3 (the extra, particle g·n), clamped to the last j with a positive residual.
+//                (Not yet mirrored: the CPU's fallback to the weights themselves when rounding
+//                leaves every residual at 0 with slots unfilled; it needs Σ floor(n·w_j) < n with
+//                every n·w_j an exact integer.)
 // Groups whose resample flag (set by fs_weigh_finalize, on the device) is 0 are skipped whole.
 //
 // Scans are reduce-then-scan: (1) per-tile sums, (2) one block per group scans its tile sums,
@@ -68,7 +71,8 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_weights(
         if (j >= n) continue;
         const unsigned long long i = (unsigned long long)g * n + j;
         const float l = lw[i];
-        const double wj = all ? 1.0 : (l == FS_NEG_INF_F ? 0.0 : exp((double)l - m));
+        const bool dead = l == FS_NEG_INF_F || l == FS_POS_INF_F || isnan(l);  // NaN/+inf count as −inf
+        const double wj = all ? 1.0 : (dead ? 0.0 : exp((double)l - m));
         w[i] = wj;
         s += wj;
         if (wj > 0.0) last = (long long)j;
@@ -228,7 +232,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_counts(
     for (int k = 0; k < FS_ITEMS; ++k) {
         const unsigned long long j = (unsigned long long)tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
         if (j >= n) continue;
-        const double nw = (double)n * (w[(unsigned long long)g * n + j] / tot);
+        const double nw = ((double)n * w[(unsigned long long)g * n + j]) / tot;  // (n·W_j)/C, as src/resample.rs
         const double fl = floor(nw);
         const double res = nw - fl;
         cnt += (unsigned long long)fl;
@@ -262,7 +266,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_scatter(
         const unsigned long long j = (unsigned long long)tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
         const unsigned long long i = (unsigned long long)g * n + j;
         double nw = 0.0;
-        if (j < n) nw = (double)n * (w[i] / tot);
+        if (j < n) nw = ((double)n * w[i]) / tot;
         const double fl = floor(nw);
         const unsigned long long c = (unsigned long long)fl;
         const double res = nw - fl;

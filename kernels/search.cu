@@ -36,22 +36,26 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_candidates(
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     const unsigned long long g = i / n, j = i - g * n;
-    float u[FS_D];
-    if (j == 0) {
+    // As candidate_around_pivot (src/backend/cpu/mod.rs): pivot + r·z/|z|, r = ρ·u^(1/D).
+    float out[FS_D];
 #pragma unroll
-        for (int d = 0; d < FS_D; ++d) u[d] = 0.0f;
-    } else {
-        fs_normal_vector<FS_D>(i, cycle, FS_PURPOSE_SEARCH_PERTURBATION, key0, key1, u);
+    for (int d = 0; d < FS_D; ++d) out[d] = pivot[g * FS_D + d];
+    if (j != 0 && radius != 0.0f) {
+        float z[FS_D];
+        fs_normal_vector<FS_D>(i, cycle, FS_PURPOSE_SEARCH_PERTURBATION, key0, key1, z);
         float norm2 = 0.0f;
 #pragma unroll
-        for (int d = 0; d < FS_D; ++d) norm2 += u[d] * u[d];
-        const float v = fs_uniform1(i, cycle, FS_PURPOSE_SEARCH_PERTURBATION, FS_CAND_RADIUS_DRAW, key0, key1);
-        const float scale = radius * powf(v, 1.0f / (float)FS_D) / sqrtf(norm2);
+        for (int d = 0; d < FS_D; ++d) norm2 = norm2 + z[d] * z[d];
+        const float norm = sqrtf(norm2);
+        if (norm != 0.0f) {
+            const float u = fs_uniform1(i, cycle, FS_PURPOSE_SEARCH_PERTURBATION, FS_CAND_RADIUS_DRAW, key0, key1);
+            const float r = radius * powf(u, 1.0f / (float)FS_D);
 #pragma unroll
-        for (int d = 0; d < FS_D; ++d) u[d] = u[d] * scale;
+            for (int d = 0; d < FS_D; ++d) out[d] = out[d] + r * z[d] / norm;
+        }
     }
 #pragma unroll
-    for (int d = 0; d < FS_D; ++d) x[d * stride + i] = pivot[g * FS_D + d] + u[d];
+    for (int d = 0; d < FS_D; ++d) x[d * stride + i] = out[d];
 }
 
 // Is (s, i) better than (t, k)? Larger score first, NaN last, ties to the lower index.

@@ -18,7 +18,6 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use crate::backend::cpu::propagate::Isa;
-use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BackendChoice, Init, IntervalPlan, Layout, RunSpec, WeighAt};
 use crate::model::{Activation, Mlp};
 use crate::potential::Potential;
@@ -107,13 +106,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let counts = parse_particles(&args.particles)?;
     let rows = parse_rows(&args.rows)?;
-    match args.backend {
-        BackendChoice::Cuda => {
-            let reason = crate::backend::cuda::availability().err().unwrap_or_default();
-            bail!("--backend cuda: {reason}; use --backend cpu")
-        }
-        BackendChoice::Auto => eprintln!("backend auto: using the CPU (CUDA: {})", crate::backend::cuda::availability().err().unwrap_or_default()),
-        BackendChoice::Cpu => {}
+    if args.backend == BackendChoice::Auto && !crate::backend::cuda::AUTO_SELECTS_CUDA {
+        eprintln!("backend auto: using the CPU (CUDA: {})", crate::backend::cuda::availability().err().unwrap_or_else(|| "not selected automatically yet".into()));
     }
     let model = match &args.model {
         Some(p) => Mlp::load(p).with_context(|| format!("loading --model {}", p.display()))?,
@@ -129,7 +123,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let spec = bench_spec(model, sampler);
         eprintln!("measuring the FP32 limit (blocked SGEMM on {} threads) ...", rayon::current_num_threads());
         let limit = sgemm::measure(args.warmup, args.repeats);
-        let mut backend = CpuBackend::new();
+        // Created inside the pool: a CUDA backend (graphs, streams) stays on this thread.
+        let mut backend = crate::backend::cuda::AnyBackend::resolve(args.backend)?;
         let info = backend.info();
         let mut report = Report {
             backend: info.backend,

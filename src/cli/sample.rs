@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::common::{self, BackendArgs, ModelArgs, ResolvedBackend, SamplerArgs};
 use crate::backend::cpu::CpuBackend;
@@ -220,8 +220,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let spec = sampling_spec(model, sampler, args.seed);
     let (rows, info) = match resolved.choice {
         BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
-        // The CUDA backend plugs in here once it implements `Backend` (issue 4).
-        BackendChoice::Cuda => bail!("`flowsteer sample --backend cuda` is not available yet: the CUDA backend does not implement sampling; use --backend cpu"),
+        BackendChoice::Cuda => match crate::backend::cuda::AnyBackend::resolve(BackendChoice::Cuda)? {
+            crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
+            crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
+        },
         BackendChoice::Auto => unreachable!("resolve() never returns auto"),
     };
 

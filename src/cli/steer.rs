@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BackendChoice, Init, Layout, RunSpec};
 use crate::methods::{self, FkConfig, ScheduleSpec};
 use crate::model::Mlp;
@@ -120,15 +119,9 @@ pub struct Prepared {
     pub model_path: PathBuf,
 }
 
-/// Resolves `--backend` to a concrete engine.
-// TODO(dedupe): replace by core's resolution helper in src/cli/common.rs once it lands.
-pub fn resolve_backend(choice: BackendChoice) -> anyhow::Result<CpuBackend> {
-    match choice {
-        BackendChoice::Auto | BackendChoice::Cpu => Ok(CpuBackend::new()),
-        BackendChoice::Cuda => bail!(
-            "--backend cuda: the CUDA backend is not available in this build; use --backend cpu (or auto)"
-        ),
-    }
+/// Resolves `--backend` to a concrete engine (the CPU, or the CUDA backend of issue 4).
+pub fn resolve_backend(choice: BackendChoice) -> anyhow::Result<crate::backend::cuda::AnyBackend> {
+    crate::backend::cuda::AnyBackend::resolve(choice)
 }
 
 impl CommonArgs {

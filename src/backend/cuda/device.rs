@@ -485,8 +485,14 @@ impl CudaBackend {
             .collect()
     }
 
-    fn group_resample(gr: &[f64]) -> Vec<GroupResample> {
-        gr.chunks(GR_SLOTS).map(|g| GroupResample { resampled: g[GR_RESAMPLE] != 0.0, distinct_parents: g[GR_DISTINCT] as u64 }).collect()
+    /// A skipped group keeps all of its n particles as their own parents (as the CPU reports).
+    fn group_resample(gr: &[f64], n: usize) -> Vec<GroupResample> {
+        gr.chunks(GR_SLOTS)
+            .map(|g| {
+                let resampled = g[GR_RESAMPLE] != 0.0;
+                GroupResample { resampled, distinct_parents: if resampled { g[GR_DISTINCT] as u64 } else { n as u64 } }
+            })
+            .collect()
     }
 
     fn read_ancestors(&self, p: &CudaParticles) -> anyhow::Result<Vec<u32>> {
@@ -598,7 +604,15 @@ impl Backend for CudaBackend {
         let n64 = layout.n as u64;
         let x = self.ptr(&p.x);
         match init {
-            Init::Noise => self.launch_flat(&k.propagate, "fs_init_noise", total, &[&x, &total64, &stride, &k0, &k1])?,
+            Init::Noise => {
+                // fs_init_noise is bounded to the propagate block size (__launch_bounds__).
+                let f = self.func(&k.propagate, "fs_init_noise")?;
+                let cfg = LaunchConfig { grid_dim: (blocks(total, PROPAGATE_BLOCK), 1, 1), block_dim: (PROPAGATE_BLOCK, 1, 1), shared_mem_bytes: 0 };
+                let mut b = self.stream.launch_builder(&f);
+                b.arg(&x).arg(&total64).arg(&stride).arg(&k0).arg(&k1);
+                // SAFETY: matches fs_init_noise; x holds dim rows of `stride`.
+                drv(unsafe { b.launch(cfg) }, "launching fs_init_noise")?;
+            }
             Init::Given(rows) => {
                 ensure!(rows.len() == total * p.dim, "initial points hold {} values, expected {total} × {}", rows.len(), p.dim);
                 self.upload_rows(&mut p, rows)?;
@@ -634,7 +648,8 @@ impl Backend for CudaBackend {
         self.write_iv(p, steps.start, steps.end, false, steps.end)?;
         self.launch_propagate(&k, spec, p, 0)?;
         p.rin = None;
-        Ok(())
+        // The methods time each primitive on the host: finish the work inside the call.
+        self.sync("integrating (fs_propagate)")
     }
 
     fn weigh(&mut self, spec: &RunSpec, p: &mut CudaParticles, at: WeighAt) -> anyhow::Result<Vec<GroupWeights>> {
@@ -654,14 +669,21 @@ impl Backend for CudaBackend {
         p.rin = None;
         let gr = self.read_groups(p)?;
         let anc = if keep_ancestors { Some(self.read_ancestors(p)?) } else { None };
-        Ok((Self::group_resample(&gr), anc))
+        Ok((Self::group_resample(&gr, p.layout.n), anc))
     }
 
     fn interval(&mut self, spec: &RunSpec, p: &mut CudaParticles, plan: &IntervalPlan) -> anyhow::Result<IntervalReport> {
         let k = self.kernels(spec)?;
         let emit = Self::emit_for(spec, plan.weigh.is_final);
         let step_end = plan.weigh.step;
-        ensure!(plan.steps.end == step_end, "an interval must end at its weighing step ({} ≠ {step_end})", plan.steps.end);
+        if plan.steps.end != step_end {
+            // Not the fused shape (propagate up to the weighing point): the plain primitives.
+            self.propagate(spec, p, plan.steps.clone())?;
+            let weights = self.weigh(spec, p, plan.weigh)?;
+            let (resample, ancestors) =
+                if plan.resample { self.resample(spec, p, plan.weigh.step, plan.keep_ancestors)? } else { (Vec::new(), None) };
+            return Ok(IntervalReport { weights, resample, ancestors });
+        }
         self.write_iv(p, plan.steps.start, plan.steps.end, plan.weigh.is_final, step_end)?;
         if self.use_graph {
             let key = GraphKey {
@@ -671,9 +693,22 @@ impl Backend for CudaBackend {
                 emit,
                 resample: plan.resample,
                 scheme: spec.resample as u8,
-                labels: format!("{}|{}|{}", k.propagate, k.potential, k.resample),
+                // Every scalar kernel argument baked into the graph.
+                labels: format!(
+                    "{}|{}|{}|seed {}|steps {}|k {:08x}|lambda {:08x}|tau {:?}",
+                    k.propagate,
+                    k.potential,
+                    k.resample,
+                    spec.seed,
+                    spec.sampler.steps,
+                    spec.sampler.k.to_bits(),
+                    spec.potential.lambda.to_bits(),
+                    spec.adaptive_ess.map(f32::to_bits)
+                ),
             };
             if !self.graphs.contains_key(&key) {
+                // Graphs of populations that no longer exist are never replayed again.
+                self.graphs.retain(|k, _| k.particles == p.id);
                 drv(self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "beginning a graph capture")?;
                 let enqueued = self.enqueue_interval(&k, spec, p, emit, plan.resample);
                 let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
@@ -690,7 +725,7 @@ impl Backend for CudaBackend {
         let weights = Self::group_weights(&gr);
         let (resample, ancestors) = if plan.resample {
             let anc = if plan.keep_ancestors { Some(self.read_ancestors(p)?) } else { None };
-            (Self::group_resample(&gr), anc)
+            (Self::group_resample(&gr, p.layout.n), anc)
         } else {
             (Vec::new(), None)
         };
@@ -865,7 +900,7 @@ impl Backend for CudaBackend {
         let (total, stride) = (p.total() as u64, p.capacity as u64);
         self.launch_flat(&k.search, "fs_renoise", p.total(), &[&x, &total, &stride, &a, &b, &round, &k0, &k1])?;
         p.rin = None;
-        Ok(())
+        self.sync("renoising (fs_renoise)")
     }
 }
 

@@ -8,14 +8,17 @@
 //! - [`reward_codegen`]: device code for the run's reward.
 //! - [`device`]: [`CudaBackend`], buffers, launches, graph capture.
 //! - [`nvtx`]: optional NVTX ranges.
+//! - [`dispatch`]: [`AnyBackend`], the CPU or CUDA engine behind one type for the commands.
 
 pub mod device;
+pub mod dispatch;
 pub mod modules;
 pub mod nvrtc;
 pub mod nvtx;
 pub mod reward_codegen;
 
 pub use device::{CudaBackend, CudaParticles};
+pub use dispatch::{AnyBackend, AnyParticles};
 
 /// Whether `--backend auto` may pick CUDA. Stays false until every kernel has run on a GPU
 /// against the CPU reference (the project's rule for GPU code paths): the kernels of issue 4
