@@ -81,14 +81,21 @@ struct fs_vec { float c[FS_D]; };
 // v(t, x). `w` points at FS_MLP_PARAMS floats in shared memory.
 //
 // Two things keep this fast and small:
-// - __noinline__: the body is ~H²·L FMAs fully unrolled; midpoint and the x̂1 emission call it
-//   three times, and inlining each copy triples code size and compile time.
+// - __noinline__ for H ≥ 48: the body is ~H²·L FMAs fully unrolled; midpoint and the x̂1
+//   emission call it three times, and inlining each copy triples code size and compile time.
+//   Smaller widths are inlined: there the call's ABI cost more than the code (measured: D = 3,
+//   H = 32 on sm_80 spilled 20 bytes around the call, none inlined).
 // - the weight offset is laundered through an empty asm at every call: without it the compiler
 //   sees loads from a constant shared array inside the step loop and hoists all of them out of
 //   the loop — 35 KB of weights into local memory (a 35 KB stack frame and ~90 KB of spills,
 //   measured with ptxas -v for D=2 H=64 L=3). The offset is a multiple of 4 floats, so rows of
 //   H floats (H % 4 == 0) can still be read with 128-bit shared loads.
-__device__ __noinline__ fs_vec fs_mlp_velocity(const float* __restrict__ w0, float t, fs_vec x) {
+#if FS_H >= 48
+#define FS_MLP_INLINE __noinline__
+#else
+#define FS_MLP_INLINE __forceinline__
+#endif
+__device__ FS_MLP_INLINE fs_vec fs_mlp_velocity(const float* __restrict__ w0, float t, fs_vec x) {
     unsigned int off = 0;
     asm volatile("" : "+r"(off));
     off &= ~3u;

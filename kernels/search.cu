@@ -198,3 +198,12 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_replicate(
     nlw[i] = lw[src];
     nroot[i] = root[src];
 }
+
+// In-place replication within the buffers' capacity: sel[i] = the old within-group index of new
+// particle i (group size n_new = n_old·copies), for fs_select_gather.
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_replicate_index(unsigned int* __restrict__ sel, unsigned long long n_new,
+                                                                          unsigned int copies, unsigned long long total_new) {
+    const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total_new) return;
+    sel[i] = (unsigned int)((i % n_new) / copies);
+}

@@ -317,6 +317,13 @@ fn search_primitives_match_cpu() {
             assert_eq!(ic, ig, "selected indices differ");
             assert_eq!(bc.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), bg.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             assert_eq!(cpu.read_positions(&pc2).unwrap(), gpu.read_positions(&pg2).unwrap(), "kept positions differ");
+            // Replicating the kept set: in place when it fits the buffers (even n), else into
+            // new buffers (odd n): both paths must give the CPU's layout exactly.
+            cpu.replicate(&mut pc2, 2).unwrap();
+            gpu.replicate(&mut pg2, 2).unwrap();
+            assert_eq!(bits(&cpu.read_positions(&pc2).unwrap()), bits(&gpu.read_positions(&pg2).unwrap()), "replicated positions differ");
+            assert_eq!(cpu.read_root_ids(&pc2).unwrap(), gpu.read_root_ids(&pg2).unwrap(), "replicated root ids differ");
+            assert_eq!(bits(&cpu.read_log_weights(&pc2).unwrap()), bits(&gpu.read_log_weights(&pg2).unwrap()), "replicated log-weights differ");
         }
         if n <= 1025 {
             // replicate then renoise (exact and legacy forms): noise from the same counters.

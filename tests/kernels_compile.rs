@@ -89,6 +89,13 @@ fn check_arch(arch: &str) -> (Vec<String>, Vec<String>) {
             }
         };
         let reports = config.with_launch_shared(compiled.kernels);
+        // Non-inlined device functions (their own rows in the report) must not spill either.
+        for r in reports.iter().filter(|r| r.name.ends_with("(device function)")) {
+            lines.push(format!("{arch} {:<48} {:<26} {:>4} B spill {:>4} B stack", config.label, r.name, r.spill_bytes, r.stack_bytes));
+            if r.spill_bytes > 0 {
+                failures.push(format!("{arch} {} {}: {} bytes of spills", config.label, r.name, r.spill_bytes));
+            }
+        }
         for &name in config.kernels {
             let Some(r) = reports.iter().find(|r| r.name == name) else {
                 failures.push(format!("{arch} {}: ptxas reported nothing for {name}", config.label));

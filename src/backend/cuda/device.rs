@@ -857,6 +857,22 @@ impl Backend for CudaBackend {
         let layout = Layout { n: p.layout.n * copies, groups: p.layout.groups };
         let total_new = layout.total();
         let dim = p.dim;
+        if total_new <= p.capacity {
+            // Fits the buffers (search over paths after its first round): gather in place
+            // through the scratch rows, nothing allocated.
+            let (x, carried, acc, lw, root, anc, alt) =
+                (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root), self.ptr(&p.anc), self.ptr(&p.alt));
+            let (n_old, n_new, t_new, stride, cp) = (p.layout.n as u64, layout.n as u64, total_new as u64, p.capacity as u64, copies as u32);
+            self.launch_flat(&search, "fs_replicate_index", total_new, &[&anc, &n_new, &cp, &t_new])?;
+            self.launch_flat(&search, "fs_select_gather", total_new, &[&x, &carried, &acc, &root, &anc, &alt, &n_old, &n_new, &t_new, &stride])?;
+            self.launch_flat(&search, "fs_select_commit", total_new, &[&x, &carried, &acc, &root, &alt, &t_new, &stride])?;
+            self.launch_flat(&search, "fs_select_gather_lw", total_new, &[&lw, &anc, &alt, &n_old, &n_new, &t_new])?;
+            self.launch_flat(&search, "fs_select_commit_lw", total_new, &[&lw, &alt, &t_new])?;
+            self.sync("replicating the particles in place")?;
+            p.layout = layout;
+            p.rin = None;
+            return Ok(());
+        }
         let (free, _) = self.memory()?;
         let need = bytes_needed(dim, total_new, layout.groups);
         ensure!(need <= free, "replicating to {total_new} particles needs {need} bytes of device memory, {free} are free; lower -n or the number of copies");

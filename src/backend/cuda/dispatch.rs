@@ -35,7 +35,10 @@ impl AnyBackend {
         match choice {
             BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
             BackendChoice::Cuda => {
-                super::availability().map_err(|why| anyhow::anyhow!("--backend cuda: no usable CUDA device: {why}"))?;
+                super::availability().map_err(|why| {
+                    let fix = if why.contains("--backend cpu") { "" } else { "; run with --backend cpu instead" };
+                    anyhow::anyhow!("--backend cuda: no usable CUDA device: {why}{fix}")
+                })?;
                 cuda()
             }
             BackendChoice::Auto => {

@@ -191,6 +191,7 @@ impl ModuleConfig {
                 "fs_select_gather_lw",
                 "fs_select_commit_lw",
                 "fs_replicate",
+                "fs_replicate_index",
             ],
             dynamic_shared_bytes: 0,
         }

@@ -203,13 +203,29 @@ unsafe fn get_cubin(prog: nvrtc_sys::nvrtcProgram) -> Result<Vec<u8>, String> {
 /// Parses ptxas's `-v` output into one report per entry function.
 pub fn parse_ptxas_report(log: &str, config: &str) -> Vec<KernelReport> {
     let mut out: Vec<KernelReport> = Vec::new();
+    // The record the next property lines belong to: an entry ("Compiling entry function"), or
+    // a non-inlined device function ("Function properties for _Z..."), which gets its own row
+    // (registers 0) so that its spills are reported and checked too.
+    let mut current: Option<usize> = None;
     for line in log.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let name = rest.split('\'').next().unwrap_or("").to_string();
             out.push(KernelReport { name, config: config.to_string(), ..Default::default() });
+            current = Some(out.len() - 1);
             continue;
         }
-        let Some(cur) = out.last_mut() else { continue };
+        if let Some(rest) = line.split("Function properties for ").nth(1) {
+            let name = rest.trim().to_string();
+            current = match out.iter().position(|r| r.name == name) {
+                Some(k) => Some(k),
+                None => {
+                    out.push(KernelReport { name: format!("{name} (device function)"), config: config.to_string(), ..Default::default() });
+                    Some(out.len() - 1)
+                }
+            };
+            continue;
+        }
+        let Some(cur) = current.and_then(|k| out.get_mut(k)) else { continue };
         if line.contains("bytes stack frame") {
             cur.stack_bytes = number_before(line, "bytes stack frame").unwrap_or(0);
             cur.spill_bytes = number_before(line, "bytes spill stores").unwrap_or(0) + number_before(line, "bytes spill loads").unwrap_or(0);
@@ -259,9 +275,12 @@ ptxas         .     16 bytes stack frame, 8 bytes spill stores, 12 bytes spill l
 ptxas info    : Used 40 registers, used 1 barriers, 352 bytes smem\n\
 ptxas info    : Compiling entry function 'fs_score' for 'sm_90'\n\
 ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
-ptxas info    : Used 12 registers\n";
+ptxas info    : Used 12 registers\n\
+ptxas info    : Function properties for _Z15fs_mlp_velocityPKff6fs_vec\n\
+ptxas         .     0 bytes stack frame, 0 bytes spill stores, 4 bytes spill loads\n";
         let r = parse_ptxas_report(log, "potential");
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[2].name.as_str(), r[2].spill_bytes), ("_Z15fs_mlp_velocityPKff6fs_vec (device function)", 4));
         assert_eq!((r[0].name.as_str(), r[0].registers, r[0].shared_bytes, r[0].spill_bytes, r[0].stack_bytes), ("fs_weigh", 40, 352, 20, 16));
         assert_eq!((r[1].name.as_str(), r[1].registers, r[1].shared_bytes, r[1].spill_bytes), ("fs_score", 12, 0, 0));
     }
