@@ -11,8 +11,8 @@
 //
 // Arithmetic mirrors the CPU hot loop (src/backend/cpu/propagate.rs) operation for operation:
 // acc = bias; acc = fmaf(w, a_i, acc) for i in order. With --fmad=false nothing else is fused,
-// so the linear algebra is bitwise equal to the CPU's and only the activations' transcendental
-// functions (CUDA's expf/expm1f/tanhf, ≤ 2 ulp) can differ.
+// so the linear algebra is bitwise equal to the CPU's; the activations are the CPU hot loop's own
+// polynomials (below), so v(t, x) is bitwise the CPU's.
 //
 // Variants: v1 (this) — activations in registers, weights in shared memory. Supports H ≤ 64:
 // beyond that the register arrays spill (checked by tests/kernels_compile.rs), and the host
@@ -40,18 +40,64 @@ static_assert(FS_ACT >= 0 && FS_ACT <= 4, "FS_ACT must be 0..4 (elu, silu, gelu,
 // Floats in the packed weight array.
 #define FS_MLP_PARAMS ((FS_D + 1) * FS_H + FS_H + (FS_L - 1) * (FS_H * FS_H + FS_H) + FS_H * FS_D + FS_D)
 
+// The activations exactly as the CPU hot loop computes them (src/backend/cpu/propagate.rs,
+// `activation_f32`): Cephes-style exp/expm1 polynomials with the same constants and the same
+// fused multiply-adds, NaN-keeping max/min, tanh(u) = 1 − 2/(e^{2u} + 1). Mirroring them (rather
+// than CUDA's expf/tanhf) makes the whole MLP bitwise equal to the CPU's for the same input.
+__device__ __forceinline__ float fs_max_keep_nan(float a, float b) { return a < b ? b : a; }
+__device__ __forceinline__ float fs_min_keep_nan(float a, float b) { return a > b ? b : a; }
+
+// x = k·ln2 + r, |r| ≤ ln2/2; returns r and 2^k.
+__device__ __forceinline__ float fs_exp_reduce(float x, float* scale) {
+    const float LOG2E = 1.44269504f, LN2_HI = 0.6933594f, LN2_LO = -2.1219444e-4f, ROUND = 12582912.0f;
+    x = fs_min_keep_nan(fs_max_keep_nan(x, -87.3f), 88.3f);
+    const float shifted = fmaf(x, LOG2E, ROUND);
+    const float kf = shifted - ROUND;
+    const int k = __float_as_int(shifted) - __float_as_int(ROUND);
+    *scale = __int_as_float((k + 127) << 23);
+    return fmaf(kf, -LN2_LO, fmaf(kf, -LN2_HI, x));
+}
+
+__device__ __forceinline__ float fs_exp(float x) {
+    float scale;
+    const float r = fs_exp_reduce(x, &scale);
+    float p = 1.9875691e-4f;
+    p = fmaf(p, r, 1.3981999e-3f);
+    p = fmaf(p, r, 8.333452e-3f);
+    p = fmaf(p, r, 4.1665796e-2f);
+    p = fmaf(p, r, 1.6666665e-1f);
+    p = fmaf(p, r, 5.0000001e-1f);
+    const float er = fmaf(p * r, r, r) + 1.0f;
+    return er * scale;
+}
+
+__device__ __forceinline__ float fs_expm1(float x) {
+    float scale;
+    const float r = fs_exp_reduce(x, &scale);
+    float q = 1.0f / 5040.0f;
+    q = fmaf(q, r, 1.0f / 720.0f);
+    q = fmaf(q, r, 1.0f / 120.0f);
+    q = fmaf(q, r, 1.0f / 24.0f);
+    q = fmaf(q, r, 1.0f / 6.0f);
+    q = fmaf(q, r, 0.5f);
+    const float em1_r = fmaf(r * r, q, r);
+    return fmaf(scale, em1_r, scale - 1.0f);
+}
+
+__device__ __forceinline__ float fs_tanh(float u) { return 1.0f - 2.0f / (fs_exp(2.0f * u) + 1.0f); }
+
 __device__ __forceinline__ float fs_activation(float x) {
 #if FS_ACT == 0
-    return x > 0.0f ? x : expm1f(x);
+    return fs_max_keep_nan(x, 0.0f) + fs_expm1(fs_min_keep_nan(x, 0.0f));
 #elif FS_ACT == 1
-    return x / (1.0f + expf(-x));
+    return x * (1.0f / (1.0f + fs_exp(-x)));
 #elif FS_ACT == 2
-    const float c = 0.7978846f;  // sqrt(2/pi), the literal of src/model.rs
-    return 0.5f * x * (1.0f + tanhf(c * (x + 0.044715f * x * x * x)));
+    const float c = 0.7978846f, a = 0.044715f;  // sqrt(2/pi) and the cubic coefficient
+    return 0.5f * x * (1.0f + fs_tanh(c * x * fmaf(a, x * x, 1.0f)));
 #elif FS_ACT == 3
-    return tanhf(x);
+    return fs_tanh(x);
 #else
-    return fmaxf(x, 0.0f);
+    return fs_max_keep_nan(x, 0.0f);
 #endif
 }
 
