@@ -16,7 +16,9 @@
 //
 // Variants: v1 (this) — activations in registers, weights in shared memory. Supports H ≤ 64:
 // beyond that the register arrays spill (checked by tests/kernels_compile.rs), and the host
-// refuses such models with a message. Not yet measured on a GPU.
+// refuses such models with a message. Measured with ptxas only (no GPU run yet): v0, the same
+// code fully inlined with plain loads, had the compiler hoist every weight load out of the step
+// loop (35 KB stack, 137 KB of spills, 330 s to compile); v1 has none and compiles in ~10 s.
 #pragma once
 
 #ifndef FS_D
