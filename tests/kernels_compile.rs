@@ -16,7 +16,7 @@ use flowsteer::backend::cuda::nvrtc;
 ///   (x, v0, probe, vm, noise, the result), plus addresses, loop counters, the Philox state and
 ///   the call: 2·H + 6·D + 96, capped at the hardware's 255. The 96 comes from measuring all
 ///   20 activation × sampler pairs at the default D = 2, H = 64 with NVRTC 13.0
-///   (examples/propagate_registers.rs): 163–185 registers on sm_90 with the CPU-mirroring
+///   (examples/propagate_registers.rs): 162–185 registers on sm_90 with the CPU-mirroring
 ///   polynomial activations (elu highest), and 164–220 (sm_90) / up to 227 (sm_80) with CUDA's
 ///   own expf/tanhf in an earlier version, i.e. an overhead of up to 87 over 2·H + 6·D; 96 keeps
 ///   that headroom while still flagging a kernel that grew a third register array. What matters
