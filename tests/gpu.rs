@@ -470,3 +470,24 @@ fn every_method_agrees_with_cpu() {
         }
     }
 }
+
+/// Two rewards with the same term kinds but other parameters need different kernels: one backend
+/// must score each exactly as the CPU does (the module cache is keyed by the generated code).
+#[test]
+fn rewards_of_the_same_kinds_are_compiled_separately() {
+    let Some(mut gpu) = device() else { return };
+    let mut cpu = CpuBackend::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let layout = Layout { n: 777, groups: 1 };
+    let pts = random_points(&mut rng, layout.total());
+    for c in [[0.0f32, 0.0], [1.0, -1.0], [2.5, 0.5]] {
+        let mut s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, 3);
+        s.reward = Reward { terms: vec![(1.0, Term::Point { c: c.to_vec() })], eps: DEFAULT_EPS };
+        let mut pc = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
+        let mut pg = gpu.init(&s, layout, Init::Given(&pts)).unwrap();
+        let sc = cpu.score(&s, &mut pc, ScoreOn::Sample).unwrap();
+        let sg = gpu.score(&s, &mut pg, ScoreOn::Sample).unwrap();
+        println!("point({c:?}): scores bitwise equal = {}", bits(&sc) == bits(&sg));
+        assert_eq!(bits(&sc), bits(&sg), "scores for point({c:?}) differ: a stale module was reused?");
+    }
+}

@@ -196,13 +196,18 @@ impl CudaBackend {
         drv(self.ctx.mem_get_info(), "querying free memory")
     }
 
+    /// Loads (compiling if needed) a module; returns its key in `loaded`. The key holds a hash of
+    /// the source and defines, not just the label: two rewards of the same kinds but other
+    /// parameters have the same label and different code.
     fn load(&mut self, config: ModuleConfig) -> anyhow::Result<String> {
         let label = config.label.clone();
-        if self.loaded.contains_key(&label) {
-            return Ok(label);
+        let source = config.source();
+        let key = format!("{label}#{}", &nvrtc::cache_key(&source, &config.defines, (0, 0), &self.arch)[..16]);
+        if self.loaded.contains_key(&key) {
+            return Ok(key);
         }
         let start = Instant::now();
-        let compiled = nvrtc::compile(&label, &config.source(), &config.defines, &self.arch, self.use_cache)?;
+        let compiled = nvrtc::compile(&label, &source, &config.defines, &self.arch, self.use_cache)?;
         let module = self
             .ctx
             .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin.clone()))
@@ -214,8 +219,8 @@ impl CudaBackend {
         }
         self.compile_seconds += start.elapsed().as_secs_f64();
         self.reports.extend(compiled.kernels.iter().cloned());
-        self.loaded.insert(label.clone(), Loaded { _module: module, funcs, config });
-        Ok(label)
+        self.loaded.insert(key.clone(), Loaded { _module: module, funcs, config });
+        Ok(key)
     }
 
     fn kernels(&mut self, spec: &RunSpec) -> anyhow::Result<Kernels> {
@@ -849,9 +854,9 @@ impl Backend for CudaBackend {
         }
         let search = self
             .loaded
-            .values()
-            .find(|l| l.config.kind == ModuleKind::Search && l.config.label == ModuleConfig::search(p.dim).label)
-            .map(|l| l.config.label.clone())
+            .iter()
+            .find(|(_, l)| l.config.kind == ModuleKind::Search && l.config.label == ModuleConfig::search(p.dim).label)
+            .map(|(key, _)| key.clone())
             .ok_or_else(|| anyhow!("replicate called before init loaded the kernels"))?;
         let _r = nvtx::range(c"search");
         let layout = Layout { n: p.layout.n * copies, groups: p.layout.groups };
