@@ -89,7 +89,7 @@ run_step "info --kernels --json" "$OUT/03_info.log" 30 "$FS" info --kernels --js
 
 # ---- 3. small CLI runs on the GPU ----
 # Each entry: a label and the arguments after `flowsteer` (RUN = output root, MODEL = model).
-# `--no-graph` is FLOWSTEER_NO_GRAPH=1 (plain launches instead of CUDA-graph replay).
+# `--no-graph`: plain launches instead of CUDA-graph replay (steer --fused replays graphs).
 RUNS=$OUT/04_runs.log
 RUN=/tmp/flowsteer-gpu-runs; rm -rf "$RUN"; mkdir -p "$RUN"
 set -f   # reward strings hold [ ] that must not glob
@@ -115,7 +115,7 @@ done
 # The same steer run with plain launches, and on the CPU, for comparison.
 A=$(sub "steer --model MODEL --particles 65536 --steps 50 --reward $REWARD --fused --out RUN/steer_nograph")
 # shellcheck disable=SC2086
-run_step "steer max multinomial fused (cuda, no graph)" "$RUNS" 40 env FLOWSTEER_NO_GRAPH=1 "$FS" $A --backend cuda
+run_step "steer max multinomial fused (cuda, --no-graph)" "$RUNS" 40 "$FS" $A --backend cuda --no-graph
 A=$(sub "steer --model MODEL --particles 65536 --steps 50 --reward $REWARD --out RUN/steer_cpu")
 # shellcheck disable=SC2086
 run_step "steer max multinomial (cpu)" "$RUNS" 60 "$FS" $A --backend cpu

@@ -111,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let layout = check_layout(a.particles, a.groups, "--particles")?;
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
             let rows = a.init.as_ref().map(|p| read_init(p, layout.total(), prep.spec.model.dim)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend)?;
+            let mut backend = resolve_backend(a.common.backend, a.common.no_graph)?;
             let cfg = BonConfig { layout, top_k: a.top_k };
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::best_of_n(&mut backend, &prep.spec, &cfg, init)?;
@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
             let dim = prep.spec.model.dim;
             let pivot = a.pivot.as_deref().map(|s| parse_pivot(s, dim, a.groups)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend)?;
+            let mut backend = resolve_backend(a.common.backend, a.common.no_graph)?;
             let cfg = ZerothConfig { layout, cycles: a.cycles, radius: a.radius, pivot };
             let r = methods::zeroth_order(&mut backend, &prep.spec, &cfg)?;
             let config = serde_json::json!({ "command": "search zeroth", "candidates": a.candidates, "cycles": a.cycles,
@@ -145,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             let grid = cfg.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
             let rows = a.init.as_ref().map(|p| read_init(p, layout.total(), prep.spec.model.dim)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend)?;
+            let mut backend = resolve_backend(a.common.backend, a.common.no_graph)?;
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::search_over_paths(&mut backend, &prep.spec, &cfg, init)?;
             let config = serde_json::json!({ "command": "search paths", "particles": a.particles, "groups": a.groups,

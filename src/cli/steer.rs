@@ -53,6 +53,10 @@ pub struct CommonArgs {
     /// Engine: auto (CUDA when usable, else CPU), cpu or cuda.
     #[arg(long, value_enum, default_value_t)]
     pub backend: BackendChoice,
+    /// CUDA backend: launch every kernel plainly instead of replaying each resampling interval
+    /// as a captured CUDA graph (for comparison and per-kernel profiling).
+    #[arg(long)]
+    pub no_graph: bool,
     /// Write summary.json, samples.npy, trace.csv and log_weights.npy into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -120,8 +124,12 @@ pub struct Prepared {
 }
 
 /// Resolves `--backend` to a concrete engine (the CPU, or the CUDA backend of issue 4).
-pub fn resolve_backend(choice: BackendChoice) -> anyhow::Result<crate::backend::cuda::AnyBackend> {
-    crate::backend::cuda::AnyBackend::resolve(choice)
+pub fn resolve_backend(choice: BackendChoice, no_graph: bool) -> anyhow::Result<crate::backend::cuda::AnyBackend> {
+    let mut b = crate::backend::cuda::AnyBackend::resolve(choice)?;
+    if let crate::backend::cuda::AnyBackend::Cuda(c) = &mut b {
+        c.use_graph &= !no_graph;
+    }
+    Ok(b)
 }
 
 impl CommonArgs {
@@ -204,7 +212,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => Some(read_init(p, layout.total(), prep.spec.model.dim)?),
         None => None,
     };
-    let mut backend = resolve_backend(args.common.backend)?;
+    let mut backend = resolve_backend(args.common.backend, args.common.no_graph)?;
     let cfg = FkConfig { layout, schedule, keep_ancestors: args.ancestry, fused: args.fused, snapshots: args.common.plot };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
     let quiet = args.common.quiet;
