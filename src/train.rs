@@ -55,6 +55,10 @@ pub struct TrainConfig {
     pub warmup: usize,
     /// The floor of the decayed learning rate, as a fraction of `lr`.
     pub min_lr_frac: f32,
+    /// Decay of an exponential moving average of the weights, which is the model returned
+    /// (0 disables it and returns the last iterate). The average starts at the first iteration
+    /// with the bias correction of Adam's moments, so early weights do not linger.
+    pub ema: f32,
     pub seed: u64,
 }
 
@@ -70,6 +74,7 @@ impl Default for TrainConfig {
             schedule: LrSchedule::Cosine,
             warmup: 200,
             min_lr_frac: 0.01,
+            ema: 0.0,
             seed: 0,
         }
     }
@@ -92,6 +97,9 @@ impl TrainConfig {
         }
         if !(self.min_lr_frac.is_finite() && (0.0..=1.0).contains(&self.min_lr_frac)) {
             return Err(format!("--min-lr-frac must be in [0, 1], got {}", self.min_lr_frac));
+        }
+        if !(self.ema.is_finite() && (0.0..1.0).contains(&self.ema)) {
+            return Err(format!("--ema must be in [0, 1) (0 turns the average off), got {}", self.ema));
         }
         if self.iters >= (1 << 32) {
             return Err("--iters must be below 2^32 (the random-number counter holds the iteration in 32 bits)".into());
@@ -491,13 +499,32 @@ pub fn train(cfg: &TrainConfig, mut report: impl FnMut(&Progress)) -> (Mlp, Vec<
     let mut adam = Adam::new(grads.len());
     let mut g = vec![0f32; grads.len()];
     let mut losses = Vec::with_capacity(cfg.iters);
+    // The weight average, unnormalised: avg_k = ema·avg_{k−1} + (1 − ema)·w_k, divided by
+    // 1 − ema^k when read (the same bias correction as Adam's moments).
+    let mut average = (cfg.ema > 0.0).then(|| Mlp::zeros(2, cfg.hidden, cfg.layers, cfg.activation));
     for it in 0..cfg.iters {
         let batch = Batch::draw(cfg.seed, it, cfg.batch);
         let loss = grads.compute(&model, &batch, &mut g);
         let lr = cfg.lr_at(it);
         adam.update(&mut model, &g, lr);
+        if let Some(avg) = &mut average {
+            for (la, lm) in avg.layers.iter_mut().zip(&model.layers) {
+                for (a, &w) in la.weight.iter_mut().zip(&lm.weight).chain(la.bias.iter_mut().zip(&lm.bias)) {
+                    *a = cfg.ema * *a + (1.0 - cfg.ema) * w;
+                }
+            }
+        }
         losses.push(loss);
         report(&Progress { iter: it, loss, lr });
+    }
+    if let Some(mut avg) = average {
+        let correction = 1.0 - (cfg.ema as f64).powi(cfg.iters.min(i32::MAX as usize) as i32);
+        for l in &mut avg.layers {
+            for a in l.weight.iter_mut().chain(l.bias.iter_mut()) {
+                *a = (*a as f64 / correction) as f32;
+            }
+        }
+        return (avg, losses);
     }
     (model, losses)
 }

@@ -38,6 +38,10 @@ pub struct Args {
     /// The decayed learning rate's floor, as a fraction of --lr.
     #[arg(long, default_value_t = 0.01)]
     pub min_lr_frac: f32,
+    /// Decay of the exponential moving average of the weights that is saved (0: save the last
+    /// iterate instead).
+    #[arg(long, default_value_t = 0.0)]
+    pub ema: f32,
     /// Width H of every hidden layer.
     #[arg(long, default_value_t = 64)]
     pub hidden: usize,
@@ -84,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         schedule: args.schedule,
         warmup: args.warmup,
         min_lr_frac: args.min_lr_frac,
+        ema: args.ema,
         seed: args.seed,
     };
     cfg.validate().map_err(anyhow::Error::msg)?;
@@ -173,6 +178,7 @@ mod tests {
             schedule: LrSchedule::Cosine,
             warmup: 5,
             min_lr_frac: 0.01,
+            ema: 0.9,
             hidden: 8,
             layers: 2,
             activation: Activation::Silu,
