@@ -227,79 +227,51 @@ impl ChunkScratch {
 }
 
 /// `g[o·inputs + i] += Σ_j delta[o·cols + j] · a[i·cols + j]` and `gb[o] += Σ_j delta[o·cols + j]`:
-/// the weight and bias gradients of one layer over one chunk. Tiles of 2 rows of `delta` × 4
-/// rows of `a` (8 accumulators of 8 lanes: 6 loads per 8 FMAs); each sum is taken in 8 lanes
-/// (`j mod 8`) and the lanes added in order, so the rounding is fixed whatever the tiling.
+/// the weight and bias gradients of one layer over one chunk. Each sum is taken in 8 lanes
+/// (`j mod 8`) and the lanes added in order, so the rounding is fixed. (A 2 × 4 tile of
+/// `delta` × `a` rows was tried: LLVM left it scalar.)
 #[inline(always)]
 fn weight_grad(delta: &[f32], a: &[f32], outputs: usize, inputs: usize, cols: usize, g: &mut [f32], gb: &mut [f32]) {
-    let mut o = 0;
-    while o + 2 <= outputs {
-        grad_rows::<2>(delta, a, o, inputs, cols, g);
-        o += 2;
-    }
-    if o < outputs {
-        grad_rows::<1>(delta, a, o, inputs, cols, g);
-    }
-    for (o, gbo) in gb.iter_mut().enumerate().take(outputs) {
+    const W: usize = 8;
+    const RI: usize = 4;
+    debug_assert!(cols % W == 0);
+    let hsum = |acc: &[f32; W]| acc.iter().fold(0f32, |s, &v| s + v);
+    for o in 0..outputs {
         let d = &delta[o * cols..(o + 1) * cols];
-        let mut acc = [0f32; GW];
-        for jc in (0..cols).step_by(GW) {
-            for l in 0..GW {
+        let mut i = 0;
+        while i + RI <= inputs {
+            let mut acc = [[0f32; W]; RI];
+            for jc in (0..cols).step_by(W) {
+                let dv: &[f32; W] = d[jc..jc + W].try_into().unwrap();
+                for r in 0..RI {
+                    let av: &[f32; W] = a[(i + r) * cols + jc..(i + r) * cols + jc + W].try_into().unwrap();
+                    for l in 0..W {
+                        acc[r][l] = dv[l].mul_add(av[l], acc[r][l]);
+                    }
+                }
+            }
+            for r in 0..RI {
+                g[o * inputs + i + r] += hsum(&acc[r]);
+            }
+            i += RI;
+        }
+        while i < inputs {
+            let mut acc = [0f32; W];
+            for jc in (0..cols).step_by(W) {
+                for l in 0..W {
+                    acc[l] = d[jc + l].mul_add(a[i * cols + jc + l], acc[l]);
+                }
+            }
+            g[o * inputs + i] += hsum(&acc);
+            i += 1;
+        }
+        let mut acc = [0f32; W];
+        for jc in (0..cols).step_by(W) {
+            for l in 0..W {
                 acc[l] += d[jc + l];
             }
         }
-        *gbo += hsum(&acc);
-    }
-}
-
-/// Lanes of the gradient reductions.
-const GW: usize = 8;
-
-#[inline(always)]
-fn hsum(acc: &[f32; GW]) -> f32 {
-    acc.iter().fold(0f32, |s, &v| s + v)
-}
-
-/// Rows `o0..o0+RO` of [`weight_grad`]'s weight part.
-#[inline(always)]
-fn grad_rows<const RO: usize>(delta: &[f32], a: &[f32], o0: usize, inputs: usize, cols: usize, g: &mut [f32]) {
-    debug_assert!(cols % GW == 0);
-    let mut i = 0;
-    while i < inputs {
-        let ri = if i + 4 <= inputs { 4 } else { 1 };
-        if ri == 4 {
-            let mut acc = [[[0f32; GW]; 4]; RO];
-            for jc in (0..cols).step_by(GW) {
-                let mut dv = [[0f32; GW]; RO];
-                for r in 0..RO {
-                    dv[r].copy_from_slice(&delta[(o0 + r) * cols + jc..(o0 + r) * cols + jc + GW]);
-                }
-                for q in 0..4 {
-                    let av: &[f32; GW] = a[(i + q) * cols + jc..(i + q) * cols + jc + GW].try_into().unwrap();
-                    for r in 0..RO {
-                        for l in 0..GW {
-                            acc[r][q][l] = dv[r][l].mul_add(av[l], acc[r][q][l]);
-                        }
-                    }
-                }
-            }
-            for r in 0..RO {
-                for q in 0..4 {
-                    g[(o0 + r) * inputs + i + q] += hsum(&acc[r][q]);
-                }
-            }
-        } else {
-            for r in 0..RO {
-                let mut acc = [0f32; GW];
-                for jc in (0..cols).step_by(GW) {
-                    for l in 0..GW {
-                        acc[l] = delta[(o0 + r) * cols + jc + l].mul_add(a[i * cols + jc + l], acc[l]);
-                    }
-                }
-                g[(o0 + r) * inputs + i] += hsum(&acc);
-            }
-        }
-        i += ri;
+        gb[o] += hsum(&acc);
     }
 }
 

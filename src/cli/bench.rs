@@ -393,7 +393,9 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                 })?;
                 let steps = spec.sampler.steps as f64;
                 let units = n as f64 * steps;
-                let flops = units * evals_per_step * flops_per_eval + points.len() as f64 * n as f64 * flops_per_eval;
+                // Every intermediate weighing evaluates the model once more for x̂1; the final one scores
+                // the sample itself.
+                let flops = units * evals_per_step * flops_per_eval + (points.len() - 1) as f64 * n as f64 * flops_per_eval;
                 Ok((tm, units, flops, 0.0))
             }
         }

@@ -137,6 +137,17 @@ fn run_in_pool(args: &Args, cfg: &TrainConfig) -> anyhow::Result<()> {
             bar.set_message(format!("loss {smoothed:.4} lr {:.2e}", p.lr));
             bar.set_position(p.iter as u64 + 1);
         }
+        // Without a terminal the bar is hidden: log a line every 10% instead.
+        let tenth = cfg.iters.div_ceil(10);
+        if bar.is_hidden() && (p.iter + 1) % tenth == 0 {
+            eprintln!(
+                "iteration {}/{}: loss {smoothed:.4}, lr {:.2e}, {:.0} s",
+                p.iter + 1,
+                cfg.iters,
+                p.lr,
+                started.elapsed().as_secs_f64()
+            );
+        }
     });
     bar.finish();
     let train_secs = started.elapsed().as_secs_f64();
