@@ -68,7 +68,7 @@ impl Default for TrainConfig {
             hidden: 64,
             layers: 3,
             activation: Activation::Elu,
-            iters: 10_000,
+            iters: 30_000,
             batch: 8192,
             lr: 1e-2,
             schedule: LrSchedule::Cosine,
