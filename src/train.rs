@@ -234,7 +234,7 @@ impl ChunkScratch {
 fn weight_grad(delta: &[f32], a: &[f32], outputs: usize, inputs: usize, cols: usize, g: &mut [f32], gb: &mut [f32]) {
     const W: usize = 8;
     const RI: usize = 4;
-    debug_assert!(cols % W == 0);
+    debug_assert!(cols.is_multiple_of(W));
     let hsum = |acc: &[f32; W]| acc.iter().fold(0f32, |s, &v| s + v);
     for o in 0..outputs {
         let d = &delta[o * cols..(o + 1) * cols];
@@ -542,6 +542,7 @@ mod tests {
     use super::*;
 
     /// The f64 batch loss of `model`, from the f64 reference forward pass.
+    #[allow(clippy::needless_range_loop)]
     fn loss_f64(model: &Mlp, b: &Batch) -> f64 {
         let mut sse = 0f64;
         for j in 0..b.n {
