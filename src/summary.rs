@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::backend::{BackendInfo, Layout, RunSpec};
+use crate::checkerboard;
+use crate::cli::common::{commit_outputs_announcing, stage_samples_and_summary};
 use crate::cli::steer::{CommonArgs, Prepared};
 use crate::methods::{trace_csv, RunResult};
 use crate::output::OutputSet;
@@ -37,15 +39,6 @@ pub fn normalised_weights(log_w: &[f32], layout: Layout) -> Vec<f64> {
         }
     }
     w
-}
-
-/// Whether (x, y) lies on a square of the checkerboard of SPEC §10.
-// TODO(dedupe): use core's checkerboard helper once src/checkerboard.rs lands.
-pub fn on_checkerboard(x: f32, y: f32) -> bool {
-    if !(-3.0..=3.0).contains(&x) || !(-3.0..=3.0).contains(&y) {
-        return false;
-    }
-    ((x / 1.5).floor() as i64 + (y / 1.5).floor() as i64) % 2 == 0
 }
 
 /// Statistics of a set of rewards with optional weights (finite rewards only).
@@ -115,11 +108,11 @@ impl Placement {
         let near = target.clone().map(|c| {
             move |row: &[f32]| row.iter().zip(&c).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt() <= TARGET_RADIUS
         });
-        let square = |row: &[f32]| on_checkerboard(row[0], row[1]);
+        let square = |row: &[f32]| checkerboard::on_square(row[0], row[1]);
         Placement {
             within_target: near.as_ref().map(|p| frac(p, None)),
             within_target_weighted: near.as_ref().and_then(|p| weights.map(|w| frac(p, Some(w)))),
-            on_square: (dim == 2).then(|| frac(&square, None)),
+            on_square: (dim == 2).then(|| checkerboard::on_square_fraction(positions)),
             on_square_weighted: (dim == 2).then_some(()).and(weights).map(|w| frac(&square, Some(w))),
             target,
         }
@@ -198,7 +191,7 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&[f32]>) ->
 }
 
 /// `summary.json` (SPEC §9).
-pub fn summary_json(prep: &Prepared, common: &CommonArgs, config: Value, info: &BackendInfo, r: &RunResult, baseline: Option<&[f32]>) -> Value {
+pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunResult, baseline: Option<&[f32]>) -> Value {
     let spec = &prep.spec;
     let w = weighted(r).then(|| normalised_weights(&r.log_weights, r.layout));
     let steps: Vec<Value> = r
@@ -226,7 +219,8 @@ pub fn summary_json(prep: &Prepared, common: &CommonArgs, config: Value, info: &
             "reward_on": spec.reward_on,
             "sampler": spec.sampler,
             "seed": spec.seed,
-            "backend_choice": common.backend,
+            "backend_choice": prep.backend.requested,
+            "backend_resolution": prep.backend,
         },
         "backend": info.backend,
         "device": info.device,
@@ -280,10 +274,9 @@ pub fn write_outputs(
     outputs: Outputs,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut set = OutputSet::default();
-    let summary = summary_json(prep, common, config, info, r, baseline);
-    set.add(dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?);
+    let summary = summary_json(prep, config, info, r, baseline);
+    stage_samples_and_summary(&mut set, dir, &r.positions, r.dim, &summary)?;
     let total = r.layout.total();
-    set.add(dir.join("samples.npy"), crate::npy::to_bytes(&[total, r.dim], &r.positions));
     set.add(dir.join("trace.csv"), trace_csv(&r.trace).into_bytes());
     set.add(dir.join("log_weights.npy"), crate::npy::to_bytes(&[total], &r.log_weights));
     if outputs.ancestry {
@@ -294,7 +287,7 @@ pub fn write_outputs(
     if outputs.plot {
         set.add(dir.join("plot.png"), crate::plot::render_png(&prep.spec, r)?);
     }
-    Ok(set.commit()?)
+    commit_outputs_announcing(set, !common.quiet)
 }
 
 #[cfg(test)]
@@ -303,11 +296,12 @@ mod tests {
 
     #[test]
     fn checkerboard_squares() {
-        assert!(on_checkerboard(0.1, 0.1));
-        assert!(!on_checkerboard(1.6, 0.1));
-        assert!(on_checkerboard(-0.1, -0.1));
-        assert!(!on_checkerboard(-0.1, 0.1));
-        assert!(!on_checkerboard(3.5, 0.1));
+        use crate::checkerboard::on_square;
+        assert!(on_square(0.1, 0.1));
+        assert!(!on_square(1.6, 0.1));
+        assert!(on_square(-0.1, -0.1));
+        assert!(!on_square(-0.1, 0.1));
+        assert!(!on_square(3.5, 0.1));
     }
 
     #[test]

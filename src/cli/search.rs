@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::backend::{Backend, Init};
-use crate::cli::steer::{check_layout, read_init, resolve_backend, CommonArgs};
+use crate::cli::steer::{check_layout, CommonArgs, Prepared};
 use crate::methods::{self, BonConfig, PathsConfig, ZerothConfig};
 use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
@@ -110,8 +110,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Method::Bon(a) => {
             let layout = check_layout(a.particles, a.groups, "--particles")?;
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
-            let rows = a.init.as_ref().map(|p| read_init(p, layout.total(), prep.spec.model.dim)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend)?;
+            let rows = a.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+            let mut backend = prep.engine()?;
             let cfg = BonConfig { layout, top_k: a.top_k };
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::best_of_n(&mut backend, &prep.spec, &cfg, init)?;
@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
             let dim = prep.spec.model.dim;
             let pivot = a.pivot.as_deref().map(|s| parse_pivot(s, dim, a.groups)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend)?;
+            let mut backend = prep.engine()?;
             let cfg = ZerothConfig { layout, cycles: a.cycles, radius: a.radius, pivot };
             let r = methods::zeroth_order(&mut backend, &prep.spec, &cfg)?;
             let config = serde_json::json!({ "command": "search zeroth", "candidates": a.candidates, "cycles": a.cycles,
@@ -144,8 +144,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 top_k: a.top_k,
             };
             let grid = cfg.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
-            let rows = a.init.as_ref().map(|p| read_init(p, layout.total(), prep.spec.model.dim)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend)?;
+            let rows = a.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+            let mut backend = prep.engine()?;
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::search_over_paths(&mut backend, &prep.spec, &cfg, init)?;
             let config = serde_json::json!({ "command": "search paths", "particles": a.particles, "groups": a.groups,
@@ -161,7 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn report<B: Backend>(
     backend: &mut B,
     common: &CommonArgs,
-    prep: &crate::cli::steer::Prepared,
+    prep: &Prepared,
     config: serde_json::Value,
     r: &methods::RunResult,
 ) -> anyhow::Result<()> {
@@ -174,10 +174,7 @@ fn report<B: Backend>(
         print!("{}", summary::human_summary(&prep.spec, r, None));
     }
     if let Some(dir) = &common.out {
-        let written = summary::write_outputs(dir, prep, common, config, &info, r, None, Outputs { ancestry: false, plot: common.plot })?;
-        if !common.quiet {
-            println!("  wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-        }
+        summary::write_outputs(dir, prep, common, config, &info, r, None, Outputs { ancestry: false, plot: common.plot })?;
     }
     Ok(())
 }
