@@ -149,7 +149,7 @@ pub fn resolve_backend(
             Ok(device) => Ok(cpu(format!(
                 "found {device}, but auto does not select the CUDA backend yet; pass --backend cuda to use it"
             ))),
-            Err(why) => Ok(cpu(format!("no usable CUDA device ({why})"))),
+            Err(why) => Ok(cpu(format!("no usable CUDA device: {why}"))),
         },
     }
 }

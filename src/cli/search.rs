@@ -167,7 +167,7 @@ fn report<B: Backend>(
 ) -> anyhow::Result<()> {
     let info = backend.info();
     if !common.quiet {
-        println!("flowsteer search {}: on {}", r.method, info.device);
+        println!("flowsteer search {}: towards {} (larger is better); {} backend on {}", r.method, prep.spec.reward, info.backend, info.device);
         if !r.schedule.is_empty() && r.method == "paths" {
             println!("  rounds end at grid steps {:?}", r.schedule);
         }

@@ -16,7 +16,7 @@ use crate::methods::{self, FkConfig, ScheduleSpec};
 use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
 use crate::reward::{Reward, RewardOn};
-use crate::summary::{self, Outputs};
+use crate::summary::{self, Baseline, Outputs};
 
 /// Options shared by `steer` and every `search` method.
 #[derive(clap::Args, Debug, Clone)]
@@ -176,7 +176,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
     let quiet = args.common.quiet;
     if !quiet {
-        println!("flowsteer steer: {} on {}", prep.spec.potential.kind, backend.info().device);
+        let (spec, info) = (&prep.spec, backend.info());
+        let groups = if layout.groups > 1 { format!(" × {} groups", layout.groups) } else { String::new() };
+        println!("flowsteer steer: FK steering towards {} (larger is better), potential {}, λ = {}", spec.reward, spec.potential.kind, spec.potential.lambda);
+        let setup = format!(
+            "{} particles{groups}, sampler {}, seed {}; model {}; {} backend on {}",
+            layout.n,
+            spec.sampler,
+            spec.seed,
+            prep.model_path.display(),
+            info.backend,
+            info.device
+        );
+        println!("{}", summary::wrap(&setup));
         println!("  resampling at grid steps {resolved}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
@@ -184,7 +196,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let baseline = if args.no_baseline {
         None
     } else {
-        Some(baseline_rewards(&mut backend, &prep.spec, layout, init)?)
+        Some(baseline(&mut backend, &prep.spec, layout, init)?)
     };
     let config = serde_json::json!({
         "command": "steer",
@@ -201,22 +213,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "fused": args.fused,
     });
     if !quiet {
-        print!("{}", summary::human_summary(&prep.spec, &result, baseline.as_deref()));
+        print!("{}", summary::human_summary(&prep.spec, &result, baseline.as_ref()));
     }
     let outputs = Outputs { ancestry: args.ancestry, plot: args.common.plot };
     if let Some(dir) = &args.common.out {
         let info = backend.info();
-        summary::write_outputs(dir, &prep, &args.common, config, &info, &result, baseline.as_deref(), outputs)?;
+        summary::write_outputs(dir, &prep, &args.common, config, &info, &result, baseline.as_ref(), outputs)?;
     }
     Ok(())
 }
 
-/// Final rewards of an unsteered run of the same starting points (potential `bon`, no
-/// reordering): what steering is compared against.
-pub fn baseline_rewards<B: Backend>(backend: &mut B, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Vec<f32>> {
+/// An unsteered run of the same starting points (potential `is`, no reordering): what steering
+/// is compared against.
+pub fn baseline<B: Backend>(backend: &mut B, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Baseline> {
     let mut plain = spec.clone();
     plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
     let mut p = backend.init(&plain, layout, init)?;
     backend.propagate(&plain, &mut p, 0..plain.sampler.steps)?;
-    backend.score(&plain, &mut p, crate::backend::ScoreOn::Sample)
+    let rewards = backend.score(&plain, &mut p, crate::backend::ScoreOn::Sample)?;
+    Ok(Baseline { rewards, positions: backend.read_positions(&p)? })
 }
