@@ -156,7 +156,7 @@ impl CommonArgs {
 pub fn check_layout(particles: usize, groups: usize, what: &str) -> anyhow::Result<Layout> {
     common::validate_particles(particles, what)?;
     common::validate_particles(groups, "--groups")?;
-    let total = particles.checked_mul(groups).unwrap_or(usize::MAX);
+    let total = particles.saturating_mul(groups);
     common::validate_particles(total, &format!("{what} × --groups ="))?;
     Ok(Layout { n: particles, groups })
 }
