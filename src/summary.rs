@@ -153,11 +153,11 @@ fn point_text(c: &[f32]) -> String {
 }
 
 /// "91.2% before → 0.0% after (0.0% weighted)", or without the parts that are absent.
-fn fraction_text(before: Option<f64>, after: Option<f64>, weighted: Option<f64>) -> String {
+fn fraction_text(before: Option<f64>, after: Option<f64>, weighted: Option<f64>, of: &str) -> String {
     let pct = |v: f64| format!("{:.1}%", 100.0 * v);
     let mut s = match (before, after) {
         (Some(b), Some(a)) => format!("{} before → {} after", pct(b), pct(a)),
-        (None, Some(a)) => format!("{} of particles", pct(a)),
+        (None, Some(a)) => format!("{} {of}", pct(a)),
         _ => "-".into(),
     };
     if let Some(w) = weighted {
@@ -191,6 +191,8 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>)
         );
     }
     let label = if steered { "reward after steering:" } else { "reward of the kept samples:" };
+    let total = r.layout.total();
+    let of = if steered { "of particles".to_string() } else { format!("of the {total} kept sample{}", if total == 1 { "" } else { "s" }) };
     let _ = write!(s, "  {label} mean {:.4}, median {:.4}, max {:.4}", after.mean, after.quantiles[2], after.max);
     if let Some(m) = after.weighted_mean {
         let _ = write!(s, " (weighted by the final weights: mean {m:.4})");
@@ -201,14 +203,14 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>)
             s,
             "  within {TARGET_RADIUS} of the target {}: {}",
             point_text(c),
-            fraction_text(before_place.as_ref().and_then(|p| p.within_target), place.within_target, place.within_target_weighted)
+            fraction_text(before_place.as_ref().and_then(|p| p.within_target), place.within_target, place.within_target_weighted, &of)
         );
     }
     if place.on_square.is_some() {
         let _ = writeln!(
             s,
             "  on a checkerboard square: {}",
-            fraction_text(before_place.as_ref().and_then(|p| p.on_square), place.on_square, place.on_square_weighted)
+            fraction_text(before_place.as_ref().and_then(|p| p.on_square), place.on_square, place.on_square_weighted, &of)
         );
     }
     if let Some(lz) = &r.log_z {
