@@ -36,6 +36,7 @@ pub struct BonArgs {
     /// Samples per group N.
     #[arg(long, default_value_t = 4096)]
     pub particles: usize,
+    /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
     /// Keep the K best of each group.
@@ -75,6 +76,7 @@ pub struct PathsArgs {
     /// Beam N: states kept each round, per group.
     #[arg(long, default_value_t = 256)]
     pub particles: usize,
+    /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
     /// Copies M of each state per round.

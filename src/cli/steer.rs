@@ -77,8 +77,11 @@ pub struct Args {
     /// Resample every K grid steps between --t-start and --t-end instead.
     #[arg(long, value_name = "K")]
     pub resample_every: Option<usize>,
+    /// Start of the resampling range: the first point (SPEC §7).
     #[arg(long, default_value_t = 0.6, allow_hyphen_values = true)]
     pub t_start: f64,
+    /// End of the resampling range: points sit at t_start + j·(t_end − t_start)/count, j < count,
+    /// and the final time t = 1 is always added (SPEC §7).
     #[arg(long, default_value_t = 0.95, allow_hyphen_values = true)]
     pub t_end: f64,
     /// Resample only when ESS < TAU·N (TAU defaults to 0.5 when the flag is bare); off by default.
