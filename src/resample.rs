@@ -243,10 +243,10 @@ pub fn residual(cdf: &Cdf, s: Stream<'_>, out: &mut [u32]) {
     let total = cdf.total();
     let mut rho = vec![0f64; n];
     let mut filled = 0usize;
-    for j in 0..n {
-        let nw = (n as f64 * cdf.w[j]) / total;
+    for (j, (r, &w)) in rho.iter_mut().zip(&cdf.w).enumerate() {
+        let nw = (n as f64 * w) / total;
         let copies = nw.floor();
-        rho[j] = nw - copies;
+        *r = nw - copies;
         // Rounding could in principle push Σ floor above n; never write past the end.
         let copies = (copies as usize).min(n - filled);
         out[filled..filled + copies].fill(j as u32);

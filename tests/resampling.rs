@@ -6,6 +6,7 @@
 //! * stratified: `Σ_i p_ij(1 − p_ij)`, `p_ij = N·|stratum i ∩ interval j|` (independent
 //!   Bernoullis, one per stratum);
 //! * residual: `R·ρ̄_j(1 − ρ̄_j)`, `ρ̄_j = ρ_j / Σρ`, `R = N − Σ⌊Nw⌋` (multinomial on the residuals).
+//!
 //! The last three are below multinomial's, which the test also checks.
 //!
 //! Tolerances. With D draws, the sample mean of o_j has standard error `sqrt(V_j/D)` and the
