@@ -68,7 +68,7 @@ __device__ __forceinline__ float fs_exp(float x) {
     p = fmaf(p, r, 8.333452e-3f);
     p = fmaf(p, r, 4.1665796e-2f);
     p = fmaf(p, r, 1.6666665e-1f);
-    p = fmaf(p, r, 5.0000001e-1f);
+    p = fmaf(p, r, 0.5f);  // Cephes' 5.0000001201e-1, which rounds to 0.5 in f32
     const float er = fmaf(p * r, r, r) + 1.0f;
     return er * scale;
 }

@@ -20,6 +20,8 @@ static REGISTER: Once = Once::new();
 const MAX_POINTS: usize = 20_000;
 /// Most panels: t = 0, the resampling points, the final weighted cloud.
 const MAX_PANELS: usize = 6;
+/// Pixels above the panels for the run's heading.
+const TITLE_HEIGHT: u32 = 30;
 
 fn register_font() {
     REGISTER.call_once(|| {
@@ -28,10 +30,32 @@ fn register_font() {
     });
 }
 
-/// One panel: a title and `[m, D]` points.
+/// One panel: a title, `[m, D]` points and, for the final panel of a weighted run, each
+/// point's weight relative to the largest (drawn as its opacity).
 struct Panel<'a> {
     title: String,
     points: &'a [f32],
+    shade: Option<Vec<f32>>,
+}
+
+/// How many distinct rows `points` holds: a collapsed population is many copies of a few
+/// points, which look like an empty panel unless the title says so.
+fn distinct_rows(points: &[f32], dim: usize) -> usize {
+    let mut rows: Vec<Vec<u32>> = points.chunks(dim).map(|r| r.iter().map(|v| v.to_bits()).collect()).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    rows.len()
+}
+
+/// "4096 particles", or "4096 particles, 1 distinct" when copies dominate.
+fn count_text(points: &[f32], dim: usize) -> String {
+    let n = points.len() / dim.max(1);
+    let d = distinct_rows(points, dim);
+    if d < n / 2 {
+        format!("{n} particles, {d} distinct")
+    } else {
+        format!("{n} particles")
+    }
 }
 
 /// The panels of a run: snapshots (thinned to [`MAX_PANELS`] − 1, first and last kept), then
@@ -45,8 +69,18 @@ fn panels<'a>(spec: &RunSpec, r: &'a RunResult) -> Vec<Panel<'a>> {
     } else {
         (0..keep).map(|j| snaps[j * (snaps.len() - 1) / (keep - 1)]).collect()
     };
-    let mut out: Vec<Panel> = chosen.into_iter().map(|(s, p)| Panel { title: format!("t = {:.2}", *s as f64 / steps), points: p }).collect();
-    out.push(Panel { title: format!("final ({}, {} particles)", r.method, r.layout.total()), points: &r.positions });
+    let dim = r.dim;
+    let mut out: Vec<Panel> = chosen
+        .into_iter()
+        .map(|(s, p)| Panel { title: format!("t = {:.2}: {}", *s as f64 / steps, count_text(p, dim)), points: p, shade: None })
+        .collect();
+    let weighted = r.log_weights.iter().any(|&l| l != 0.0);
+    let shade = weighted.then(|| {
+        let top = r.log_weights.iter().copied().filter(|l| l.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+        r.log_weights.iter().map(|&l| if l.is_finite() { (l - top).exp() } else { 0.0 }).collect::<Vec<f32>>()
+    });
+    let title = format!("final: {}{}", count_text(&r.positions, dim), if weighted { ", darker = more weight" } else { "" });
+    out.push(Panel { title, points: &r.positions, shade });
     out
 }
 
@@ -57,13 +91,15 @@ pub fn render_png(spec: &RunSpec, r: &RunResult) -> anyhow::Result<Vec<u8>> {
     let panels = panels(spec, r);
     let cols = panels.len().min(3);
     let rows = panels.len().div_ceil(cols);
-    let (w, h) = (360 * cols as u32, 360 * rows as u32);
+    let (w, h) = (400 * cols as u32, 400 * rows as u32 + TITLE_HEIGHT);
     // Plotters encodes PNG only to a path: render into a private temporary file, read it back,
     // and let the caller stage the bytes with the other outputs.
     let tmp = std::env::temp_dir().join(format!("flowsteer-plot-{}-{:?}.png", std::process::id(), std::thread::current().id()));
     let result = (|| -> anyhow::Result<()> {
         let root = BitMapBackend::new(&tmp, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
+        let heading = format!("{}: reward {}, λ = {}", r.method, spec.reward, spec.potential.lambda);
+        let root = root.titled(&heading, ("sans-serif", 18)).map_err(|e| anyhow!("plot: {e}"))?;
         let (lo, hi) = bounds(spec, &panels, dim);
         for (area, panel) in root.split_evenly((rows, cols)).iter().zip(&panels) {
             draw_panel(area, spec, panel, dim, lo, hi).map_err(|e| anyhow!("plot: {e}"))?;
@@ -110,12 +146,23 @@ fn draw_panel<DB: DrawingBackend>(
     hi: f32,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let mut chart = ChartBuilder::on(area)
-        .caption(&panel.title, ("sans-serif", 16))
-        .margin(6)
-        .x_label_area_size(22)
+        .caption(&panel.title, ("sans-serif", 15))
+        .margin(8)
+        .x_label_area_size(24)
         .y_label_area_size(28)
         .build_cartesian_2d(lo..hi, lo..hi)?;
-    chart.configure_mesh().disable_mesh().label_style(("sans-serif", 11)).draw()?;
+    // Whole-number ticks: the squares' corners sit on multiples of 1.5, and "1.0"-style labels
+    // blur at this size.
+    let ticks = (hi.floor() - lo.ceil()) as usize + 1;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_labels(ticks)
+        .y_labels(ticks)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style(("sans-serif", 13))
+        .draw()?;
     if dim == 2 {
         let squares = (0..4).flat_map(|i| (0..4).map(move |j| (i, j))).filter(|(i, j)| (i + j) % 2 == 0);
         chart.draw_series(squares.map(|(i, j)| {
@@ -145,8 +192,24 @@ fn draw_panel<DB: DrawingBackend>(
             }
         }
     }
-    let pts = panel.points.chunks(dim).take(MAX_POINTS).filter(|p| p[0].is_finite() && p.get(1).is_none_or(|v| v.is_finite()));
-    chart.draw_series(pts.map(|p| Circle::new((p[0], *p.get(1).unwrap_or(&0.0)), 1, RGBColor(31, 90, 180).mix(0.35).filled())))?;
+    let blue = RGBColor(31, 90, 180);
+    // A handful of distinct points (a collapsed population) is drawn large so that it shows.
+    let few = distinct_rows(panel.points, dim) <= 20;
+    let radius = if few { 4 } else { 1 };
+    let pts = panel
+        .points
+        .chunks(dim)
+        .enumerate()
+        .take(MAX_POINTS)
+        .filter(|(_, p)| p[0].is_finite() && p.get(1).is_none_or(|v| v.is_finite()));
+    chart.draw_series(pts.map(|(i, p)| {
+        let alpha = match &panel.shade {
+            Some(w) => 0.06 + 0.9 * w[i] as f64,
+            None if few => 0.9,
+            None => 0.35,
+        };
+        Circle::new((p[0], *p.get(1).unwrap_or(&0.0)), radius, blue.mix(alpha).filled())
+    }))?;
     Ok(())
 }
 

@@ -243,8 +243,8 @@ pub fn residual(cdf: &Cdf, s: Stream<'_>, out: &mut [u32]) {
     let total = cdf.total();
     let mut rho = vec![0f64; n];
     let mut filled = 0usize;
-    for (j, (r, &wj)) in rho.iter_mut().zip(&cdf.w).enumerate() {
-        let nw = (n as f64 * wj) / total;
+    for (j, (r, &w)) in rho.iter_mut().zip(&cdf.w).enumerate() {
+        let nw = (n as f64 * w) / total;
         let copies = nw.floor();
         *r = nw - copies;
         // Rounding could in principle push Σ floor above n; never write past the end.

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::backend::{BackendInfo, Layout, RunSpec};
+use crate::checkerboard;
+use crate::cli::common::{commit_outputs_announcing, stage_samples_and_summary};
 use crate::cli::steer::{CommonArgs, Prepared};
 use crate::methods::{trace_csv, RunResult};
 use crate::output::OutputSet;
@@ -37,15 +39,6 @@ pub fn normalised_weights(log_w: &[f32], layout: Layout) -> Vec<f64> {
         }
     }
     w
-}
-
-/// Whether (x, y) lies on a square of the checkerboard of SPEC §10.
-// TODO(dedupe): use core's checkerboard helper once src/checkerboard.rs lands.
-pub fn on_checkerboard(x: f32, y: f32) -> bool {
-    if !(-3.0..=3.0).contains(&x) || !(-3.0..=3.0).contains(&y) {
-        return false;
-    }
-    ((x / 1.5).floor() as i64 + (y / 1.5).floor() as i64) % 2 == 0
 }
 
 /// Statistics of a set of rewards with optional weights (finite rewards only).
@@ -115,11 +108,11 @@ impl Placement {
         let near = target.clone().map(|c| {
             move |row: &[f32]| row.iter().zip(&c).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt() <= TARGET_RADIUS
         });
-        let square = |row: &[f32]| on_checkerboard(row[0], row[1]);
+        let square = |row: &[f32]| checkerboard::on_square(row[0], row[1]);
         Placement {
             within_target: near.as_ref().map(|p| frac(p, None)),
             within_target_weighted: near.as_ref().and_then(|p| weights.map(|w| frac(p, Some(w)))),
-            on_square: (dim == 2).then(|| frac(&square, None)),
+            on_square: (dim == 2).then(|| checkerboard::on_square_fraction(positions)),
             on_square_weighted: (dim == 2).then_some(()).and(weights).map(|w| frac(&square, Some(w))),
             target,
         }
@@ -131,51 +124,119 @@ fn weighted(result: &RunResult) -> bool {
     result.log_weights.iter().any(|&l| l != 0.0)
 }
 
-/// The short text printed after a run.
-pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&[f32]>) -> String {
+/// The unsteered run of the same starting points that steering is compared against.
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    /// Final rewards `[total]`.
+    pub rewards: Vec<f32>,
+    /// Final positions `[total, D]`.
+    pub positions: Vec<f32>,
+}
+
+/// An ESS for people: one decimal near 1, whole numbers above 10.
+fn ess_text(ess: f64) -> String {
+    if ess < 10.0 {
+        format!("{ess:.1}")
+    } else {
+        format!("{ess:.0}")
+    }
+}
+
+/// A time as `0.67`: at most 4 decimals, no trailing zeros.
+fn time_text(t: f64) -> String {
+    ((t * 1e4).round() / 1e4).to_string()
+}
+
+/// A point as `(2, 0.5)`.
+fn point_text(c: &[f32]) -> String {
+    format!("({})", c.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+/// "91.2% before → 0.0% after (0.0% weighted)", or without the parts that are absent.
+fn fraction_text(before: Option<f64>, after: Option<f64>, weighted: Option<f64>, of: &str) -> String {
+    let pct = |v: f64| format!("{:.1}%", 100.0 * v);
+    let mut s = match (before, after) {
+        (Some(b), Some(a)) => format!("{} before → {} after", pct(b), pct(a)),
+        (None, Some(a)) => format!("{} {of}", pct(a)),
+        _ => "-".into(),
+    };
+    if let Some(w) = weighted {
+        let _ = write!(s, " ({} weighted)", pct(w));
+    }
+    s
+}
+
+/// Mean over groups of one trace column at point `k`.
+fn point_mean(r: &RunResult, k: usize, f: impl Fn(&crate::methods::TraceRow) -> f64) -> f64 {
+    let rows: Vec<f64> = r.trace.iter().filter(|t| t.index == k).map(f).collect();
+    rows.iter().sum::<f64>() / rows.len().max(1) as f64
+}
+
+/// The short text printed after a run: reward before and after, fractions near the target and on
+/// the squares, ESS at each point, and plain warnings when the population collapsed or the
+/// intermediate points did not steer (so that a surprising result explains itself).
+pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>) -> String {
     let mut s = String::new();
     let w = weighted(r).then(|| normalised_weights(&r.log_weights, r.layout));
     let after = RewardStats::new(&r.rewards, w.as_deref());
     let place = Placement::new(spec, &r.positions, r.dim, w.as_deref());
-    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    let before_place = baseline.map(|b| Placement::new(spec, &b.positions, r.dim, None));
+    let steered = r.log_z.is_some();
     if let Some(b) = baseline {
-        let before = RewardStats::new(b, None);
-        let _ = writeln!(s, "  reward before steering (same noises, no steering): mean {:.4}, median {:.4}", before.mean, before.quantiles[2]);
+        let before = RewardStats::new(&b.rewards, None);
+        let _ = writeln!(
+            s,
+            "  reward before steering (same noises, no steering): mean {:.4}, median {:.4}, max {:.4}",
+            before.mean, before.quantiles[2], before.max
+        );
     }
-    let _ = write!(s, "  reward after:  mean {:.4} over particles, median {:.4}, max {:.4}", after.mean, after.quantiles[2], after.max);
+    let label = if steered { "reward after steering:" } else { "reward of the kept samples:" };
+    let total = r.layout.total();
+    let of = if steered { "of particles".to_string() } else { format!("of the {total} kept sample{}", if total == 1 { "" } else { "s" }) };
+    let _ = write!(s, "  {label} mean {:.4}, median {:.4}, max {:.4}", after.mean, after.quantiles[2], after.max);
     if let Some(m) = after.weighted_mean {
-        let _ = write!(s, "; {m:.4} weighted by the final weights");
+        let _ = write!(s, " (weighted by the final weights: mean {m:.4})");
     }
     s.push('\n');
     if let Some(c) = &place.target {
         let _ = writeln!(
             s,
-            "  within {TARGET_RADIUS} of the target {c:?}: {} of particles ({} weighted)",
-            pct(place.within_target),
-            pct(place.within_target_weighted)
+            "  within {TARGET_RADIUS} of the target {}: {}",
+            point_text(c),
+            fraction_text(before_place.as_ref().and_then(|p| p.within_target), place.within_target, place.within_target_weighted, &of)
         );
     }
     if place.on_square.is_some() {
-        let _ = writeln!(s, "  on a checkerboard square: {} of particles ({} weighted)", pct(place.on_square), pct(place.on_square_weighted));
-    }
-    if let Some(lz) = &r.log_z {
-        let groups = r.layout.groups;
-        let mut ess = Vec::new();
-        for k in 0..r.schedule.len() {
-            let rows: Vec<_> = r.trace.iter().filter(|t| t.index == k).collect();
-            let mean = rows.iter().map(|t| t.ess).sum::<f64>() / rows.len().max(1) as f64;
-            ess.push(format!("{:.0}", mean));
-        }
         let _ = writeln!(
             s,
-            "  ESS at each resampling point{}: {}  (N = {})",
-            if groups > 1 { " (mean over groups)" } else { "" },
-            ess.join(", "),
-            r.layout.n
+            "  on a checkerboard square: {}",
+            fraction_text(before_place.as_ref().and_then(|p| p.on_square), place.on_square, place.on_square_weighted, &of)
         );
+    }
+    if let Some(lz) = &r.log_z {
+        let (n, groups) = (r.layout.n, r.layout.groups);
+        let over_groups = if groups > 1 { ", mean over groups" } else { "" };
+        let points: Vec<String> =
+            (0..r.schedule.len()).map(|k| format!("{} at t = {}", ess_text(point_mean(r, k, |t| t.ess)), time_text(point_mean(r, k, |t| t.t)))).collect();
+        let ess_line = format!("ESS at each resampling point (of N = {n}{over_groups}; at t = 1 of the final weights): {}", points.join(", "));
+        let _ = writeln!(s, "{}", wrap(&ess_line));
         let mean_lz = lz.iter().sum::<f64>() / lz.len() as f64;
         let distinct = r.distinct_ancestors.iter().sum::<u64>() as f64 / groups as f64;
-        let _ = writeln!(s, "  log Ẑ = {mean_lz:.4}{}; distinct ancestors left: {distinct:.0} of {}", if groups > 1 { " (mean over groups)" } else { "" }, r.layout.n);
+        let _ = writeln!(s, "  distinct ancestors left: {distinct:.0} of {n}{over_groups}; log Ẑ = {mean_lz:.4}");
+        s.push_str(&steering_warnings(spec, r, distinct));
+    }
+    if let (Some(c), 2) = (&place.target, r.dim) {
+        if steered && !crate::checkerboard::on_square(c[0], c[1]) {
+            let _ = writeln!(
+                s,
+                "{}",
+                wrap(&format!(
+                    "note: the target {} lies in a gap between the data squares, where the model puts almost no mass: \
+                     steered samples get near it only by leaving the squares.",
+                    point_text(c)
+                ))
+            );
+        }
     }
     if r.nonfinite > 0 || r.all_neg_inf_events > 0 {
         let _ = writeln!(s, "  non-finite rewards or weights: {} (dropped); groups entirely −inf: {}", r.nonfinite, r.all_neg_inf_events);
@@ -197,8 +258,99 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&[f32]>) ->
     s
 }
 
+/// `text` as lines of at most 100 columns, indented by two spaces (four after the first), so
+/// that warnings read as paragraphs in a terminal.
+pub fn wrap(text: &str) -> String {
+    const WIDTH: usize = 100;
+    let mut out = String::from("  ");
+    let (mut col, mut line_start) = (2, true);
+    for word in text.split_whitespace() {
+        let len = word.chars().count();
+        if !line_start && col + 1 + len > WIDTH {
+            out.push_str("\n    ");
+            (col, line_start) = (4, true);
+        }
+        if !line_start {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        (col, line_start) = (col + len, false);
+    }
+    out
+}
+
+/// Below this ESS one particle holds essentially all the weight.
+const COLLAPSED_ESS: f64 = 1.5;
+
+/// Plain-language warnings about an FK run: a collapsed population (ESS ≈ 1, so every final
+/// sample is a copy of a few ancestors), or intermediate points that weighed every particle the
+/// same (so only the final weights steer). Empty when neither happened.
+fn steering_warnings(spec: &RunSpec, r: &RunResult, distinct: f64) -> String {
+    let mut s = String::new();
+    let n = r.layout.n;
+    let points = r.schedule.len();
+    let lambda = spec.potential.lambda;
+    let collapse = (0..points.saturating_sub(1)).find(|&k| point_mean(r, k, |t| t.ess) < COLLAPSED_ESS);
+    if let Some(k) = collapse {
+        let ess = point_mean(r, k, |t| t.ess);
+        let top = point_mean(r, k, |t| t.max_log_weight);
+        let mean = lambda as f64 * point_mean(r, k, |t| t.mean_reward);
+        let _ = writeln!(
+            s,
+            "{}",
+            wrap(&format!(
+            "warning: the population collapsed. At t = {} one particle held almost all the weight (ESS {} of {n}), so \
+             resampling copied it into the whole population: the {n} final samples descend from {distinct:.0} starting \
+             particle(s), and the later ESS values near N only mean that the copies weigh the same. The largest \
+             log-weight there was {top:.0} against λ·(mean reward) = {mean:.1}; weights exp(λ·r) that far apart pick \
+             one winner. For a spread-out steered population use a smaller --lambda or a smoother reward, e.g. \
+             --reward \"gaussian([2,0.5], 0.5)\" --lambda 1 --potential rt.",
+            time_text(point_mean(r, k, |t| t.t)),
+            ess_text(ess)
+            ))
+        );
+    } else if distinct <= (n as f64 / 100.0).max(1.0) && n > 1 {
+        let _ = writeln!(
+            s,
+            "{}",
+            wrap(&format!(
+            "warning: only {distinct:.0} of {n} starting particles have descendants left: the steered samples are \
+             copies of a few points. A smaller --lambda, fewer resampling points (--resample-count) or --adaptive-ess \
+             keep more of them."
+            ))
+        );
+    }
+    if points > 0 && point_mean(r, points - 1, |t| t.ess) < COLLAPSED_ESS {
+        let _ = writeln!(
+            s,
+            "{}",
+            wrap(&format!(
+            "warning: the final weights rest on one sample (ESS {} at t = 1), so the weighted numbers above describe \
+             a single sample.",
+            ess_text(point_mean(r, points - 1, |t| t.ess))
+            ))
+        );
+    }
+    let flat = points > 1 && (0..points - 1).all(|k| point_mean(r, k, |t| t.ess) >= n as f64 * (1.0 - 1e-9));
+    if flat && collapse.is_none() {
+        let hint = if spec.potential.kind == crate::potential::PotentialKind::Max {
+            format!(
+                ": with --potential max the running max starts at --r-min {}, and the rewards here stayed below it \
+                 (gaussian and obstacle rewards are ≤ 0). Pass a lower --r-min (e.g. --r-min=-1000) or --potential rt \
+                 so that the intermediate points steer too",
+                spec.potential.r_min
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "{}", wrap(&format!("note: the intermediate resampling points weighed every particle the same (ESS = N), so only the final weights steer{hint}.")));
+    }
+    s
+}
+
 /// `summary.json` (SPEC §9).
-pub fn summary_json(prep: &Prepared, common: &CommonArgs, config: Value, info: &BackendInfo, r: &RunResult, baseline: Option<&[f32]>) -> Value {
+pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunResult, baseline: Option<&Baseline>) -> Value {
     let spec = &prep.spec;
     let w = weighted(r).then(|| normalised_weights(&r.log_weights, r.layout));
     let steps: Vec<Value> = r
@@ -226,7 +378,8 @@ pub fn summary_json(prep: &Prepared, common: &CommonArgs, config: Value, info: &
             "reward_on": spec.reward_on,
             "sampler": spec.sampler,
             "seed": spec.seed,
-            "backend_choice": common.backend,
+            "backend_choice": prep.backend.requested,
+            "backend_resolution": prep.backend,
         },
         "backend": info.backend,
         "device": info.device,
@@ -248,7 +401,8 @@ pub fn summary_json(prep: &Prepared, common: &CommonArgs, config: Value, info: &
         "layout": { "n": r.layout.n, "groups": r.layout.groups },
         "schedule": r.schedule,
         "final_reward": RewardStats::new(&r.rewards, w.as_deref()),
-        "baseline_reward": baseline.map(|b| RewardStats::new(b, None)),
+        "baseline_reward": baseline.map(|b| RewardStats::new(&b.rewards, None)),
+        "baseline_placement": baseline.map(|b| Placement::new(spec, &b.positions, r.dim, None)),
         "placement": Placement::new(spec, &r.positions, r.dim, w.as_deref()),
         "steps": steps,
         "log_z": r.log_z.as_ref().map(|v| v.iter().map(|&x| finite(x)).collect::<Vec<_>>()),
@@ -276,14 +430,13 @@ pub fn write_outputs(
     config: Value,
     info: &BackendInfo,
     r: &RunResult,
-    baseline: Option<&[f32]>,
+    baseline: Option<&Baseline>,
     outputs: Outputs,
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut set = OutputSet::default();
-    let summary = summary_json(prep, common, config, info, r, baseline);
-    set.add(dir.join("summary.json"), serde_json::to_vec_pretty(&summary)?);
+    let summary = summary_json(prep, config, info, r, baseline);
+    stage_samples_and_summary(&mut set, dir, &r.positions, r.dim, &summary)?;
     let total = r.layout.total();
-    set.add(dir.join("samples.npy"), crate::npy::to_bytes(&[total, r.dim], &r.positions));
     set.add(dir.join("trace.csv"), trace_csv(&r.trace).into_bytes());
     set.add(dir.join("log_weights.npy"), crate::npy::to_bytes(&[total], &r.log_weights));
     if outputs.ancestry {
@@ -294,7 +447,7 @@ pub fn write_outputs(
     if outputs.plot {
         set.add(dir.join("plot.png"), crate::plot::render_png(&prep.spec, r)?);
     }
-    Ok(set.commit()?)
+    commit_outputs_announcing(set, !common.quiet)
 }
 
 #[cfg(test)]
@@ -303,11 +456,77 @@ mod tests {
 
     #[test]
     fn checkerboard_squares() {
-        assert!(on_checkerboard(0.1, 0.1));
-        assert!(!on_checkerboard(1.6, 0.1));
-        assert!(on_checkerboard(-0.1, -0.1));
-        assert!(!on_checkerboard(-0.1, 0.1));
-        assert!(!on_checkerboard(3.5, 0.1));
+        use crate::checkerboard::on_square;
+        assert!(on_square(0.1, 0.1));
+        assert!(!on_square(1.6, 0.1));
+        assert!(on_square(-0.1, -0.1));
+        assert!(!on_square(-0.1, 0.1));
+        assert!(!on_square(3.5, 0.1));
+    }
+
+    /// A hand-built FK result with N = 8 and the given ESS at each point (the last at t = 1).
+    fn fk_result(ess: &[f64], distinct: u64) -> (RunSpec, RunResult) {
+        use crate::model::{Activation, Mlp};
+        let spec = RunSpec {
+            model: Mlp::init_uniform(2, 4, 1, Activation::Elu, 1),
+            sampler: crate::sampler::Sampler::default(),
+            reward: "point([2,0.5])".parse().unwrap(),
+            reward_on: Default::default(),
+            potential: crate::potential::Potential { lambda: 10.0, ..Default::default() },
+            resample: Default::default(),
+            adaptive_ess: None,
+            seed: 0,
+        };
+        let mut r = RunResult::new("fk-max", 2);
+        r.layout = Layout { n: 8, groups: 1 };
+        r.positions = vec![0.1; 16];
+        r.rewards = vec![1.0; 8];
+        r.log_weights = vec![0.0; 8];
+        r.log_z = Some(vec![0.0]);
+        r.distinct_ancestors = vec![distinct];
+        r.schedule = (0..ess.len()).collect();
+        r.trace = ess
+            .iter()
+            .enumerate()
+            .map(|(k, &e)| crate::methods::TraceRow { index: k, t: (k + 1) as f64 / ess.len() as f64, ess: e, max_log_weight: 100.0, mean_reward: 1.0, ..Default::default() })
+            .collect();
+        (spec, r)
+    }
+
+    /// The summary with its wrapped lines joined, so that phrases can be searched.
+    fn one_line(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn a_collapse_is_called_one_and_a_healthy_run_is_not() {
+        let (spec, r) = fk_result(&[1.0, 8.0, 8.0], 1);
+        let text = one_line(&human_summary(&spec, &r, None));
+        assert!(text.contains("population collapsed") && text.contains("ESS 1.0 of 8"), "{text}");
+        assert!(!text.contains("only the final weights steer"), "the equal ESS after a collapse is not the flat case:\n{text}");
+        let (spec, r) = fk_result(&[5.0, 6.0, 4.0], 6);
+        let text = one_line(&human_summary(&spec, &r, None));
+        assert!(!text.contains("warning") && !text.contains("only the final weights steer"), "{text}");
+        assert!(text.contains("lies in a gap between the data squares"), "(2, 0.5) is off the squares:\n{text}");
+    }
+
+    #[test]
+    fn equal_intermediate_weights_are_explained() {
+        let (spec, r) = fk_result(&[8.0, 8.0, 3.0], 5);
+        let text = one_line(&human_summary(&spec, &r, None));
+        assert!(text.contains("only the final weights steer") && text.contains("--r-min"), "{text}");
+        let (spec, r) = fk_result(&[8.0, 8.0, 1.0], 5);
+        assert!(one_line(&human_summary(&spec, &r, None)).contains("final weights rest on one sample"));
+    }
+
+    #[test]
+    fn wrapping_keeps_every_word_within_the_width() {
+        let text = "word ".repeat(60) + "--reward \"gaussian([2,0.5], 0.5)\"";
+        let w = wrap(&text);
+        assert!(w.starts_with("  word word"));
+        assert!(w.lines().skip(1).all(|l| l.starts_with("    ") && !l.starts_with("     ")), "{w}");
+        assert!(w.lines().all(|l| l.chars().count() <= 100), "{w}");
+        assert_eq!(w.split_whitespace().collect::<Vec<_>>(), text.split_whitespace().collect::<Vec<_>>());
     }
 
     #[test]

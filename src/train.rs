@@ -55,6 +55,10 @@ pub struct TrainConfig {
     pub warmup: usize,
     /// The floor of the decayed learning rate, as a fraction of `lr`.
     pub min_lr_frac: f32,
+    /// Decay of an exponential moving average of the weights, which is the model returned
+    /// (0 disables it and returns the last iterate). The average starts at the first iteration
+    /// with the bias correction of Adam's moments, so early weights do not linger.
+    pub ema: f32,
     pub seed: u64,
 }
 
@@ -64,12 +68,13 @@ impl Default for TrainConfig {
             hidden: 64,
             layers: 3,
             activation: Activation::Elu,
-            iters: 10_000,
+            iters: 30_000,
             batch: 8192,
             lr: 1e-2,
             schedule: LrSchedule::Cosine,
             warmup: 200,
             min_lr_frac: 0.01,
+            ema: 0.0,
             seed: 0,
         }
     }
@@ -92,6 +97,9 @@ impl TrainConfig {
         }
         if !(self.min_lr_frac.is_finite() && (0.0..=1.0).contains(&self.min_lr_frac)) {
             return Err(format!("--min-lr-frac must be in [0, 1], got {}", self.min_lr_frac));
+        }
+        if !(self.ema.is_finite() && (0.0..1.0).contains(&self.ema)) {
+            return Err(format!("--ema must be in [0, 1) (0 turns the average off), got {}", self.ema));
         }
         if self.iters >= (1 << 32) {
             return Err("--iters must be below 2^32 (the random-number counter holds the iteration in 32 bits)".into());
@@ -219,79 +227,51 @@ impl ChunkScratch {
 }
 
 /// `g[o·inputs + i] += Σ_j delta[o·cols + j] · a[i·cols + j]` and `gb[o] += Σ_j delta[o·cols + j]`:
-/// the weight and bias gradients of one layer over one chunk. Tiles of 2 rows of `delta` × 4
-/// rows of `a` (8 accumulators of 8 lanes: 6 loads per 8 FMAs); each sum is taken in 8 lanes
-/// (`j mod 8`) and the lanes added in order, so the rounding is fixed whatever the tiling.
+/// the weight and bias gradients of one layer over one chunk. Each sum is taken in 8 lanes
+/// (`j mod 8`) and the lanes added in order, so the rounding is fixed. (A 2 × 4 tile of
+/// `delta` × `a` rows was tried: LLVM left it scalar.)
 #[inline(always)]
 fn weight_grad(delta: &[f32], a: &[f32], outputs: usize, inputs: usize, cols: usize, g: &mut [f32], gb: &mut [f32]) {
-    let mut o = 0;
-    while o + 2 <= outputs {
-        grad_rows::<2>(delta, a, o, inputs, cols, g);
-        o += 2;
-    }
-    if o < outputs {
-        grad_rows::<1>(delta, a, o, inputs, cols, g);
-    }
-    for (o, gbo) in gb.iter_mut().enumerate().take(outputs) {
+    const W: usize = 8;
+    const RI: usize = 4;
+    debug_assert!(cols.is_multiple_of(W));
+    let hsum = |acc: &[f32; W]| acc.iter().fold(0f32, |s, &v| s + v);
+    for o in 0..outputs {
         let d = &delta[o * cols..(o + 1) * cols];
-        let mut acc = [0f32; GW];
-        for jc in (0..cols).step_by(GW) {
-            for l in 0..GW {
+        let mut i = 0;
+        while i + RI <= inputs {
+            let mut acc = [[0f32; W]; RI];
+            for jc in (0..cols).step_by(W) {
+                let dv: &[f32; W] = d[jc..jc + W].try_into().unwrap();
+                for r in 0..RI {
+                    let av: &[f32; W] = a[(i + r) * cols + jc..(i + r) * cols + jc + W].try_into().unwrap();
+                    for l in 0..W {
+                        acc[r][l] = dv[l].mul_add(av[l], acc[r][l]);
+                    }
+                }
+            }
+            for r in 0..RI {
+                g[o * inputs + i + r] += hsum(&acc[r]);
+            }
+            i += RI;
+        }
+        while i < inputs {
+            let mut acc = [0f32; W];
+            for jc in (0..cols).step_by(W) {
+                for l in 0..W {
+                    acc[l] = d[jc + l].mul_add(a[i * cols + jc + l], acc[l]);
+                }
+            }
+            g[o * inputs + i] += hsum(&acc);
+            i += 1;
+        }
+        let mut acc = [0f32; W];
+        for jc in (0..cols).step_by(W) {
+            for l in 0..W {
                 acc[l] += d[jc + l];
             }
         }
-        *gbo += hsum(&acc);
-    }
-}
-
-/// Lanes of the gradient reductions.
-const GW: usize = 8;
-
-#[inline(always)]
-fn hsum(acc: &[f32; GW]) -> f32 {
-    acc.iter().fold(0f32, |s, &v| s + v)
-}
-
-/// Rows `o0..o0+RO` of [`weight_grad`]'s weight part.
-#[inline(always)]
-fn grad_rows<const RO: usize>(delta: &[f32], a: &[f32], o0: usize, inputs: usize, cols: usize, g: &mut [f32]) {
-    debug_assert!(cols % GW == 0);
-    let mut i = 0;
-    while i < inputs {
-        let ri = if i + 4 <= inputs { 4 } else { 1 };
-        if ri == 4 {
-            let mut acc = [[[0f32; GW]; 4]; RO];
-            for jc in (0..cols).step_by(GW) {
-                let mut dv = [[0f32; GW]; RO];
-                for r in 0..RO {
-                    dv[r].copy_from_slice(&delta[(o0 + r) * cols + jc..(o0 + r) * cols + jc + GW]);
-                }
-                for q in 0..4 {
-                    let av: &[f32; GW] = a[(i + q) * cols + jc..(i + q) * cols + jc + GW].try_into().unwrap();
-                    for r in 0..RO {
-                        for l in 0..GW {
-                            acc[r][q][l] = dv[r][l].mul_add(av[l], acc[r][q][l]);
-                        }
-                    }
-                }
-            }
-            for r in 0..RO {
-                for q in 0..4 {
-                    g[(o0 + r) * inputs + i + q] += hsum(&acc[r][q]);
-                }
-            }
-        } else {
-            for r in 0..RO {
-                let mut acc = [0f32; GW];
-                for jc in (0..cols).step_by(GW) {
-                    for l in 0..GW {
-                        acc[l] = delta[(o0 + r) * cols + jc + l].mul_add(a[i * cols + jc + l], acc[l]);
-                    }
-                }
-                g[(o0 + r) * inputs + i] += hsum(&acc);
-            }
-        }
-        i += ri;
+        gb[o] += hsum(&acc);
     }
 }
 
@@ -491,13 +471,32 @@ pub fn train(cfg: &TrainConfig, mut report: impl FnMut(&Progress)) -> (Mlp, Vec<
     let mut adam = Adam::new(grads.len());
     let mut g = vec![0f32; grads.len()];
     let mut losses = Vec::with_capacity(cfg.iters);
+    // The weight average, unnormalised: avg_k = ema·avg_{k−1} + (1 − ema)·w_k, divided by
+    // 1 − ema^k when read (the same bias correction as Adam's moments).
+    let mut average = (cfg.ema > 0.0).then(|| Mlp::zeros(2, cfg.hidden, cfg.layers, cfg.activation));
     for it in 0..cfg.iters {
         let batch = Batch::draw(cfg.seed, it, cfg.batch);
         let loss = grads.compute(&model, &batch, &mut g);
         let lr = cfg.lr_at(it);
         adam.update(&mut model, &g, lr);
+        if let Some(avg) = &mut average {
+            for (la, lm) in avg.layers.iter_mut().zip(&model.layers) {
+                for (a, &w) in la.weight.iter_mut().zip(&lm.weight).chain(la.bias.iter_mut().zip(&lm.bias)) {
+                    *a = cfg.ema * *a + (1.0 - cfg.ema) * w;
+                }
+            }
+        }
         losses.push(loss);
         report(&Progress { iter: it, loss, lr });
+    }
+    if let Some(mut avg) = average {
+        let correction = 1.0 - (cfg.ema as f64).powi(cfg.iters.min(i32::MAX as usize) as i32);
+        for l in &mut avg.layers {
+            for a in l.weight.iter_mut().chain(l.bias.iter_mut()) {
+                *a = (*a as f64 / correction) as f32;
+            }
+        }
+        return (avg, losses);
     }
     (model, losses)
 }
@@ -543,6 +542,7 @@ mod tests {
     use super::*;
 
     /// The f64 batch loss of `model`, from the f64 reference forward pass.
+    #[allow(clippy::needless_range_loop)]
     fn loss_f64(model: &Mlp, b: &Batch) -> f64 {
         let mut sse = 0f64;
         for j in 0..b.n {

@@ -146,8 +146,8 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
         // Options after the subcommand; later duplicates of --particles/--steps would be
         // rejected by clap, so only add the defaults a case does not set itself.
         for pair in small.chunks(2) {
-            let zeroth_has_no_particles = pair[0] == "--particles" && a[1] == "zeroth";
-            if !a.contains(&pair[0]) && !zeroth_has_no_particles {
+            let zeroth_has_no_particles = pair[0] == "--particles" && a[0] == "search" && a[1] == "zeroth";
+            if !(a.contains(&pair[0]) || zeroth_has_no_particles) {
                 a.extend_from_slice(pair);
             }
         }

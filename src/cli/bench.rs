@@ -11,7 +11,8 @@
 //!
 //! Every row is generic over [`Backend`]; a primitive that a backend does not implement yet shows
 //! as `n/a (reason)`. The FP32 limit on the CPU is the rate of a blocked SGEMM ([`sgemm`]) run
-//! on all cores in the same process, so both numbers see the same machine and the same load.
+//! on all cores in the same process, sampled once right after every timed repeat, so that a row
+//! and its limit see the same machine under the same load (this machine may be shared).
 
 use std::time::Instant;
 
@@ -77,7 +78,9 @@ pub struct Row {
     pub rate_unit: &'static str,
     pub gflops: Option<f64>,
     pub gbytes_per_s: Option<f64>,
-    /// GFLOP/s over the measured FP32 limit.
+    /// The FP32 limit measured beside this row's repeats (median), GFLOP/s.
+    pub fp32_limit_gflops: Option<f64>,
+    /// Median over repeats of GFLOP/s over the FP32 limit measured right after that repeat.
     pub fraction_of_fp32_limit: Option<f64>,
     /// Why the row has no numbers.
     pub note: Option<String>,
@@ -123,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let spec = bench_spec(model, sampler);
         eprintln!("measuring the FP32 limit (blocked SGEMM on {} threads) ...", rayon::current_num_threads());
         let limit = sgemm::measure(args.warmup, args.repeats);
+        let mut probe = sgemm::Probe::new();
         // Created inside the pool: a CUDA backend (graphs, streams) stays on this thread.
         let mut backend = crate::backend::cuda::AnyBackend::resolve(args.backend)?;
         let info = backend.info();
@@ -139,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         for &n in &counts {
             for phase in &rows {
-                let row = measure_row(&mut backend, &spec, n, *phase, &args, limit.gflops);
+                let row = measure_row(&mut backend, &spec, n, *phase, &args, &mut probe);
                 if !args.json {
                     eprintln!("{}", format_row(&row));
                 }
@@ -248,19 +252,61 @@ fn bench_spec(model: Mlp, sampler: Sampler) -> RunSpec {
     }
 }
 
-/// Median, min and max of timed repeats of `f` after `warmup` untimed runs.
-fn time_repeats(warmup: usize, repeats: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64, f64)> {
+/// Timed repeats of `f` after `warmup` untimed runs, each followed by one SGEMM sample of the
+/// FP32 limit, so that a row and its limit see the same load (this machine may be shared).
+struct Timings {
+    /// Seconds of each repeat, in order.
+    times: Vec<f64>,
+    /// The SGEMM rate measured right after each repeat, GFLOP/s.
+    limits: Vec<f64>,
+}
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+impl Timings {
+    fn median(&self) -> f64 {
+        let v = sorted(&self.times);
+        v[v.len() / 2]
+    }
+    fn min(&self) -> f64 {
+        sorted(&self.times)[0]
+    }
+    fn max(&self) -> f64 {
+        *sorted(&self.times).last().unwrap()
+    }
+    fn median_limit(&self) -> f64 {
+        let v = sorted(&self.limits);
+        v[v.len() / 2]
+    }
+    /// The median over repeats of (this repeat's GFLOP/s) / (the limit measured beside it).
+    fn median_fraction(&self, flops: f64) -> f64 {
+        let f: Vec<f64> = self.times.iter().zip(&self.limits).map(|(t, l)| flops / t / 1e9 / l).collect();
+        let v = sorted(&f);
+        v[v.len() / 2]
+    }
+}
+
+fn time_repeats(
+    warmup: usize,
+    repeats: usize,
+    probe: &mut sgemm::Probe,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Timings> {
     for _ in 0..warmup {
         f()?;
     }
-    let mut times = Vec::with_capacity(repeats);
+    let mut out = Timings { times: Vec::with_capacity(repeats), limits: Vec::with_capacity(repeats) };
     for _ in 0..repeats {
         let t = Instant::now();
         f()?;
-        times.push(t.elapsed().as_secs_f64());
+        out.times.push(t.elapsed().as_secs_f64());
+        out.limits.push(probe.sample());
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok((times[times.len() / 2], times[0], times[times.len() - 1]))
+    Ok(out)
 }
 
 /// The resampling points of SPEC §7's default schedule (5 points from t = 0.6 to 0.95, plus the
@@ -275,7 +321,7 @@ fn default_schedule(n: usize) -> Vec<usize> {
     v
 }
 
-fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Phase, args: &Args, limit_gflops: f64) -> Row {
+fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Phase, args: &Args, probe: &mut sgemm::Probe) -> Row {
     let mut row = Row {
         particles: n,
         phase: phase.name().to_string(),
@@ -289,6 +335,7 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
         },
         gflops: None,
         gbytes_per_s: None,
+        fp32_limit_gflops: None,
         fraction_of_fp32_limit: None,
         note: None,
     };
@@ -296,34 +343,34 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
     let dim = spec.model.dim as f64;
     let flops_per_eval = 2.0 * spec.model.macs_per_eval() as f64;
     let evals_per_step = spec.sampler.evals_per_step() as f64;
-    let result = (|| -> anyhow::Result<(f64, f64, f64, f64, f64, f64)> {
+    let result = (|| -> anyhow::Result<(Timings, f64, f64, f64)> {
         let mut p = backend.init(spec, layout, Init::Noise)?;
         let at = WeighAt { step: args.grid * 3 / 4, index: 0, is_final: false };
-        // (median, min, max), units per call, flops per call, bytes per call
+        // (timings, units per call, flops per call, bytes per call)
         match phase {
             Phase::Propagate => {
                 let steps = 0..args.steps;
-                let (m, lo, hi) = time_repeats(args.warmup, args.repeats, || backend.propagate(spec, &mut p, steps.clone()))?;
+                let tm = time_repeats(args.warmup, args.repeats, probe, || backend.propagate(spec, &mut p, steps.clone()))?;
                 let units = (n * args.steps) as f64;
                 // Positions in and out once per call (the block stays on chip for all steps).
-                Ok((m, lo, hi, units, units * evals_per_step * flops_per_eval, 2.0 * 4.0 * dim * n as f64))
+                Ok((tm, units, units * evals_per_step * flops_per_eval, 2.0 * 4.0 * dim * n as f64))
             }
             Phase::Potential => {
-                let (m, lo, hi) = time_repeats(args.warmup, args.repeats, || backend.weigh(spec, &mut p, at).map(|_| ()))?;
+                let tm = time_repeats(args.warmup, args.repeats, probe, || backend.weigh(spec, &mut p, at).map(|_| ()))?;
                 // One velocity evaluation for x̂1; reads x, reads and writes the potential state
                 // and the log-weight (4 bytes each).
-                Ok((m, lo, hi, n as f64, n as f64 * flops_per_eval, n as f64 * (4.0 * dim + 16.0)))
+                Ok((tm, n as f64, n as f64 * flops_per_eval, n as f64 * (4.0 * dim + 16.0)))
             }
             Phase::Resample => {
                 backend.weigh(spec, &mut p, at)?;
-                let (m, lo, hi) = time_repeats(args.warmup, args.repeats, || backend.resample(spec, &mut p, at.step, false).map(|_| ()))?;
+                let tm = time_repeats(args.warmup, args.repeats, probe, || backend.resample(spec, &mut p, at.step, false).map(|_| ()))?;
                 // Reads the weights, writes the ancestors, gathers position, potential state,
                 // log-weight and root id (read + write each).
-                Ok((m, lo, hi, n as f64, 0.0, n as f64 * (8.0 + 2.0 * (4.0 * dim + 12.0))))
+                Ok((tm, n as f64, 0.0, n as f64 * (8.0 + 2.0 * (4.0 * dim + 12.0))))
             }
             Phase::Steer => {
                 let points = default_schedule(spec.sampler.steps);
-                let (m, lo, hi) = time_repeats(args.warmup.min(1), args.repeats.min(3), || {
+                let tm = time_repeats(args.warmup.min(1), args.repeats.min(3), probe, || {
                     let mut p = backend.init(spec, layout, Init::Noise)?;
                     let mut from = 0;
                     for (k, &s) in points.iter().enumerate() {
@@ -341,20 +388,24 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                 })?;
                 let steps = spec.sampler.steps as f64;
                 let units = n as f64 * steps;
-                let flops = units * evals_per_step * flops_per_eval + points.len() as f64 * n as f64 * flops_per_eval;
-                Ok((m, lo, hi, units, flops, 0.0))
+                // Every intermediate weighing evaluates the model once more for x̂1; the final one scores
+                // the sample itself.
+                let flops = units * evals_per_step * flops_per_eval + (points.len() - 1) as f64 * n as f64 * flops_per_eval;
+                Ok((tm, units, flops, 0.0))
             }
         }
     })();
     match result {
-        Ok((m, lo, hi, units, flops, bytes)) => {
+        Ok((tm, units, flops, bytes)) => {
+            let m = tm.median();
             row.median_s = Some(m);
-            row.min_s = Some(lo);
-            row.max_s = Some(hi);
+            row.min_s = Some(tm.min());
+            row.max_s = Some(tm.max());
             row.rate = Some(units / m);
+            row.fp32_limit_gflops = Some(tm.median_limit());
             if flops > 0.0 {
                 row.gflops = Some(flops / m / 1e9);
-                row.fraction_of_fp32_limit = Some(flops / m / 1e9 / limit_gflops);
+                row.fraction_of_fp32_limit = Some(tm.median_fraction(flops));
             }
             if bytes > 0.0 {
                 row.gbytes_per_s = Some(bytes / m / 1e9);
@@ -370,7 +421,7 @@ fn format_row(r: &Row) -> String {
     match &r.note {
         Some(why) => format!("{:>10}  {:<9}  n/a ({why})", r.particles, r.phase),
         None => format!(
-            "{:>10}  {:<9}  {:>9}  {:>17}  {:>11}  {:>9}  {:>8}  {:>7}",
+            "{:>10}  {:<9}  {:>9}  {:>17}  {:>11}  {:>9}  {:>8}  {:>9}  {:>7}",
             r.particles,
             r.phase,
             opt(r.median_s, &|v| format!("{:.3}", v * 1e3)),
@@ -381,6 +432,7 @@ fn format_row(r: &Row) -> String {
             opt(r.rate, &|v| format!("{v:.3e}")),
             opt(r.gflops, &|v| format!("{v:.1}")),
             opt(r.gbytes_per_s, &|v| format!("{v:.2}")),
+            opt(r.fp32_limit_gflops, &|v| format!("{v:.1}")),
             opt(r.fraction_of_fp32_limit, &|v| format!("{:.1}%", v * 100.0)),
         ),
     }
@@ -389,15 +441,18 @@ fn format_row(r: &Row) -> String {
 fn print_table(report: &Report) {
     println!("backend {} — {} — {} kernels, {} threads", report.backend, report.device, report.kernels, report.threads);
     println!("model {}; sampler {}", report.model, report.sampler);
-    println!("FP32 limit: {:.1} GFLOP/s ({})", report.fp32_limit_gflops, report.fp32_limit_source);
+    println!("FP32 limit at start: {:.1} GFLOP/s ({})", report.fp32_limit_gflops, report.fp32_limit_source);
     println!(
-        "{:>10}  {:<9}  {:>9}  {:>17}  {:>11}  {:>9}  {:>8}  {:>7}",
-        "particles", "phase", "median ms", "min–max ms", "rate", "GFLOP/s", "GB/s", "limit"
+        "{:>10}  {:<9}  {:>9}  {:>17}  {:>11}  {:>9}  {:>8}  {:>9}  {:>7}",
+        "particles", "phase", "median ms", "min–max ms", "rate", "GFLOP/s", "GB/s", "SGEMM", "of it"
     );
     for r in &report.rows {
         println!("{}", format_row(r));
     }
-    println!("rate: particle-steps/s for propagate and steer, particles/s for potential and resample; limit: GFLOP/s / FP32 limit");
+    println!(
+        "rate: particle-steps/s (propagate, steer) or particles/s (potential, resample); SGEMM: the FP32 limit in \
+         GFLOP/s measured right after each repeat (median); of it: median over repeats of GFLOP/s / that limit"
+    );
 }
 
 /// A blocked single-precision matrix multiply, to measure this machine's FP32 matmul rate.
@@ -521,6 +576,35 @@ pub mod sgemm {
                     }
                 });
             }
+        }
+    }
+
+    /// One SGEMM, kept packed, to sample the limit beside each timed repeat.
+    pub struct Probe {
+        packed: Packed,
+        isa: Isa,
+    }
+
+    impl Probe {
+        pub fn new() -> Self {
+            let (a, b) = operands();
+            let mut packed = Packed::new(&a, &b);
+            let isa = Isa::detect();
+            packed.multiply(isa);
+            Self { packed, isa }
+        }
+
+        /// One multiply's rate, GFLOP/s.
+        pub fn sample(&mut self) -> f64 {
+            let t = Instant::now();
+            self.packed.multiply(self.isa);
+            2.0 * (M * N * K) as f64 / t.elapsed().as_secs_f64() / 1e9
+        }
+    }
+
+    impl Default for Probe {
+        fn default() -> Self {
+            Self::new()
         }
     }
 

@@ -79,6 +79,10 @@ pub struct BackendArgs {
     /// GPU can be used.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// CUDA backend: launch every kernel plainly instead of replaying each resampling interval
+    /// as a captured CUDA graph (for comparison and per-kernel profiling).
+    #[arg(long)]
+    pub no_graph: bool,
 }
 
 /// The engine a run will use, and why.
@@ -97,8 +101,14 @@ pub struct ResolvedBackend {
 impl BackendArgs {
     /// Resolves `--backend`, printing auto's pick and its reason on stderr.
     pub fn resolve(&self) -> anyhow::Result<ResolvedBackend> {
+        self.resolve_announcing(true)
+    }
+
+    /// Resolves `--backend`; auto's pick is printed on stderr only when `announce` is set
+    /// (`--quiet` runs print nothing but errors).
+    pub fn resolve_announcing(&self, announce: bool) -> anyhow::Result<ResolvedBackend> {
         let r = resolve_backend(self.backend, availability(), AUTO_SELECTS_CUDA)?;
-        if r.requested == BackendChoice::Auto {
+        if announce && r.requested == BackendChoice::Auto {
             eprintln!("backend: {} (auto: {})", backend_name(r.choice), r.reason);
         }
         Ok(r)
@@ -143,7 +153,7 @@ pub fn resolve_backend(
             Ok(device) => Ok(cpu(format!(
                 "found {device}, but auto does not select the CUDA backend yet; pass --backend cuda to use it"
             ))),
-            Err(why) => Ok(cpu(format!("no usable CUDA device ({why})"))),
+            Err(why) => Ok(cpu(format!("no usable CUDA device: {why}"))),
         },
     }
 }
@@ -181,25 +191,55 @@ pub fn validate_particles(n: usize, option: &str) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// What an `--init` file must hold, for its messages: `name` is the row count's name ("N"; "N·G"
+/// where groups stack populations), `count` the count other options fix (`from` names them), and
+/// `fix` says how to make a mismatch agree.
+pub struct InitRows<'a> {
+    pub name: &'a str,
+    pub count: Option<usize>,
+    pub from: &'a str,
+    pub fix: &'a str,
+}
+
+impl InitRows<'_> {
+    /// `flowsteer sample`: N rows, optionally fixed by `--particles`.
+    pub fn particles(count: Option<usize>) -> Self {
+        InitRows { name: "N", count, from: "--particles", fix: "drop --particles or make them agree" }
+    }
+
+    fn shape(&self, dim: usize) -> String {
+        match self.count {
+            Some(c) => format!("[{}, D] = [{c}, {dim}]", self.name),
+            None => format!("[{}, {dim}]", self.name),
+        }
+    }
+}
+
 /// Starting points from an `--init` file: `[N, D]` float32 or float64 `.npy`.
 /// `particles`, when given, must match N. Returns the rows (row-major) and N.
 pub fn read_init(path: &Path, dim: usize, particles: Option<usize>) -> anyhow::Result<(Vec<f32>, usize)> {
+    read_init_rows(path, dim, &InitRows::particles(particles))
+}
+
+/// [`read_init`] with the row count and its messages given by `rows`.
+pub fn read_init_rows(path: &Path, dim: usize, rows: &InitRows) -> anyhow::Result<(Vec<f32>, usize)> {
     let arr = crate::npy::read_f32(path).with_context(|| format!("--init {}", path.display()))?;
+    let want = rows.shape(dim);
     let (n, d) = match arr.shape.as_slice() {
         [n, d] => (*n, *d),
         other => bail!(
-            "--init {}: shape {other:?}, expected [N, {dim}] (one row of noise per particle): \
+            "--init {}: shape {other:?}, expected {want} (one row of noise per particle): \
              save a 2-D array, e.g. np.save(path, x.reshape(-1, {dim}))",
             path.display()
         ),
     };
     if d != dim {
-        bail!("--init {}: shape [{n}, {d}], but the model has D = {dim}: expected [N, {dim}]", path.display());
+        bail!("--init {}: shape [{n}, {d}], but the model has D = {dim}: expected {want}", path.display());
     }
     validate_particles(n, "--init rows").with_context(|| format!("--init {} holds no rows", path.display()))?;
-    if let Some(p) = particles {
-        if p != n {
-            bail!("--particles {p} does not match the {n} rows of --init {}; drop --particles or make them agree", path.display());
+    if let Some(c) = rows.count {
+        if c != n {
+            bail!("{} {c} does not match the {n} rows of --init {} (expected {want}); {}", rows.from, path.display(), rows.fix);
         }
     }
     if let Some(i) = arr.data.iter().position(|v| !v.is_finite()) {
@@ -247,9 +287,16 @@ pub fn prepare_out_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Commits a staged output set, saying which files were written.
 pub fn commit_outputs(set: OutputSet) -> anyhow::Result<Vec<PathBuf>> {
+    commit_outputs_announcing(set, true)
+}
+
+/// Commits a staged output set; lists the files written on stderr only when `announce` is set.
+pub fn commit_outputs_announcing(set: OutputSet, announce: bool) -> anyhow::Result<Vec<PathBuf>> {
     let written = set.commit().context("writing the output files")?;
-    for p in &written {
-        eprintln!("wrote {}", p.display());
+    if announce {
+        for p in &written {
+            eprintln!("wrote {}", p.display());
+        }
     }
     Ok(written)
 }

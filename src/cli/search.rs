@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::backend::{Backend, Init};
-use crate::cli::steer::{check_layout, read_init, resolve_backend, CommonArgs};
+use crate::cli::steer::{check_layout, CommonArgs, Prepared};
 use crate::methods::{self, BonConfig, PathsConfig, ZerothConfig};
 use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
@@ -36,6 +36,7 @@ pub struct BonArgs {
     /// Samples per group N.
     #[arg(long, default_value_t = 4096)]
     pub particles: usize,
+    /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
     /// Keep the K best of each group.
@@ -75,6 +76,7 @@ pub struct PathsArgs {
     /// Beam N: states kept each round, per group.
     #[arg(long, default_value_t = 256)]
     pub particles: usize,
+    /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
     /// Copies M of each state per round.
@@ -110,8 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Method::Bon(a) => {
             let layout = check_layout(a.particles, a.groups, "--particles")?;
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
-            let rows = a.init.as_ref().map(|p| read_init(p, layout.total(), prep.spec.model.dim)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend, a.common.no_graph)?;
+            let rows = a.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+            let mut backend = prep.engine()?;
             let cfg = BonConfig { layout, top_k: a.top_k };
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::best_of_n(&mut backend, &prep.spec, &cfg, init)?;
@@ -124,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
             let dim = prep.spec.model.dim;
             let pivot = a.pivot.as_deref().map(|s| parse_pivot(s, dim, a.groups)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend, a.common.no_graph)?;
+            let mut backend = prep.engine()?;
             let cfg = ZerothConfig { layout, cycles: a.cycles, radius: a.radius, pivot };
             let r = methods::zeroth_order(&mut backend, &prep.spec, &cfg)?;
             let config = serde_json::json!({ "command": "search zeroth", "candidates": a.candidates, "cycles": a.cycles,
@@ -144,8 +146,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 top_k: a.top_k,
             };
             let grid = cfg.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
-            let rows = a.init.as_ref().map(|p| read_init(p, layout.total(), prep.spec.model.dim)).transpose()?;
-            let mut backend = resolve_backend(a.common.backend, a.common.no_graph)?;
+            let rows = a.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+            let mut backend = prep.engine()?;
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::search_over_paths(&mut backend, &prep.spec, &cfg, init)?;
             let config = serde_json::json!({ "command": "search paths", "particles": a.particles, "groups": a.groups,
@@ -161,23 +163,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn report<B: Backend>(
     backend: &mut B,
     common: &CommonArgs,
-    prep: &crate::cli::steer::Prepared,
+    prep: &Prepared,
     config: serde_json::Value,
     r: &methods::RunResult,
 ) -> anyhow::Result<()> {
     let info = backend.info();
     if !common.quiet {
-        println!("flowsteer search {}: on {}", r.method, info.device);
+        println!("flowsteer search {}: towards {} (larger is better); {} backend on {}", r.method, prep.spec.reward, info.backend, info.device);
         if !r.schedule.is_empty() && r.method == "paths" {
             println!("  rounds end at grid steps {:?}", r.schedule);
         }
         print!("{}", summary::human_summary(&prep.spec, r, None));
     }
     if let Some(dir) = &common.out {
-        let written = summary::write_outputs(dir, prep, common, config, &info, r, None, Outputs { ancestry: false, plot: common.plot })?;
-        if !common.quiet {
-            println!("  wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-        }
+        summary::write_outputs(dir, prep, common, config, &info, r, None, Outputs { ancestry: false, plot: common.plot })?;
     }
     Ok(())
 }

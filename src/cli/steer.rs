@@ -5,28 +5,23 @@
 //! λ = 10, 4,096 particles, 100 midpoint steps and 5 resamplings between t = 0.6 and 0.95, and
 //! prints a short summary against an unsteered run of the same noises.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
-use crate::backend::{Backend, BackendChoice, Init, Layout, RunSpec};
+use crate::backend::{Backend, Init, Layout, RunSpec};
+use crate::cli::common::{self, BackendArgs, InitRows, ModelArgs, ResolvedBackend, SamplerArgs};
 use crate::methods::{self, FkConfig, ScheduleSpec};
-use crate::model::Mlp;
 use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
 use crate::reward::{Reward, RewardOn};
-use crate::sampler::{Sampler, SamplerKind, SdeForm};
-use crate::summary::{self, Outputs};
-
-/// The default model, shipped by `flowsteer train` (issue 2).
-pub const DEFAULT_MODEL: &str = "models/checkerboard.safetensors";
+use crate::summary::{self, Baseline, Outputs};
 
 /// Options shared by `steer` and every `search` method.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// The velocity model (safetensors, SPEC §1).
-    #[arg(long, default_value = DEFAULT_MODEL)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The reward (SPEC §4): point([x,y]), line(axis, c), gaussian([x,y], sigma),
     /// obstacle([x,y], rho, q_star, eta), and weighted sums, e.g.
     /// "gaussian([2,0.5], 0.5) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)".
@@ -35,28 +30,13 @@ pub struct CommonArgs {
     /// Where intermediate rewards are evaluated: the predicted data x̂1 or the noisy state.
     #[arg(long, value_enum, default_value_t)]
     pub reward_on: RewardOn,
-    /// Integrator (SPEC §2).
-    #[arg(long, value_enum, default_value_t)]
-    pub sampler: SamplerKind,
-    /// Uniform time steps.
-    #[arg(long, default_value_t = 100)]
-    pub steps: usize,
-    /// SDE diffusion scale k in ω_t = k·(1−t) (sampler sde only).
-    #[arg(long, default_value_t = 0.1)]
-    pub k: f32,
-    /// SDE form: the marginal-preserving one, or the legacy tutorial form (SPEC §2).
-    #[arg(long, value_enum, default_value_t)]
-    pub sde_form: SdeForm,
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
     /// Seed of every random draw (SPEC §3).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Engine: auto (CUDA when usable, else CPU), cpu or cuda.
-    #[arg(long, value_enum, default_value_t)]
-    pub backend: BackendChoice,
-    /// CUDA backend: launch every kernel plainly instead of replaying each resampling interval
-    /// as a captured CUDA graph (for comparison and per-kernel profiling).
-    #[arg(long)]
-    pub no_graph: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Write summary.json, samples.npy, trace.csv and log_weights.npy into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -96,8 +76,11 @@ pub struct Args {
     /// Resample every K grid steps between --t-start and --t-end instead.
     #[arg(long, value_name = "K")]
     pub resample_every: Option<usize>,
+    /// Start of the resampling range: the first point (SPEC §7).
     #[arg(long, default_value_t = 0.6, allow_hyphen_values = true)]
     pub t_start: f64,
+    /// End of the resampling range: points sit at t_start + j·(t_end − t_start)/count, j < count,
+    /// and the final time t = 1 is always added (SPEC §7).
     #[arg(long, default_value_t = 0.95, allow_hyphen_values = true)]
     pub t_end: f64,
     /// Resample only when ESS < TAU·N (TAU defaults to 0.5 when the flag is bare); off by default.
@@ -121,24 +104,35 @@ pub struct Args {
 pub struct Prepared {
     pub spec: RunSpec,
     pub model_path: PathBuf,
+    /// The engine `--backend` resolved to, and why.
+    pub backend: ResolvedBackend,
+    /// `--no-graph`: plain kernel launches on the CUDA backend.
+    pub no_graph: bool,
 }
 
-/// Resolves `--backend` to a concrete engine (the CPU, or the CUDA backend of issue 4).
-pub fn resolve_backend(choice: BackendChoice, no_graph: bool) -> anyhow::Result<crate::backend::cuda::AnyBackend> {
-    let mut b = crate::backend::cuda::AnyBackend::resolve(choice)?;
-    if let crate::backend::cuda::AnyBackend::Cuda(c) = &mut b {
-        c.use_graph &= !no_graph;
+impl Prepared {
+    /// The engine to run on: the CPU, or the CUDA backend (issue 4).
+    pub fn engine(&self) -> anyhow::Result<crate::backend::cuda::AnyBackend> {
+        let mut b = crate::backend::cuda::AnyBackend::resolve(self.backend.choice)?;
+        if let crate::backend::cuda::AnyBackend::Cuda(c) = &mut b {
+            c.use_graph &= !self.no_graph;
+        }
+        Ok(b)
     }
-    Ok(b)
+
+    /// Reads `--init` for `total` = N·G particles, as `[N·G, D]`.
+    pub fn read_init(&self, path: &std::path::Path, total: usize) -> anyhow::Result<Vec<f32>> {
+        let rows = InitRows { name: "N·G", count: Some(total), from: "--particles × --groups =", fix: "set --particles and --groups to match the file" };
+        Ok(common::read_init_rows(path, self.spec.model.dim, &rows)?.0)
+    }
 }
 
 impl CommonArgs {
-    /// Loads the model, parses the reward, checks the sampler; `potential` and `resample`
-    /// complete the run's specification.
+    /// Resolves the backend, loads the model, parses the reward, checks the sampler and `--out`;
+    /// `potential` and `resample` complete the run's specification.
     pub fn prepare(&self, potential: Potential, resample: ResampleScheme, adaptive_ess: Option<f32>) -> anyhow::Result<Prepared> {
         let reward: Reward = self.reward.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let sampler = Sampler { kind: self.sampler, steps: self.steps, k: self.k, form: self.sde_form };
-        sampler.validate().map_err(anyhow::Error::msg)?;
+        let sampler = self.sampler.sampler()?;
         potential.validate().map_err(anyhow::Error::msg)?;
         if let Some(tau) = adaptive_ess {
             if !(tau.is_finite() && tau > 0.0 && tau <= 1.0) {
@@ -149,53 +143,22 @@ impl CommonArgs {
             bail!("--plot writes plot.png into the output directory; give --out DIR");
         }
         if let Some(out) = &self.out {
-            if out.exists() && !out.is_dir() {
-                bail!("--out {} exists and is not a directory; give a directory path", out.display());
-            }
+            common::prepare_out_dir(out)?;
         }
-        let model = load_model(&self.model)?;
+        let backend = self.backend.resolve_announcing(!self.quiet)?;
+        let model = self.model.load()?;
         reward.checks_dim(model.dim).map_err(|e| anyhow::anyhow!("--reward {:?}: {e}", self.reward))?;
         let spec = RunSpec { model, sampler, reward, reward_on: self.reward_on, potential, resample, adaptive_ess, seed: self.seed };
-        Ok(Prepared { spec, model_path: self.model.clone() })
+        Ok(Prepared { spec, model_path: self.model.model.clone(), backend, no_graph: self.backend.no_graph })
     }
 }
 
-/// Loads a model, with a hint when the default model has not been trained yet.
-pub fn load_model(path: &Path) -> anyhow::Result<Mlp> {
-    if !path.exists() {
-        if path == Path::new(DEFAULT_MODEL) {
-            bail!("model file {DEFAULT_MODEL} not found: train it with `flowsteer train`, or give --model FILE");
-        }
-        bail!("model file {} not found; give --model FILE", path.display());
-    }
-    Ok(Mlp::load(path)?)
-}
-
-/// Reads `--init` and checks its shape against `[total, D]`.
-pub fn read_init(path: &Path, total: usize, dim: usize) -> anyhow::Result<Vec<f32>> {
-    let a = crate::npy::read_f32(path)?;
-    if a.shape != [total, dim] {
-        bail!(
-            "--init {} holds an array of shape {:?}; expected [N·G, D] = [{total}, {dim}] (one starting point per particle)",
-            path.display(),
-            a.shape
-        );
-    }
-    if let Some(i) = a.data.iter().position(|v| !v.is_finite()) {
-        bail!("--init {} holds a non-finite value at flat index {i}; starting points must be finite", path.display());
-    }
-    Ok(a.data)
-}
-
-/// Checks N and G.
+/// Checks N and G, and that N·G is a population one run supports.
 pub fn check_layout(particles: usize, groups: usize, what: &str) -> anyhow::Result<Layout> {
-    if particles == 0 {
-        bail!("{what} must be at least 1, got 0");
-    }
-    if groups == 0 {
-        bail!("--groups must be at least 1, got 0");
-    }
-    particles.checked_mul(groups).filter(|&t| t < (1usize << 40)).with_context(|| format!("{what} × --groups is too large"))?;
+    common::validate_particles(particles, what)?;
+    common::validate_particles(groups, "--groups")?;
+    let total = particles.saturating_mul(groups);
+    common::validate_particles(total, &format!("{what} × --groups ="))?;
     Ok(Layout { n: particles, groups })
 }
 
@@ -208,16 +171,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
     }
     let prep = args.common.prepare(potential, args.resample, args.adaptive_ess)?;
-    let init_rows = match &args.init {
-        Some(p) => Some(read_init(p, layout.total(), prep.spec.model.dim)?),
-        None => None,
-    };
-    let mut backend = resolve_backend(args.common.backend, args.common.no_graph)?;
+    let init_rows = args.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+    let mut backend = prep.engine()?;
     let cfg = FkConfig { layout, schedule, keep_ancestors: args.ancestry, fused: args.fused, snapshots: args.common.plot };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
     let quiet = args.common.quiet;
     if !quiet {
-        println!("flowsteer steer: {} on {}", prep.spec.potential.kind, backend.info().device);
+        let (spec, info) = (&prep.spec, backend.info());
+        let groups = if layout.groups > 1 { format!(" × {} groups", layout.groups) } else { String::new() };
+        println!("flowsteer steer: FK steering towards {} (larger is better), potential {}, λ = {}", spec.reward, spec.potential.kind, spec.potential.lambda);
+        let setup = format!(
+            "{} particles{groups}, sampler {}, seed {}; model {}; {} backend on {}",
+            layout.n,
+            spec.sampler,
+            spec.seed,
+            prep.model_path.display(),
+            info.backend,
+            info.device
+        );
+        println!("{}", summary::wrap(&setup));
         println!("  resampling at grid steps {resolved}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
@@ -225,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let baseline = if args.no_baseline {
         None
     } else {
-        Some(baseline_rewards(&mut backend, &prep.spec, layout, init)?)
+        Some(baseline(&mut backend, &prep.spec, layout, init)?)
     };
     let config = serde_json::json!({
         "command": "steer",
@@ -242,25 +214,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "fused": args.fused,
     });
     if !quiet {
-        print!("{}", summary::human_summary(&prep.spec, &result, baseline.as_deref()));
+        print!("{}", summary::human_summary(&prep.spec, &result, baseline.as_ref()));
     }
     let outputs = Outputs { ancestry: args.ancestry, plot: args.common.plot };
     if let Some(dir) = &args.common.out {
         let info = backend.info();
-        let written = summary::write_outputs(dir, &prep, &args.common, config, &info, &result, baseline.as_deref(), outputs)?;
-        if !quiet {
-            println!("  wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-        }
+        summary::write_outputs(dir, &prep, &args.common, config, &info, &result, baseline.as_ref(), outputs)?;
     }
     Ok(())
 }
 
-/// Final rewards of an unsteered run of the same starting points (potential `bon`, no
-/// reordering): what steering is compared against.
-pub fn baseline_rewards<B: Backend>(backend: &mut B, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Vec<f32>> {
+/// An unsteered run of the same starting points (potential `is`, no reordering): what steering
+/// is compared against.
+pub fn baseline<B: Backend>(backend: &mut B, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Baseline> {
     let mut plain = spec.clone();
     plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
     let mut p = backend.init(&plain, layout, init)?;
     backend.propagate(&plain, &mut p, 0..plain.sampler.steps)?;
-    backend.score(&plain, &mut p, crate::backend::ScoreOn::Sample)
+    let rewards = backend.score(&plain, &mut p, crate::backend::ScoreOn::Sample)?;
+    Ok(Baseline { rewards, positions: backend.read_positions(&p)? })
 }

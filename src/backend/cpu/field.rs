@@ -87,18 +87,10 @@ pub fn velocities_field(field: &dyn VelocityField, dim: usize, t: f32, x: &[f32]
 }
 
 /// Integrates grid steps `steps` for every particle (SoA), one particle at a time, with the
-/// formulas and random-number addresses of `propagate::propagate`.
-#[allow(clippy::too_many_arguments)]
-pub fn propagate_field(
-    field: &dyn VelocityField,
-    dim: usize,
-    sampler: &Sampler,
-    seed: u64,
-    x: &mut [f32],
-    total: usize,
-    first_index: u64,
-    steps: Range<usize>,
-) {
+/// formulas and random-number addresses of `propagate::propagate` (same arguments; D is
+/// `x.len() / total`).
+pub fn propagate_field(field: &dyn VelocityField, sampler: &Sampler, seed: u64, x: &mut [f32], total: usize, first_index: u64, steps: Range<usize>) {
+    let dim = x.len() / total.max(1);
     let rng = Philox::new(seed);
     let h = sampler.h();
     let rows: Vec<Vec<f32>> = (0..total)
@@ -163,7 +155,7 @@ mod tests {
             let x0: Vec<f32> = (0..2 * total).map(|i| ((i * 29 % 53) as f32 / 20.0) - 1.3).collect();
             let (mut a, mut b) = (x0.clone(), x0.clone());
             propagate::propagate(&m, &s, 3, &mut a, total, 5, 0..10);
-            propagate_field(&m, 2, &s, 3, &mut b, total, 5, 0..10);
+            propagate_field(&m, &s, 3, &mut b, total, 5, 0..10);
             for (p, q) in a.iter().zip(&b) {
                 assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{kind:?}: {p} vs {q}");
             }
@@ -178,7 +170,7 @@ mod tests {
         let f = GaussianOt { mean: vec![1.5, -0.5], std: 0.5 };
         let s = Sampler { kind: SamplerKind::Midpoint, steps: 200, k: 0.0, form: SdeForm::Marginal };
         let mut x = vec![0.3f32, -1.0, 2.0, 0.7];
-        propagate_field(&f, 2, &s, 0, &mut x, 2, 0, 0..200);
+        propagate_field(&f, &s, 0, &mut x, 2, 0, 0..200);
         let want = [1.5 + 0.5 * 0.3, 1.5 - 0.5, -0.5 + 0.5 * 2.0, -0.5 + 0.5 * 0.7];
         for (got, w) in x.iter().zip(want) {
             assert!((*got as f64 - w).abs() < 1e-3, "{got} vs {w}");

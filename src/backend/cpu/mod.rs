@@ -257,7 +257,7 @@ impl Backend for CpuBackend {
         ensure!(steps.end <= spec.sampler.steps, "grid steps {steps:?} run past the last step {}", spec.sampler.steps);
         let total = p.total();
         match &self.field {
-            Some(f) => field::propagate_field(f.as_ref(), p.dim, &spec.sampler, spec.seed, &mut p.x, total, 0, steps),
+            Some(f) => field::propagate_field(f.as_ref(), &spec.sampler, spec.seed, &mut p.x, total, 0, steps),
             None => propagate::propagate(&spec.model, &spec.sampler, spec.seed, &mut p.x, total, 0, steps),
         }
         Ok(())

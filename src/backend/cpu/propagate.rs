@@ -82,7 +82,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    p = p.mul_add(r, 0.5); // Cephes' 5.0000001201e-1, which rounds to 0.5 in f32
     let er = (p * r).mul_add(r, r) + 1.0;
     let scale = f32::from_bits((k.wrapping_add(127) as u32) << 23);
     er * scale
@@ -231,7 +231,7 @@ pub fn activate_grad(act: Activation, z: &[f32], g: &mut [f32]) {
 /// term, so every element is rounded the same way whatever the tiling.
 #[inline(always)]
 pub fn affine(wt: &[f32], bias: &[f32], inputs: usize, outputs: usize, x: &[f32], cols: usize, y: &mut [f32]) {
-    debug_assert!(cols % LANES == 0);
+    debug_assert!(cols.is_multiple_of(LANES));
     debug_assert!(wt.len() >= inputs * outputs && x.len() >= inputs * cols && y.len() >= outputs * cols);
     let mut o = 0;
     while o + ROWS <= outputs {
@@ -645,7 +645,7 @@ mod tests {
                 let want = apply_f64(act, x as f64);
                 let got = activation_f32(act, x) as f64;
                 assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{act}({x}) = {got}, want {want}");
-                if !(act == Activation::Relu && x.abs() < 1e-3) && !(act == Activation::Elu && x.abs() < 1e-3) {
+                if !(matches!(act, Activation::Relu | Activation::Elu) && x.abs() < 1e-3) {
                     let e = 1e-5;
                     let want = (apply_f64(act, x as f64 + e) - apply_f64(act, x as f64 - e)) / (2.0 * e);
                     let got = activation_grad_f32(act, x) as f64;
