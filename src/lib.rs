@@ -12,6 +12,7 @@ pub mod methods;
 pub mod model;
 pub mod npy;
 pub mod output;
+pub mod plot_scaling;
 pub mod potential;
 pub mod resample;
 pub mod reward;
