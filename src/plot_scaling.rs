@@ -47,10 +47,7 @@ pub fn register_font() {
 }
 
 /// (x, mean y, min y, max y) per group key, x and y averaged over the points sharing the key.
-fn pooled<K: Ord + Clone>(points: impl Iterator<Item = (K, f64, f64)>) -> Vec<(f64, f64, f64, f64)>
-where
-    K: Ord,
-{
+fn pooled<K: Ord>(points: impl Iterator<Item = (K, f64, f64)>) -> Vec<(f64, f64, f64, f64)> {
     let mut groups: BTreeMap<K, Vec<(f64, f64)>> = BTreeMap::new();
     for (k, x, y) in points {
         groups.entry(k).or_default().push((x, y));

@@ -35,9 +35,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from particles import parse_particles  # noqa: E402
-
-SCHEMA = "flowsteer-results/1"
+from results_to_readme import SCHEMA, render_table  # noqa: E402  (one renderer for README and runner)
 
 # The job both sides run (flowsteer's `steer` defaults, with the SDE sampler).
 JOB = {
@@ -204,18 +204,6 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
     }
 
 
-def markdown(table: dict) -> str:
-    lines = [f"### {table['title']}", "",
-             f"Device: {table['device']} · date: {table['date']} · versions: " +
-             ", ".join(f"{k} {v}" for k, v in table["versions"].items()), "",
-             f"Command: `{table['command']}`", "",
-             "| " + " | ".join(table["columns"]) + " |",
-             "|" + "---|" * len(table["columns"])]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table["rows"]]
-    lines += [""] + [f"- {n}" for n in table["notes"]]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -258,7 +246,7 @@ def main(argv=None):
         peer = run_peer(args, counts, variants, model)
 
     table = build_table(args, counts, variants, fs_rows, peer)
-    md = markdown(table)
+    md = render_table(table)
     print(md)
     os.makedirs(args.out, exist_ok=True)
     slug = "cpu" if args.device == "cpu" else "".join(c if c.isalnum() else "-" for c in table["device"].lower()).strip("-")

@@ -336,7 +336,7 @@ pub fn row_from_outcome(
     within: f32,
     on_square: &dyn Fn(&[f32]) -> bool,
 ) -> anyhow::Result<Row> {
-    anyhow::ensure!(o.dim > 0 && !o.samples.is_empty() && o.samples.len() % o.dim == 0, "{point}: the method returned no samples");
+    anyhow::ensure!(o.dim > 0 && !o.samples.is_empty() && o.samples.len().is_multiple_of(o.dim), "{point}: the method returned no samples");
     let rows = o.samples.chunks_exact(o.dim);
     let n = rows.len();
     let mut r: Vec<f64> = Vec::with_capacity(n);
