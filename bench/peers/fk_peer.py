@@ -289,23 +289,65 @@ class FkRun:
     def new_noise(self):
         self.x0.normal_()
 
-    def __call__(self):
-        """Runs from self.x0; returns (x, final log-weights, ESS per point, log Ẑ) as tensors."""
+    def __call__(self, nvtx: bool = False):
+        """Runs from self.x0; returns (x, final log-weights, ESS per point, log Ẑ) as tensors.
+        With `nvtx` (eager only) each primitive runs inside the NVTX range flowsteer uses for it
+        (bench/PROFILING.md): propagate per interval, potential, resample, gather."""
         cfg, h = self.cfg, 1.0 / self.cfg.steps
+        rng = _nvtx_range if nvtx else _no_range
         x = self.x0.clone()
         m = torch.full((self.n,), cfg.r_min, device=self.device)
         acc = torch.zeros(self.n, device=self.device)
         ess, log_z = [], torch.zeros((), dtype=torch.float64, device=self.device)
-        points = set(cfg.schedule)
-        for i in range(cfg.steps):
-            x = self.step_fn(self.vel, x, self.times[i], h, cfg.k)
-            if i + 1 in points and i + 1 < cfg.steps:
-                x, m, acc, e, lz = self.resample_fn(self.vel, x, m, acc, (i + 1) / cfg.steps, cfg, self.target)
-                ess.append(e)
-                log_z = log_z + lz
-        log_w, e, lz = weigh_final(self.vel, x, m, acc, cfg, self.target)
+        start = 0
+        for point in cfg.schedule:
+            with rng("propagate"):
+                for i in range(start, point):
+                    x = self.step_fn(self.vel, x, self.times[i], h, cfg.k)
+            start = point
+            if point == cfg.steps:
+                break
+            t = point / cfg.steps
+            if nvtx:
+                with rng("potential"):
+                    log_w, m, acc = weigh(self.vel, x, m, acc, t, False, cfg, self.target)
+                    w, e, lz = normalise(log_w)
+                with rng("resample"):
+                    a = multinomial_ancestors(w)
+                with rng("gather"):
+                    x, m, acc = x[a], m[a], acc[a]
+            else:
+                x, m, acc, e, lz = self.resample_fn(self.vel, x, m, acc, t, cfg, self.target)
+            ess.append(e)
+            log_z = log_z + lz
+        with rng("potential"):
+            log_w, e, lz = weigh_final(self.vel, x, m, acc, cfg, self.target)
         ess.append(e)
         return x, log_w, torch.stack(ess), log_z + lz
+
+
+class _no_range:
+    def __init__(self, name):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _nvtx_range(_no_range):
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        torch.cuda.nvtx.range_push(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.nvtx.range_pop()
+        return False
 
 
 def summarise(x, log_w, ess, log_z, cfg: FkConfig) -> dict:
@@ -331,16 +373,19 @@ def sync(device):
 
 
 @torch.inference_mode()
-def bench_variant(variant: str, vel: Velocity, n: int, cfg: FkConfig, device, repeats: int, warmup: int, compile_mode: str):
+def bench_variant(variant: str, vel: Velocity, n: int, cfg: FkConfig, device, repeats: int, warmup: int, compile_mode: str,
+                  nvtx: bool = False):
     """Times whole FK runs of one variant: `warmup` untimed runs, then `repeats` timed ones.
     Returns the record for the JSON output."""
     setup_s = 0.0
+    if nvtx and variant != "eager":
+        raise SystemExit("--nvtx marks the primitives of the eager variant only: use --variants eager")
     if variant == "eager":
         run = FkRun(vel, n, cfg, device)
 
         def once():
             run.new_noise()
-            return run()
+            return run(nvtx)
 
     elif variant == "compile":
         torch._dynamo.reset()  # a fresh cache per particle count: no silent fallback to eager
@@ -452,6 +497,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--compile-mode", default="default", help="torch.compile mode (default, reduce-overhead, max-autotune...)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nvtx", action="store_true", help="NVTX ranges propagate/potential/resample/gather (eager, CUDA)")
     ap.add_argument("--check", action="store_true", help="check the folded MLP against nn.Sequential and exit")
     args = ap.parse_args(argv)
 
@@ -483,7 +529,7 @@ def main(argv=None):
     for n in counts:
         for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
             try:
-                rec = bench_variant(variant, vel, n, cfg, device, args.repeats, args.warmup, args.compile_mode)
+                rec = bench_variant(variant, vel, n, cfg, device, args.repeats, args.warmup, args.compile_mode, args.nvtx)
             except Exception as e:  # one failing variant (no compiler, out of memory) must not hide the rest
                 print(f"{variant:8s} N={n:>9d}  FAILED: {type(e).__name__}: {e}", file=sys.stderr)
                 results.append({"variant": variant, "particles": n, "error": f"{type(e).__name__}: {e}"[:2000]})

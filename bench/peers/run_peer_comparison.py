@@ -185,13 +185,14 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
         "date": now.isoformat().replace("+00:00", "Z"),
         "command": "python3 bench/peers/run_peer_comparison.py " + shlex.join(sys.argv[1:]),
         "versions": {
-            "flowsteer": version_of([args.flowsteer, "--version"]),
+            "flowsteer": version_of([args.flowsteer, "--version"]).removeprefix("flowsteer "),
             "git": version_of(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
             "torch": peer["torch"],
             "python": peer["python"],
             "os": platform.platform(),
         },
-        "config": dict(JOB, peer_device=peer["device"], repeats=args.repeats),
+        "config": dict(JOB, peer_device=peer["device"], repeats=args.repeats,
+                       load_average_1min=[round(x, 2) for x in peer["load_average_1min"]]),
         "columns": columns,
         "rows": rows,
         "notes": [
@@ -199,6 +200,8 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
             "potentials, resampling), median of the repeats after a warm-up; start-up (flowsteer's "
             "compile phase, torch.compile, graph capture) excluded.",
             "× v = flowsteer's rate over the peer variant v's rate.",
+            "Both sides run one after the other for each count; load_average_1min in the JSON's config "
+            "shows how busy the machine was (a shared machine inflates both sides' times unevenly).",
         ],
         "raw": {"flowsteer": fs_rows, "peer": peer["results"]},
     }
@@ -239,11 +242,18 @@ def main(argv=None):
                 subprocess.run([sys.executable, os.path.join(HERE, "fk_peer.py"), "--save-model", model, "--check"],
                                check=True, stdout=subprocess.DEVNULL)
         print(f"model: {model}", file=sys.stderr)
-        fs_rows = []
+        # Interleaved per count, so that both sides see the same machine load.
+        fs_rows, peer, load = [], None, [os.getloadavg()[0]]
         for n in counts:
             fs_rows.append(run_flowsteer(args, n, model))
             print(f"flowsteer N={n}: {fs_rows[-1]['particle_steps_per_s']:.4g} particle-steps/s", file=sys.stderr)
-        peer = run_peer(args, counts, variants, model)
+            one = run_peer(args, [n], variants, model)
+            if peer is None:
+                peer = one
+            else:
+                peer["results"] += one["results"]
+            load.append(os.getloadavg()[0])
+        peer["load_average_1min"] = load
 
     table = build_table(args, counts, variants, fs_rows, peer)
     md = render_table(table)
