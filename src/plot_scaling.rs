@@ -65,6 +65,23 @@ fn pooled<K: Ord>(points: impl Iterator<Item = (K, f64, f64)>) -> Vec<(f64, f64,
         .collect()
 }
 
+/// A label for a log axis at 1, 2 and 5 × 10^k only (plotters puts a tick at every 1..9 × 10^k,
+/// whose labels would overlap); `2e4`, `1e6`, plain numbers below 1,000.
+fn log_label(v: &f64) -> String {
+    if !(v.is_finite() && *v > 0.0) {
+        return String::new();
+    }
+    let e = v.log10().floor();
+    let m = v / 10f64.powf(e);
+    let lead = [1.0, 2.0, 5.0, 10.0].into_iter().find(|c| (m - c).abs() < 1e-6 * c);
+    match lead {
+        Some(c) if *v < 1000.0 => format!("{}", (c * 10f64.powf(e)).round()),
+        Some(c) if c == 10.0 => format!("1e{}", e as i32 + 1),
+        Some(c) => format!("{}e{}", c as i32, e as i32),
+        None => String::new(),
+    }
+}
+
 fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (mut lo, mut hi) = (f64::INFINITY, 0f64);
     for v in values.filter(|v| v.is_finite() && *v > 0.0) {
@@ -141,6 +158,7 @@ fn draw(points: &[ScalingPoint], file: &Path) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .x_desc("model evaluations (NFE), log scale")
+        .x_label_formatter(&log_label)
         .y_desc("final reward (mean over particles)")
         .label_style(("sans-serif", 14))
         .draw()?;
@@ -175,7 +193,8 @@ fn draw(points: &[ScalingPoint], file: &Path) -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("particles, log scale")
         .y_desc("model evaluations per second (NFE/s)")
-        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .x_label_formatter(&log_label)
+        .y_label_formatter(&log_label)
         .label_style(("sans-serif", 14))
         .draw()?;
     for (bi, &backend) in backends.iter().enumerate() {
@@ -227,6 +246,12 @@ mod tests {
             reward_mean: (n as f64).ln() + seed as f64 * 0.1,
             nfe_per_s: n as f64 * 1e4,
         }
+    }
+
+    #[test]
+    fn log_labels_only_at_one_two_five() {
+        let got: Vec<String> = [1e4, 2e4, 3e4, 5e5, 9e6, 1e7, 100.0, 200.0, 7.0].iter().map(log_label).collect();
+        assert_eq!(got, ["1e4", "2e4", "", "5e5", "", "1e7", "100", "200", ""]);
     }
 
     #[test]
