@@ -16,6 +16,7 @@ pub mod plot_scaling;
 pub mod potential;
 pub mod resample;
 pub mod reward;
+pub mod reward_parse;
 pub mod rng;
 pub mod sampler;
 pub mod train;

@@ -17,6 +17,15 @@
 //! * `draw`: 24 bits, the block of four outputs within that (particle, step, purpose);
 //!   dimension `d` of a normal vector uses draw `d / 4`, lane `d % 4`.
 //!
+//! Addresses in use (particle, step, purpose, draw):
+//! * initial noise: (global index, 0, InitialNoise, d/4); SDE noise: (global index, grid step,
+//!   SdeNoise, d/4); renoising: (global index, round, Renoising, d/4).
+//! * resampling at grid step k: (g·n + i | g | g·n, k, Resampling, 0..3), lane 0 only; which
+//!   scheme uses which is written once in `crate::resample`'s module doc.
+//! * zeroth-order candidate i of group g in cycle c: direction from the normals at
+//!   (g·n + i, c, SearchPerturbation, 0..⌈D/4⌉), radius from lane 0 of draw ⌈D/4⌉
+//!   (`backend::cpu::candidate_around_pivot`).
+//!
 //! Uniforms are `((word >> 8) + 1) · 2^-24`, exactly representable in f32 and in (0, 1].
 //! Normals are Box–Muller on lanes (0, 1) and (2, 3).
 

@@ -1,0 +1,105 @@
+//! Feynman–Kac steering (SPEC §5–7), written once for every backend.
+//!
+//! The loop: integrate to the next resampling point, weigh (reward on x̂1 or x_t, potential,
+//! carried log-weights, per-group ESS and log Ẑ increment), resample (or carry, under adaptive
+//! resampling) — and at t = 1 weigh with the terminal correction and keep the final weights.
+
+use crate::backend::{Backend, Init, IntervalPlan, Layout, RunSpec, ScoreOn, WeighAt};
+use crate::potential::PotentialKind;
+use crate::reward::RewardOn;
+
+use super::{distinct_roots, timed, Clock, RunResult, Schedule, ScheduleSpec, TraceRow};
+
+/// What an FK run needs besides the [`RunSpec`].
+#[derive(Clone, Debug)]
+pub struct FkConfig {
+    pub layout: Layout,
+    pub schedule: ScheduleSpec,
+    /// Keep `[K, total]` ancestor indices (`--ancestry`).
+    pub keep_ancestors: bool,
+    /// Run each interval as one `Backend::interval` call (a GPU may capture it as one graph);
+    /// per-phase times are then not separable.
+    pub fused: bool,
+}
+
+/// The resampling points for `spec`: the schedule for potentials that weigh at intermediate
+/// steps, only the final time for `is` and `bon` (SPEC §5).
+pub fn resolve_schedule(spec: &RunSpec, schedule: &ScheduleSpec) -> Result<Schedule, String> {
+    let s = schedule.resolve(spec.sampler.steps)?;
+    Ok(if spec.potential.kind.resamples_intermediate() { s } else { Schedule::final_only(spec.sampler.steps) })
+}
+
+/// Runs FK steering from `init` (SPEC §5). For `bon` the final particles are sorted by reward,
+/// best first.
+pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<RunResult> {
+    let clock = Clock::start();
+    let schedule = resolve_schedule(spec, &cfg.schedule).map_err(anyhow::Error::msg)?;
+    let mut res = RunResult::new(format!("fk-{}", spec.potential.kind), spec.model.dim);
+    res.times.fused = cfg.fused;
+    let layout = cfg.layout;
+    let total = layout.total() as u64;
+    let evals = spec.sampler.evals_per_step() as u64;
+    let mut p = backend.init(spec, layout, init)?;
+    let mut log_z = vec![0f64; layout.groups];
+    let mut ancestry = cfg.keep_ancestors.then(Vec::new);
+    let mut prev = 0usize;
+    for (k, &step) in schedule.steps.iter().enumerate() {
+        let is_final = step == spec.sampler.steps;
+        let at = WeighAt { step, index: k, is_final };
+        let plan = IntervalPlan { steps: prev..step, weigh: at, resample: !is_final, keep_ancestors: cfg.keep_ancestors };
+        let report = if cfg.fused {
+            timed(&mut res.times.fused_intervals, || backend.interval(spec, &mut p, &plan))?
+        } else {
+            timed(&mut res.times.propagate, || backend.propagate(spec, &mut p, plan.steps.clone()))?;
+            let weights = timed(&mut res.times.potential, || backend.weigh(spec, &mut p, at))?;
+            let (resample, ancestors) = if plan.resample {
+                timed(&mut res.times.resample, || backend.resample(spec, &mut p, step, cfg.keep_ancestors))?
+            } else {
+                (Vec::new(), None)
+            };
+            crate::backend::IntervalReport { weights, resample, ancestors }
+        };
+        res.particle_steps += total * (step - prev) as u64;
+        res.nfe += total * (step - prev) as u64 * evals;
+        // The intermediate reward on x̂1 costs one evaluation per particle.
+        if !is_final && spec.reward_on == RewardOn::X1Hat {
+            res.nfe += total;
+        }
+        for (g, w) in report.weights.iter().enumerate() {
+            log_z[g] += w.log_z_increment;
+            res.nonfinite += w.nonfinite;
+            res.all_neg_inf_events += w.all_neg_inf as u64;
+            let r = report.resample.get(g).copied().unwrap_or_default();
+            res.trace.push(TraceRow {
+                ess: w.ess,
+                log_z_increment: w.log_z_increment,
+                max_log_weight: w.max_log_weight,
+                mean_reward: w.mean_reward,
+                nonfinite: w.nonfinite,
+                all_neg_inf: w.all_neg_inf,
+                resampled: r.resampled,
+                distinct_parents: r.distinct_parents,
+                nfe: res.nfe,
+                ..TraceRow::blank(k, step, step as f64 / spec.sampler.steps as f64, g, layout.n)
+            });
+        }
+        if let (Some(rows), Some(a)) = (ancestry.as_mut(), report.ancestors) {
+            rows.push(a);
+        }
+        prev = step;
+    }
+    if spec.potential.kind == PotentialKind::Bon {
+        timed(&mut res.times.resample, || backend.select_top(spec, &mut p, ScoreOn::Sample, layout.n))?;
+    }
+    res.rewards = timed(&mut res.times.potential, || backend.score(spec, &mut p, ScoreOn::Sample))?;
+    res.positions = backend.read_positions(&p)?;
+    res.log_weights = backend.read_log_weights(&p)?;
+    res.root_ids = backend.read_root_ids(&p)?;
+    res.distinct_ancestors = distinct_roots(&res.root_ids, layout);
+    res.layout = layout;
+    res.schedule = schedule.steps;
+    res.ancestry = ancestry;
+    res.log_z = Some(log_z);
+    res.times.total = clock.seconds();
+    Ok(res)
+}
