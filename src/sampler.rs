@@ -173,9 +173,105 @@ pub fn renoise_coefficients(form: RenoiseForm, t: f32, s: f32) -> (f32, f32) {
     }
 }
 
+/// The one-particle reference integrator: grid steps `steps` of `sampler` (SPEC §2) for the
+/// particle with global index `particle`, velocities from `velocity(t, x, v)`, SDE noise drawn
+/// from Philox exactly as every backend draws it (purpose `SdeNoise`, counter step = grid index,
+/// SPEC §3). It calls the same per-coordinate formulas as the blocked hot loop, one particle at a
+/// time, so that the hot loop can be checked against it and the formulas against closed-form
+/// velocity fields.
+pub fn integrate_reference(
+    sampler: &Sampler,
+    seed: u64,
+    particle: u64,
+    x: &mut [f32],
+    steps: std::ops::Range<usize>,
+    mut velocity: impl FnMut(f32, &[f32], &mut [f32]),
+) {
+    let dim = x.len();
+    let rng = crate::rng::Philox::new(seed);
+    let h = sampler.h();
+    let (mut v0, mut vm, mut probe, mut xi) = (vec![0f32; dim], vec![0f32; dim], vec![0f32; dim], vec![0f32; dim]);
+    for step in steps {
+        let t = sampler.time(step);
+        velocity(t, x, &mut v0);
+        if sampler.kind == SamplerKind::Euler {
+            for d in 0..dim {
+                x[d] = euler_update(x[d], v0[d], h);
+            }
+            continue;
+        }
+        for d in 0..dim {
+            probe[d] = midpoint_probe(x[d], v0[d], h);
+        }
+        velocity(t + 0.5 * h, &probe, &mut vm);
+        if sampler.kind == SamplerKind::Midpoint {
+            for d in 0..dim {
+                x[d] = midpoint_update(x[d], vm[d], h);
+            }
+        } else {
+            let scale = sde_noise_scale(sampler.form, sampler.k, t, h);
+            rng.normal_vector(particle, step as u32, crate::rng::Purpose::SdeNoise, &mut xi);
+            for d in 0..dim {
+                x[d] = sde_update(sampler.form, x[d], v0[d], vm[d], t, h, sampler.k, scale, xi[d]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `dx/dt = λx` from x0 = 1 over [0, 1]: exact `e^λ`. With `z = λh`, one Euler step
+    /// multiplies by `1 + z` and one midpoint step by `1 + z + z²/2`, so the end point is that
+    /// factor to the n-th power (checked to f32 rounding: at most half an ulp of a number below 1,
+    /// 2^-25, per step) and the global errors are, from `ln(1 + z) = z − z²/2 + z³/3 − …` and
+    /// `ln(1 + z + z²/2) = z − z³/6 + z⁴/8 − …`:
+    /// Euler `e^λ·λ²h/2·(1 + c₁·λh + …)`, midpoint `e^λ·λ³h²/6·(1 − ¾·λh + …)`, |c₁| < 1.
+    /// So `error·n` and `error·n²` must equal the leading constants to within a relative
+    /// `|λ|h + (λh)²` (next orders, |λh| ≤ 0.15 here) plus the rounding `n·2^-25 / error`:
+    /// O(h) for Euler and O(h²) for midpoint, with the constants too.
+    #[test]
+    fn integrators_match_their_leading_error_terms() {
+        let lambda = -1.5f64;
+        let exact = lambda.exp();
+        for &n in &[10usize, 20, 40] {
+            let h = 1.0 / n as f64;
+            let z = lambda * h;
+            for (kind, power, constant, factor) in [
+                (SamplerKind::Euler, 1, exact * lambda * lambda / 2.0, 1.0 + z),
+                (SamplerKind::Midpoint, 2, exact * lambda.powi(3) / 6.0, 1.0 + z + z * z / 2.0),
+            ] {
+                let sampler = Sampler { kind, steps: n, k: 0.0, form: SdeForm::Marginal };
+                let mut x = [1f32];
+                integrate_reference(&sampler, 0, 0, &mut x, 0..n, |_, x, v| v[0] = lambda as f32 * x[0]);
+                let rounding = n as f64 * 2f64.powi(-25);
+                let discrete = factor.powi(n as i32);
+                assert!((x[0] as f64 - discrete).abs() <= rounding, "{kind:?} n={n}: {} vs the exact map {discrete}", x[0]);
+                let err = exact - x[0] as f64;
+                let scaled = err * (n as f64).powi(power);
+                let rel = (scaled - constant).abs() / constant.abs();
+                let bound = z.abs() + z * z + rounding / err.abs();
+                eprintln!("{kind:?} n={n}: relative deviation from the leading term {rel:.4} (bound {bound:.4})");
+                assert!(rel < bound, "{kind:?} n={n}: error·n^{power} = {scaled}, leading term {constant}, bound {bound}");
+            }
+        }
+    }
+
+    /// The marginal SDE with k = 0 is the midpoint ODE, step for step, bit for bit.
+    #[test]
+    fn sde_reference_with_k_zero_is_midpoint() {
+        let v = |t: f32, x: &[f32], v: &mut [f32]| {
+            v[0] = (x[1] * t).sin() - x[0];
+            v[1] = x[0] * 0.5 + t;
+        };
+        let mid = Sampler { kind: SamplerKind::Midpoint, steps: 40, k: 0.0, form: SdeForm::Marginal };
+        let sde = Sampler { kind: SamplerKind::Sde, ..mid };
+        let (mut a, mut b) = ([0.3f32, -1.2], [0.3f32, -1.2]);
+        integrate_reference(&mid, 7, 3, &mut a, 0..40, v);
+        integrate_reference(&sde, 7, 3, &mut b, 0..40, v);
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn sde_with_k_zero_is_the_midpoint_step() {
