@@ -91,7 +91,9 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     if !lo.is_finite() {
         return 1.0..10.0;
     }
-    (lo / 1.5)..(hi * 1.5)
+    // Whole decades: plotters puts no tick on a log axis that spans less than one.
+    let (a, b) = (lo.log10().floor(), hi.log10().ceil());
+    10f64.powf(a)..10f64.powf(b.max(a + 1.0))
 }
 
 fn lin_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {

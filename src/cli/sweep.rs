@@ -17,9 +17,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use super::common;
 use super::particles::ParticleList;
-use crate::backend::BackendChoice;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, BackendChoice, Init, Layout, RunSpec};
+use crate::methods::{self, BonConfig, FkConfig, PathsConfig, ScheduleSpec, ZerothConfig};
+use crate::model::Mlp;
 use crate::plot_scaling::{write_scaling_png, ScalingPoint};
+use crate::potential::{Potential, PotentialKind};
+use crate::resample::ResampleScheme;
+use crate::reward::{Reward, RewardOn};
+use crate::sampler::{RenoiseForm, Sampler, SamplerKind, SdeForm};
 
 /// The methods a sweep compares (SPEC §5–8): FK steering with three potentials, the three search
 /// baselines and plain sampling.
@@ -104,9 +112,30 @@ pub struct Args {
     /// Time steps of every sampler.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
+    /// Diffusion scale k of the SDE that FK steering and plain sampling use (SPEC §2).
+    #[arg(long, default_value_t = 0.1)]
+    pub k: f32,
     /// λ of the FK potentials.
     #[arg(long, default_value_t = 10.0)]
     pub lambda: f32,
+    /// Zeroth-order search: cycles (the particle count is the candidates per cycle).
+    #[arg(long, default_value_t = 4)]
+    pub cycles: usize,
+    /// Zeroth-order search: radius of the ball around the pivot noise.
+    #[arg(long, default_value_t = 0.5)]
+    pub radius: f32,
+    /// Search over paths: copies of each state per round (the particle count is the beam).
+    #[arg(long, default_value_t = 4)]
+    pub candidates: usize,
+    /// Search over paths: time the first round starts from.
+    #[arg(long, default_value_t = 0.3)]
+    pub paths_t_start: f64,
+    /// Search over paths: backward step Δf of each round.
+    #[arg(long, default_value_t = 0.1)]
+    pub delta_f: f64,
+    /// Search over paths: forward step Δb of each round (> Δf).
+    #[arg(long, default_value_t = 0.2)]
+    pub delta_b: f64,
     /// Radius around the reward's target for the "fraction within" column.
     #[arg(long, default_value_t = 0.25)]
     pub within: f32,
@@ -334,7 +363,7 @@ pub fn row_from_outcome(
     reward: &dyn Fn(&[f32]) -> f32,
     target: Option<&[f32]>,
     within: f32,
-    on_square: &dyn Fn(&[f32]) -> bool,
+    on_square: Option<&dyn Fn(&[f32]) -> bool>,
 ) -> anyhow::Result<Row> {
     anyhow::ensure!(o.dim > 0 && !o.samples.is_empty() && o.samples.len().is_multiple_of(o.dim), "{point}: the method returned no samples");
     let rows = o.samples.chunks_exact(o.dim);
@@ -352,7 +381,9 @@ pub fn row_from_outcome(
             let d2: f32 = x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
             inside += (d2 <= within * within) as u64;
         }
-        square += on_square(x) as u64;
+        if let Some(f) = on_square {
+            square += f(x) as u64;
+        }
     }
     r.sort_by(f64::total_cmp);
     let mean = if r.is_empty() { f64::NAN } else { r.iter().sum::<f64>() / r.len() as f64 };
@@ -371,7 +402,7 @@ pub fn row_from_outcome(
         reward_q50: quantile(&r, 0.5),
         reward_q90: quantile(&r, 0.9),
         frac_within: target.map(|_| inside as f64 / n as f64),
-        on_square: square as f64 / n as f64,
+        on_square: if on_square.is_some() { square as f64 / n as f64 } else { f64::NAN },
         distinct_ancestors: o.distinct_ancestors,
         nonfinite,
     })
@@ -622,8 +653,172 @@ pub fn sweep_with(
     Ok(rows)
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    bail!("`flowsteer sweep` needs the methods of issue 3 (FK steering and search), which are not merged yet")
+/// What every point shares: the model, the reward and the methods' parameters.
+struct Shared {
+    model: Mlp,
+    reward: Reward,
+    steps: usize,
+    k: f32,
+    lambda: f32,
+    cycles: usize,
+    radius: f32,
+    paths: PathsConfig,
+}
+
+impl Shared {
+    /// The run specification of `method` at `seed`: FK steering and plain sampling on the SDE,
+    /// the search methods on the midpoint ODE (SPEC §8 runs candidates "through the ODE").
+    fn spec(&self, method: SweepMethod, seed: u64) -> RunSpec {
+        let sde = Sampler { kind: SamplerKind::Sde, steps: self.steps, k: self.k, form: SdeForm::Marginal };
+        let ode = Sampler { kind: SamplerKind::Midpoint, steps: self.steps, ..Sampler::default() };
+        let (sampler, kind) = match method {
+            SweepMethod::FkMax => (sde, PotentialKind::Max),
+            SweepMethod::FkAdd => (sde, PotentialKind::Add),
+            SweepMethod::FkDiff => (sde, PotentialKind::Diff),
+            SweepMethod::Plain => (sde, PotentialKind::Bon),
+            SweepMethod::Bon | SweepMethod::Zeroth | SweepMethod::Paths => (ode, PotentialKind::Bon),
+        };
+        RunSpec {
+            model: self.model.clone(),
+            sampler,
+            reward: self.reward.clone(),
+            reward_on: RewardOn::X1Hat,
+            potential: Potential { kind, lambda: self.lambda, r_min: 0.0 },
+            resample: ResampleScheme::Multinomial,
+            adaptive_ess: None,
+            seed,
+        }
+    }
+}
+
+/// One point on one backend. FK steering keeps its whole final population; best-of-N, zeroth-order
+/// search and search over paths return their single best sample; plain sampling all N samples
+/// (best-of-N with top-k = N).
+fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> anyhow::Result<PointOutcome> {
+    let n = usize::try_from(point.particles).context("particle count does not fit this machine's usize")?;
+    let layout = Layout { n, groups: 1 };
+    let spec = shared.spec(point.method, point.seed);
+    let result = match point.method {
+        SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff => {
+            let cfg = FkConfig { layout, schedule: ScheduleSpec::default(), keep_ancestors: false, fused: true };
+            methods::steer(backend, &spec, &cfg, Init::Noise)?
+        }
+        SweepMethod::Bon => methods::best_of_n(backend, &spec, &BonConfig { layout, top_k: 1 }, Init::Noise)?,
+        SweepMethod::Plain => methods::best_of_n(backend, &spec, &BonConfig { layout, top_k: n }, Init::Noise)?,
+        SweepMethod::Zeroth => {
+            let cfg = ZerothConfig { layout, cycles: shared.cycles, radius: shared.radius, pivot: None };
+            methods::zeroth_order(backend, &spec, &cfg)?
+        }
+        SweepMethod::Paths => {
+            let cfg = PathsConfig { layout, ..shared.paths.clone() };
+            methods::search_over_paths(backend, &spec, &cfg, Init::Noise)?
+        }
+    };
+    let fk = matches!(point.method, SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff);
+    Ok(PointOutcome {
+        device: backend.info().device,
+        samples: result.positions,
+        dim: result.dim,
+        nfe: result.nfe,
+        particle_steps: result.particle_steps,
+        distinct_ancestors: if fk { result.distinct_ancestors.first().copied() } else { None },
+        wall_s: result.times.total,
+    })
+}
+
+/// The real runner: the methods of `crate::methods` on the engines the sweep resolved.
+struct MethodRunner {
+    shared: Shared,
+    cpu: CpuBackend,
+}
+
+impl PointRunner for MethodRunner {
+    fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome> {
+        match point.backend.as_str() {
+            "cpu" => run_point(&mut self.cpu, &self.shared, point),
+            other => bail!("the sweep cannot run on the `{other}` backend in this build; use --backend cpu"),
+        }
+    }
+}
+
+/// The SHA-256 of the model file, so that `--resume` notices a retrained model.
+fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    validate(&args)?;
+    let model = common::load_model(&args.model)?;
+    let reward: Reward = args.reward.parse().map_err(|e: crate::reward_parse::RewardParseError| anyhow::anyhow!("{e}"))?;
+    reward.checks_dim(model.dim).map_err(anyhow::Error::msg)?;
+    if args.steps == 0 || args.steps >= 1 << 24 {
+        bail!("--steps must be between 1 and 2^24 − 1, got {}", args.steps);
+    }
+    if !(args.k.is_finite() && args.k >= 0.0) {
+        bail!("--k must be a finite number ≥ 0, got {}", args.k);
+    }
+    Potential { kind: PotentialKind::Max, lambda: args.lambda, r_min: 0.0 }.validate().map_err(anyhow::Error::msg)?;
+    if args.cycles == 0 {
+        bail!("--cycles must be at least 1");
+    }
+    if !(args.radius.is_finite() && args.radius >= 0.0) {
+        bail!("--radius must be a finite number ≥ 0, got {}", args.radius);
+    }
+    let paths = PathsConfig {
+        layout: Layout { n: 1, groups: 1 },
+        candidates: args.candidates,
+        t_start: args.paths_t_start,
+        delta_f: args.delta_f,
+        delta_b: args.delta_b,
+        renoise: RenoiseForm::Exact,
+        top_k: 1,
+    };
+    if args.methods.contains(&SweepMethod::Paths) {
+        paths.grid(args.steps).map_err(|e| anyhow::anyhow!("search over paths: {e}"))?;
+    }
+    // Each requested engine, resolved once (auto says why on stderr); duplicates dropped.
+    let mut backends: Vec<String> = Vec::new();
+    for &choice in &args.backend {
+        let r = common::resolve_backend(choice, crate::backend::cuda::availability(), crate::backend::cuda::AUTO_SELECTS_CUDA)?;
+        if choice == BackendChoice::Auto {
+            eprintln!("backend: {} (auto: {})", common::backend_name(r.choice), r.reason);
+        }
+        let name = common::backend_name(r.choice).to_string();
+        if name != "cpu" {
+            bail!("the sweep runs on the CPU backend only in this build (the CUDA backend is not wired to the methods yet); use --backend cpu");
+        }
+        if !backends.contains(&name) {
+            backends.push(name);
+        }
+    }
+    let settings = serde_json::json!({
+        "reward": args.reward,
+        "model": args.model.display().to_string(),
+        "model_sha256": file_sha256(&args.model)?,
+        "steps": args.steps,
+        "k": args.k,
+        "lambda": args.lambda,
+        "cycles": args.cycles,
+        "radius": args.radius,
+        "candidates": args.candidates,
+        "paths_t_start": args.paths_t_start,
+        "delta_f": args.delta_f,
+        "delta_b": args.delta_b,
+        "within": args.within,
+    });
+    let target = reward.target().map(|c| c.to_vec());
+    let dim = model.dim;
+    let shared = Shared { model, reward: reward.clone(), steps: args.steps, k: args.k, lambda: args.lambda, cycles: args.cycles, radius: args.radius, paths };
+    let mut runner = MethodRunner { shared, cpu: CpuBackend::new() };
+    let on_square = |x: &[f32]| crate::checkerboard::on_square(x[0], x[1]);
+    let to_row = |p: &Point, o: &PointOutcome| {
+        let sq: Option<&dyn Fn(&[f32]) -> bool> = if dim == 2 { Some(&on_square) } else { None };
+        row_from_outcome(p, o, &|x: &[f32]| reward.eval(x), target.as_deref(), args.within, sq)
+    };
+    sweep_with(&args, &backends, settings, &mut runner, &to_row)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -661,7 +856,7 @@ mod tests {
 
     fn to_row(p: &Point, o: &PointOutcome) -> anyhow::Result<Row> {
         let reward = |x: &[f32]| 1.0 / ((x[0] - 2.0).powi(2) + (x[1] - 0.5).powi(2) + 1e-3);
-        row_from_outcome(p, o, &reward, Some(&[2.0, 0.5]), 0.25, &|x: &[f32]| x[0] > 0.0)
+        row_from_outcome(p, o, &reward, Some(&[2.0, 0.5]), 0.25, Some(&|x: &[f32]| x[0] > 0.0))
     }
 
     fn args(dir: &Path, extra: &[&str]) -> Args {
@@ -794,7 +989,7 @@ mod tests {
         let samples = vec![0.0, 0.0, 0.1, 0.0, 2.0, 0.0, 3.0, 0.0, f32::NAN, 0.0];
         let o = PointOutcome { device: "d".into(), samples, dim: 2, nfe: 50, particle_steps: 25, distinct_ancestors: None, wall_s: 0.5 };
         let reward = |x: &[f32]| if x[0] == 0.1 { 1.0 } else { x[0] };
-        let row = row_from_outcome(&p, &o, &reward, Some(&[0.0, 0.0]), 0.25, &|x: &[f32]| x[0] >= 2.0).unwrap();
+        let row = row_from_outcome(&p, &o, &reward, Some(&[0.0, 0.0]), 0.25, Some(&|x: &[f32]| x[0] >= 2.0)).unwrap();
         assert_eq!(row.nonfinite, 1);
         assert_eq!(row.reward_mean, 1.5);
         assert_eq!(row.reward_max, 3.0);
@@ -803,6 +998,74 @@ mod tests {
         assert_eq!(row.frac_within, Some(0.4));
         assert_eq!(row.on_square, 0.4);
         assert_eq!((row.nfe_per_s, row.particle_steps_per_s), (100.0, 50.0));
+    }
+
+    fn model_file(dir: &Path) -> PathBuf {
+        let path = dir.join("m.safetensors");
+        crate::model::Mlp::init_uniform(2, 8, 2, crate::model::Activation::Elu, 3).save(&path, "net").unwrap();
+        path
+    }
+
+    fn real_args(dir: &Path, extra: &[&str]) -> Args {
+        #[derive(Parser)]
+        #[command(args_override_self = true)]
+        struct Wrap {
+            #[command(flatten)]
+            a: Args,
+        }
+        let (model, out) = (model_file(dir), dir.join("out"));
+        let mut argv = vec!["sweep", "--backend", "cpu", "--steps", "20", "--particles", "4,8", "--seeds", "1"];
+        let (m, o) = (model.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
+        argv.extend_from_slice(&["--model", &m, "--out", &o]);
+        argv.extend_from_slice(extra);
+        Wrap::try_parse_from(argv).unwrap().a
+    }
+
+    /// Every method on the CPU backend, tiny: one row per point, the NFE each method reports
+    /// (SPEC §8: best-of-N N·2·steps with the midpoint; zeroth-order N·C·2·steps), and the plot.
+    #[test]
+    fn a_tiny_real_sweep_writes_every_point_and_the_plot() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = real_args(dir.path(), &["--cycles", "2"]);
+        run(args).unwrap();
+        let out = dir.path().join("out");
+        let text = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+        let rows: Vec<Row> = text.lines().skip(1).map(|l| Row::from_csv(l).unwrap()).collect();
+        assert_eq!(rows.len(), 2 * 7);
+        for r in &rows {
+            let n = r.point.particles;
+            match r.point.method {
+                SweepMethod::Bon => assert_eq!((r.nfe, r.samples), (n * 2 * 20, 1)),
+                SweepMethod::Plain => assert_eq!((r.nfe, r.samples), (n * 2 * 20, n)),
+                SweepMethod::Zeroth => assert_eq!(r.nfe, n * 2 * 2 * 20),
+                SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff => {
+                    assert_eq!(r.samples, n);
+                    assert!(r.distinct_ancestors.is_some_and(|d| d >= 1 && d <= n));
+                }
+                SweepMethod::Paths => assert!(r.nfe > n * 2 * 20, "paths spends more than one pass"),
+            }
+            assert!(r.wall_s > 0.0 && r.nfe_per_s > 0.0 && r.on_square >= 0.0 && r.on_square <= 1.0);
+        }
+        assert!(out.join("scaling.png").exists() && out.join("sweep.json").exists());
+    }
+
+    /// Bad input fails before anything is written to --out.
+    #[test]
+    fn bad_input_writes_nothing() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["--reward", "point([2,0.5]"], "--reward"),
+            (&["--reward", "point([1,2,3])"], "D = 2"),
+            (&["--delta-f", "0.3", "--delta-b", "0.2"], "Δb > Δf"),
+            (&["--seeds", "0"], "--seeds"),
+            (&["--lambda=-1"], "--lambda"),
+            (&["--model", "/nonexistent/m.safetensors"], "not found"),
+        ];
+        for (extra, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let err = format!("{:#}", run(real_args(dir.path(), extra)).unwrap_err());
+            assert!(err.contains(want), "{extra:?}: `{err}` should mention `{want}`");
+            assert!(!dir.path().join("out").exists(), "{extra:?} wrote into --out");
+        }
     }
 
     #[test]
