@@ -76,7 +76,7 @@ fn log_label(v: &f64) -> String {
     let lead = [1.0, 2.0, 5.0, 10.0].into_iter().find(|c| (m - c).abs() < 1e-6 * c);
     match lead {
         Some(c) if *v < 1000.0 => format!("{}", (c * 10f64.powf(e)).round()),
-        Some(c) if c == 10.0 => format!("1e{}", e as i32 + 1),
+        Some(10.0) => format!("1e{}", e as i32 + 1),
         Some(c) => format!("{}e{}", c as i32, e as i32),
         None => String::new(),
     }

@@ -355,6 +355,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// A test a sample passes or fails (on the checkerboard's squares).
+pub type SampleTest<'a> = &'a dyn Fn(&[f32]) -> bool;
+
 /// The statistics of one point's samples (SPEC §10: reward, fraction within the radius of the
 /// target, on-square fraction).
 pub fn row_from_outcome(
@@ -363,7 +366,7 @@ pub fn row_from_outcome(
     reward: &dyn Fn(&[f32]) -> f32,
     target: Option<&[f32]>,
     within: f32,
-    on_square: Option<&dyn Fn(&[f32]) -> bool>,
+    on_square: Option<SampleTest<'_>>,
 ) -> anyhow::Result<Row> {
     anyhow::ensure!(o.dim > 0 && !o.samples.is_empty() && o.samples.len().is_multiple_of(o.dim), "{point}: the method returned no samples");
     let rows = o.samples.chunks_exact(o.dim);
@@ -814,7 +817,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut runner = MethodRunner { shared, cpu: CpuBackend::new() };
     let on_square = |x: &[f32]| crate::checkerboard::on_square(x[0], x[1]);
     let to_row = |p: &Point, o: &PointOutcome| {
-        let sq: Option<&dyn Fn(&[f32]) -> bool> = if dim == 2 { Some(&on_square) } else { None };
+        let sq: Option<SampleTest<'_>> = if dim == 2 { Some(&on_square) } else { None };
         row_from_outcome(p, o, &|x: &[f32]| reward.eval(x), target.as_deref(), args.within, sq)
     };
     sweep_with(&args, &backends, settings, &mut runner, &to_row)?;
