@@ -23,7 +23,9 @@
 //! * **systematic**: `U = u(g, 0) − 2^-24 ∈ [0, 1)` (particle = the group index g); points
 //!   `(i + U)/n`.
 //! * **stratified**: `U_i = u(g·n + i, 0) − 2^-24`; points `(i + U_i)/n`.
-//! * **residual**: `w_j = W_j / C_{n−1}` (f64); `floor(n·w_j)` copies of `j`, placed first in
+//! * **residual**: `w_j = W_j / C_{n−1}`, with `n·w_j` evaluated in f64 as `(n·W_j) / C_{n−1}`
+//!   (so equal weights give exactly 1: `n·(1/n)` rounds below 1 for n = 49, 98, 103, ...);
+//!   `floor(n·w_j)` copies of `j`, placed first in
 //!   order of `j`; `R = n − Σ copies`; residual weights `ρ_j = n·w_j − floor(n·w_j)`; the last
 //!   `R` ancestors are drawn by the multinomial rule on `ρ` (its own prefix sum and `search`,
 //!   clamped to the last `ρ_j > 0`) with `E_i = −ln u(g·n + i, 2)` for `i < R` and the extra
@@ -242,7 +244,7 @@ pub fn residual(cdf: &Cdf, s: Stream<'_>, out: &mut [u32]) {
     let mut rho = vec![0f64; n];
     let mut filled = 0usize;
     for j in 0..n {
-        let nw = n as f64 * (cdf.w[j] / total);
+        let nw = (n as f64 * cdf.w[j]) / total;
         let copies = nw.floor();
         rho[j] = nw - copies;
         // Rounding could in principle push Σ floor above n; never write past the end.

@@ -20,6 +20,9 @@ pub struct FkConfig {
     /// Run each interval as one `Backend::interval` call (a GPU may capture it as one graph);
     /// per-phase times are then not separable.
     pub fused: bool,
+    /// Read the positions at t = 0 and at every resampling point (before resampling when not
+    /// fused) into [`RunResult::snapshots`], for plots.
+    pub snapshots: bool,
 }
 
 /// The resampling points for `spec`: the schedule for potentials that weigh at intermediate
@@ -40,6 +43,9 @@ pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: 
     let total = layout.total() as u64;
     let evals = spec.sampler.evals_per_step() as u64;
     let mut p = backend.init(spec, layout, init)?;
+    if cfg.snapshots {
+        res.snapshots.push((0, backend.read_positions(&p)?));
+    }
     let mut log_z = vec![0f64; layout.groups];
     let mut ancestry = cfg.keep_ancestors.then(Vec::new);
     let mut prev = 0usize;
@@ -48,9 +54,16 @@ pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: 
         let at = WeighAt { step, index: k, is_final };
         let plan = IntervalPlan { steps: prev..step, weigh: at, resample: !is_final, keep_ancestors: cfg.keep_ancestors };
         let report = if cfg.fused {
-            timed(&mut res.times.fused_intervals, || backend.interval(spec, &mut p, &plan))?
+            let r = timed(&mut res.times.fused_intervals, || backend.interval(spec, &mut p, &plan))?;
+            if cfg.snapshots {
+                res.snapshots.push((step, backend.read_positions(&p)?));
+            }
+            r
         } else {
             timed(&mut res.times.propagate, || backend.propagate(spec, &mut p, plan.steps.clone()))?;
+            if cfg.snapshots {
+                res.snapshots.push((step, backend.read_positions(&p)?));
+            }
             let weights = timed(&mut res.times.potential, || backend.weigh(spec, &mut p, at))?;
             let (resample, ancestors) = if plan.resample {
                 timed(&mut res.times.resample, || backend.resample(spec, &mut p, step, cfg.keep_ancestors))?

@@ -152,6 +152,8 @@ pub struct RunResult {
     pub all_neg_inf_events: u64,
     /// Distinct roots left per group at the end.
     pub distinct_ancestors: Vec<u64>,
+    /// `(grid index, [total, D] positions)` at chosen times, when asked for (plots).
+    pub snapshots: Vec<(usize, Vec<f32>)>,
 }
 
 impl RunResult {
@@ -175,6 +177,7 @@ impl RunResult {
             nonfinite: 0,
             all_neg_inf_events: 0,
             distinct_ancestors: Vec::new(),
+            snapshots: Vec::new(),
         }
     }
 

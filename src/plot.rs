@@ -1,0 +1,166 @@
+//! `plot.png` (SPEC §9): panels of the particle cloud over time with the reward drawn in — the
+//! checkerboard's squares in grey, attractors as red crosses, lines in red, obstacles as discs
+//! (radius ρ solid, range ρ + Q* dashed), particles on top — as researchers draw these 2-D toys.
+//! D > 2 shows the first two coordinates.
+
+use std::sync::Once;
+
+use anyhow::anyhow;
+use plotters::prelude::*;
+
+use crate::backend::RunSpec;
+use crate::methods::RunResult;
+use crate::reward::Term;
+
+/// The bundled font (DejaVu Sans), registered once as "sans-serif" for plotters' ab_glyph.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+/// Most points drawn per panel (beyond that the first ones stand for the cloud).
+const MAX_POINTS: usize = 20_000;
+/// Most panels: t = 0, the resampling points, the final weighted cloud.
+const MAX_PANELS: usize = 6;
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        // The bytes are a valid TrueType file shipped with the crate; failure would be a packaging bug.
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).unwrap_or_else(|_| panic!("assets/DejaVuSans.ttf is not a valid font"));
+    });
+}
+
+/// One panel: a title and `[m, D]` points.
+struct Panel<'a> {
+    title: String,
+    points: &'a [f32],
+}
+
+/// The panels of a run: snapshots (thinned to [`MAX_PANELS`] − 1, first and last kept), then
+/// the final samples.
+fn panels<'a>(spec: &RunSpec, r: &'a RunResult) -> Vec<Panel<'a>> {
+    let steps = spec.sampler.steps as f64;
+    let snaps: Vec<&(usize, Vec<f32>)> = r.snapshots.iter().filter(|(s, _)| (*s as f64) < steps).collect();
+    let keep = MAX_PANELS - 1;
+    let chosen: Vec<&(usize, Vec<f32>)> = if snaps.len() <= keep {
+        snaps
+    } else {
+        (0..keep).map(|j| snaps[j * (snaps.len() - 1) / (keep - 1)]).collect()
+    };
+    let mut out: Vec<Panel> = chosen.into_iter().map(|(s, p)| Panel { title: format!("t = {:.2}", *s as f64 / steps), points: p }).collect();
+    out.push(Panel { title: format!("final ({}, {} particles)", r.method, r.layout.total()), points: &r.positions });
+    out
+}
+
+/// Renders the run's panels to PNG bytes.
+pub fn render_png(spec: &RunSpec, r: &RunResult) -> anyhow::Result<Vec<u8>> {
+    register_font();
+    let dim = r.dim;
+    let panels = panels(spec, r);
+    let cols = panels.len().min(3);
+    let rows = panels.len().div_ceil(cols);
+    let (w, h) = (360 * cols as u32, 360 * rows as u32);
+    // Plotters encodes PNG only to a path: render into a private temporary file, read it back,
+    // and let the caller stage the bytes with the other outputs.
+    let tmp = std::env::temp_dir().join(format!("flowsteer-plot-{}-{:?}.png", std::process::id(), std::thread::current().id()));
+    let result = (|| -> anyhow::Result<()> {
+        let root = BitMapBackend::new(&tmp, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
+        let (lo, hi) = bounds(spec, &panels, dim);
+        for (area, panel) in root.split_evenly((rows, cols)).iter().zip(&panels) {
+            draw_panel(area, spec, panel, dim, lo, hi).map_err(|e| anyhow!("plot: {e}"))?;
+        }
+        root.present().map_err(|e| anyhow!("plot: {e}"))?;
+        Ok(())
+    })();
+    let bytes = result.and_then(|()| std::fs::read(&tmp).map_err(|e| anyhow!("plot: cannot read the rendered image back: {e}")));
+    let _ = std::fs::remove_file(&tmp);
+    bytes
+}
+
+/// A square window holding the checkerboard, the reward's features and most of the points.
+fn bounds(spec: &RunSpec, panels: &[Panel], dim: usize) -> (f32, f32) {
+    let mut lo = -3.5f32;
+    let mut hi = 3.5f32;
+    for (_, t) in &spec.reward.terms {
+        if let Some(c) = t.centre() {
+            for &v in c.iter().take(2) {
+                lo = lo.min(v - 0.5);
+                hi = hi.max(v + 0.5);
+            }
+        }
+    }
+    if let Some(last) = panels.last() {
+        for row in last.points.chunks(dim).take(MAX_POINTS) {
+            for &v in row.iter().take(2) {
+                if v.is_finite() && v.abs() < 10.0 {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+        }
+    }
+    (lo, hi)
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    spec: &RunSpec,
+    panel: &Panel,
+    dim: usize,
+    lo: f32,
+    hi: f32,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 16))
+        .margin(6)
+        .x_label_area_size(22)
+        .y_label_area_size(28)
+        .build_cartesian_2d(lo..hi, lo..hi)?;
+    chart.configure_mesh().disable_mesh().label_style(("sans-serif", 11)).draw()?;
+    if dim == 2 {
+        let squares = (0..4).flat_map(|i| (0..4).map(move |j| (i, j))).filter(|(i, j)| (i + j) % 2 == 0);
+        chart.draw_series(squares.map(|(i, j)| {
+            let (x0, y0) = (-3.0 + 1.5 * i as f32, -3.0 + 1.5 * j as f32);
+            Rectangle::new([(x0, y0), (x0 + 1.5, y0 + 1.5)], RGBColor(228, 228, 228).filled())
+        }))?;
+    }
+    let red = RGBColor(200, 30, 30);
+    for (w, t) in &spec.reward.terms {
+        match t {
+            Term::Point { c } | Term::Gaussian { c, .. } => {
+                let (x, y) = (c[0], *c.get(1).unwrap_or(&0.0));
+                let style = if *w > 0.0 { red.stroke_width(3) } else { BLACK.stroke_width(3) };
+                chart.draw_series(std::iter::once(Cross::new((x, y), 7, style)))?;
+                if let Term::Gaussian { sigma, .. } = t {
+                    chart.draw_series(std::iter::once(circle_path((x, y), *sigma, red.mix(0.6).stroke_width(1))))?;
+                }
+            }
+            Term::Line { axis, c } => {
+                let seg = if *axis == 0 { [(*c, lo), (*c, hi)] } else { [(lo, *c), (hi, *c)] };
+                chart.draw_series(std::iter::once(PathElement::new(seg.to_vec(), red.stroke_width(2))))?;
+            }
+            Term::Obstacle { c, rho, q_star, .. } => {
+                let centre = (c[0], *c.get(1).unwrap_or(&0.0));
+                chart.draw_series(std::iter::once(circle_path(centre, *rho, BLACK.stroke_width(2))))?;
+                chart.draw_series(dashed_circle(centre, rho + q_star, BLACK.mix(0.5).stroke_width(1)))?;
+            }
+        }
+    }
+    let pts = panel.points.chunks(dim).take(MAX_POINTS).filter(|p| p[0].is_finite() && p.get(1).is_none_or(|v| v.is_finite()));
+    chart.draw_series(pts.map(|p| Circle::new((p[0], *p.get(1).unwrap_or(&0.0)), 1, RGBColor(31, 90, 180).mix(0.35).filled())))?;
+    Ok(())
+}
+
+/// A circle in data coordinates (the axes are equal, so it stays round).
+fn circle_path(c: (f32, f32), r: f32, style: ShapeStyle) -> PathElement<(f32, f32)> {
+    let pts: Vec<(f32, f32)> = (0..=96).map(|k| circle_point(c, r, k as f32 / 96.0)).collect();
+    PathElement::new(pts, style)
+}
+
+fn dashed_circle(c: (f32, f32), r: f32, style: ShapeStyle) -> Vec<PathElement<(f32, f32)>> {
+    (0..48).step_by(2).map(|k| PathElement::new(vec![circle_point(c, r, k as f32 / 48.0), circle_point(c, r, (k + 1) as f32 / 48.0)], style)).collect()
+}
+
+fn circle_point(c: (f32, f32), r: f32, frac: f32) -> (f32, f32) {
+    let a = std::f32::consts::TAU * frac;
+    (c.0 + r * a.cos(), c.1 + r * a.sin())
+}
