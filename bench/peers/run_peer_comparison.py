@@ -72,31 +72,20 @@ def steer_command(flowsteer: str, device: str, n: int, model: str, out: str, see
         "--t-start", str(JOB["t_start"]),
         "--t-end", str(JOB["t_end"]),
         "--seed", str(seed),
+        "--fused",        # whole intervals per backend call: the fast path (a GPU graph per interval)
+        "--no-baseline",  # no extra unsteered run for the summary's before/after comparison
+        "--quiet",
         "--out", out,
     ]
 
 
-def _find(obj, names):
-    """The first value under any of `names`, searched depth-first through nested objects."""
-    if isinstance(obj, dict):
-        for k in names:
-            if k in obj and isinstance(obj[k], (int, float)):
-                return obj[k]
-        for v in obj.values():
-            r = _find(v, names)
-            if r is not None:
-                return r
-    return None
-
-
 def run_seconds(summary: dict) -> float:
-    """Seconds of the run proper from a summary.json (SPEC §9 per-phase times): the total less the
-    compile phase, so that both sides exclude their one-off start-up."""
-    total = _find(summary, ["total_s", "total"])
-    if total is None:
-        raise KeyError("summary.json has no total time (expected a `total_s` or `total` phase time, SPEC §9)")
-    compile_s = _find(summary, ["compile_s", "compile"]) or 0.0
-    return float(total) - float(compile_s)
+    """Seconds of the run proper from a summary.json (SPEC §9 per-phase times, `times_s`): the
+    total less the compile phase (null on the CPU), so that both sides exclude one-off start-up."""
+    times = summary.get("times_s") or {}
+    if not isinstance(times.get("total"), (int, float)):
+        raise KeyError("summary.json has no times_s.total (SPEC §9 per-phase times); is this flowsteer too old?")
+    return float(times["total"]) - float(times.get("compile") or 0.0)
 
 
 def run_flowsteer(args, n: int, model: str) -> dict:
@@ -118,22 +107,10 @@ def run_flowsteer(args, n: int, model: str) -> dict:
         "min_s": min(times),
         "max_s": max(times),
         "particle_steps_per_s": n * JOB["steps"] / med,
-        "final_reward_mean": _find(last, ["mean"]),
-        "device": _find_str(last, ["device"]),
+        "final_reward_mean": (last.get("final_reward") or {}).get("mean"),
+        "device": last.get("device"),
         "command": shlex.join(steer_command(args.flowsteer, args.device, n, model, "DIR", seed=0)),
     }
-
-
-def _find_str(obj, names):
-    if isinstance(obj, dict):
-        for k in names:
-            if isinstance(obj.get(k), str):
-                return obj[k]
-        for v in obj.values():
-            r = _find_str(v, names)
-            if r is not None:
-                return r
-    return None
 
 
 def run_peer(args, counts: list[int], variants: list[str], model: str) -> dict:
@@ -165,7 +142,7 @@ def fmt_ratio(v) -> str:
 def build_table(args, counts, variants, fs_rows, peer) -> dict:
     by = {(r["particles"], r["variant"]): r for r in peer["results"]}
     columns = ["particles", "flowsteer (p-steps/s)"] + [f"{v} (p-steps/s)" for v in variants] + \
-              [f"× {v}" for v in variants] + ["× best peer"]
+              [f"× {v}" for v in variants] + ["× best peer", f"final reward mean: flowsteer / {variants[0]}"]
     rows = []
     for fs in fs_rows:
         n = fs["particles"]
@@ -173,7 +150,8 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
         ratios = [None if r is None else fs["particle_steps_per_s"] / r for r in rates]
         best = max((r for r in rates if r is not None), default=None)
         rows.append([n, fmt_rate(fs["particle_steps_per_s"])] + [fmt_rate(r) for r in rates] +
-                    [fmt_ratio(x) for x in ratios] + [fmt_ratio(None if best is None else fs["particle_steps_per_s"] / best)])
+                    [fmt_ratio(x) for x in ratios] + [fmt_ratio(None if best is None else fs["particle_steps_per_s"] / best)] +
+                    [f"{fmt_rate(fs.get('final_reward_mean'))} / {fmt_rate(by.get((n, variants[0]), {}).get('final_reward_mean'))}"])
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     device = fs_rows[0].get("device") or peer["device"]
     return {
@@ -200,6 +178,8 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
             "potentials, resampling), median of the repeats after a warm-up; start-up (flowsteer's "
             "compile phase, torch.compile, graph capture) excluded.",
             "× v = flowsteer's rate over the peer variant v's rate.",
+            "The final reward means are a sanity check that both sides run the same job (same model, "
+            "schedule and potential; different random numbers, so they agree in distribution only).",
             "Both sides run one after the other for each count; load_average_1min in the JSON's config "
             "shows how busy the machine was (a shared machine inflates both sides' times unevenly).",
         ],
