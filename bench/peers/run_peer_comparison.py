@@ -146,14 +146,16 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
     rows = []
     for fs in fs_rows:
         n = fs["particles"]
+        mine = fs["particle_steps_per_s"]
         rates = [by.get((n, v), {}).get("particle_steps_per_s") for v in variants]
-        ratios = [None if r is None else fs["particle_steps_per_s"] / r for r in rates]
+        ratios = [None if r is None or mine is None else mine / r for r in rates]
         best = max((r for r in rates if r is not None), default=None)
-        rows.append([n, fmt_rate(fs["particle_steps_per_s"])] + [fmt_rate(r) for r in rates] +
-                    [fmt_ratio(x) for x in ratios] + [fmt_ratio(None if best is None else fs["particle_steps_per_s"] / best)] +
+        rows.append([n, "failed" if mine is None else fmt_rate(mine)] +
+                    ["failed" if "error" in by.get((n, v), {}) else fmt_rate(r) for v, r in zip(variants, rates)] +
+                    [fmt_ratio(x) for x in ratios] + [fmt_ratio(None if best is None or mine is None else mine / best)] +
                     [f"{fmt_rate(fs.get('final_reward_mean'))} / {fmt_rate(by.get((n, variants[0]), {}).get('final_reward_mean'))}"])
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    device = fs_rows[0].get("device") or peer["device"]
+    device = next((r["device"] for r in fs_rows if r.get("device")), None) or peer["device"]
     return {
         "schema": SCHEMA,
         "kind": "peer_comparison",
@@ -180,6 +182,7 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
             "× v = flowsteer's rate over the peer variant v's rate.",
             "The final reward means are a sanity check that both sides run the same job (same model, "
             "schedule and potential; different random numbers, so they agree in distribution only).",
+            "failed: that side did not run at this count; its error is in the JSON's raw section.",
             "Both sides run one after the other for each count; load_average_1min in the JSON's config "
             "shows how busy the machine was (a shared machine inflates both sides' times unevenly).",
         ],
@@ -225,8 +228,13 @@ def main(argv=None):
         # Interleaved per count, so that both sides see the same machine load.
         fs_rows, peer, load = [], None, [os.getloadavg()[0]]
         for n in counts:
-            fs_rows.append(run_flowsteer(args, n, model))
-            print(f"flowsteer N={n}: {fs_rows[-1]['particle_steps_per_s']:.4g} particle-steps/s", file=sys.stderr)
+            try:
+                fs_rows.append(run_flowsteer(args, n, model))
+                print(f"flowsteer N={n}: {fs_rows[-1]['particle_steps_per_s']:.4g} particle-steps/s", file=sys.stderr)
+            except (RuntimeError, KeyError, OSError, subprocess.SubprocessError) as e:
+                # Keep going: the peer's numbers on this device are worth having on their own.
+                print(f"flowsteer N={n}: FAILED: {e}", file=sys.stderr)
+                fs_rows.append({"particles": n, "error": str(e)[:2000], "particle_steps_per_s": None})
             one = run_peer(args, [n], variants, model)
             if peer is None:
                 peer = one
