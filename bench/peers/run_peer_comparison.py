@@ -93,7 +93,8 @@ def run_flowsteer(args, n: int, model: str) -> dict:
     for r in range(args.repeats + 1):  # the first run is a warm-up (disk caches, NVRTC cache)
         with tempfile.TemporaryDirectory(prefix="fs-peer-") as out:
             cmd = steer_command(args.flowsteer, args.device, n, model, out, seed=r)
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            env = dict(os.environ, **({"RAYON_NUM_THREADS": str(args.threads)} if args.threads else {}))
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
             if p.returncode != 0:
                 raise RuntimeError(f"flowsteer failed (exit {p.returncode}):\n  {shlex.join(cmd)}\n{p.stderr.strip()}")
             with open(os.path.join(out, "summary.json")) as f:
@@ -116,7 +117,7 @@ def run_flowsteer(args, n: int, model: str) -> dict:
 def run_peer(args, counts: list[int], variants: list[str], model: str) -> dict:
     cmd = [sys.executable, os.path.join(HERE, "fk_peer.py"), "--device", args.device, "--model", model,
            "--particles", ",".join(map(str, counts)), "--variants", ",".join(variants),
-           "--repeats", str(args.repeats), "--steps", str(JOB["steps"])]
+           "--repeats", str(args.repeats), "--steps", str(JOB["steps"]), "--threads", str(args.threads)]
     print("peer:", shlex.join(cmd), file=sys.stderr)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.timeout * len(counts) * len(variants))
     if p.returncode != 0:
@@ -171,7 +172,7 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
             "python": peer["python"],
             "os": platform.platform(),
         },
-        "config": dict(JOB, peer_device=peer["device"], repeats=args.repeats,
+        "config": dict(JOB, peer_device=peer["device"], repeats=args.repeats, threads=args.threads or "default",
                        load_average_1min=[round(x, 2) for x in peer["load_average_1min"]]),
         "columns": columns,
         "rows": rows,
@@ -199,6 +200,8 @@ def main(argv=None):
     ap.add_argument("--model", help="safetensors model (default models/checkerboard.safetensors if present, "
                     "else a seeded random model written for both sides)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads for both sides (RAYON_NUM_THREADS and "
+                    "torch.set_num_threads); 0: each side's default, all cores")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per flowsteer run / per peer job")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args(argv)
