@@ -7,6 +7,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_to_results as b  # noqa: E402
 import results_to_readme as r  # noqa: E402
 
 
@@ -89,6 +90,24 @@ class Tests(unittest.TestCase):
     def test_pipes_in_cells_do_not_break_the_table(self):
         md = r.render_table(table(rows=[["a|b", 1]]))
         self.assertIn("| a\\|b | 1 |", md)
+
+
+class BenchTable(unittest.TestCase):
+    REPORT = {"backend": "cpu", "device": "x86_64, 2 threads", "kernels": "avx2+fma", "threads": 2, "model": "m",
+              "sampler": "sde", "fp32_limit_gflops": 100.0, "fp32_limit_source": "sgemm",
+              "rows": [{"particles": 16384, "phase": "propagate", "median_s": 0.01, "min_s": 0.009, "max_s": 0.012,
+                        "rate": 1.6e7, "rate_unit": "particle-steps/s", "gflops": 50.0, "gbytes_per_s": None,
+                        "fp32_limit_gflops": 100.0, "fraction_of_fp32_limit": 0.5, "note": None},
+                       {"particles": 16384, "phase": "resample", "median_s": None, "min_s": None, "max_s": None,
+                        "rate": None, "rate_unit": "particles/s", "gflops": None, "gbytes_per_s": None,
+                        "fp32_limit_gflops": None, "fraction_of_fp32_limit": None, "note": "not implemented"}]}
+
+    def test_a_bench_report_becomes_a_table_the_readme_renders(self):
+        t = b.table_from_report(self.REPORT, "flowsteer bench --json", "2026-11-23T10:00:00Z", {"flowsteer": "0.1.0"})
+        md = r.render_table(t)
+        self.assertIn("| 16384 | propagate | 10.000 | 9.000–12.000 | 1.6e+07 particle-steps/s | 50 | — | 50.0 % |", md)
+        self.assertIn("n/a (not implemented)", md)
+        self.assertIn("Device: x86_64, 2 threads", md)
 
 
 if __name__ == "__main__":

@@ -251,6 +251,8 @@ def main(argv=None):
     print(md)
     os.makedirs(args.out, exist_ok=True)
     slug = "cpu" if args.device == "cpu" else "".join(c if c.isalnum() else "-" for c in table["device"].lower()).strip("-")
+    if args.threads:
+        slug += f"_{args.threads}thread" + ("s" if args.threads > 1 else "")
     stem = os.path.join(args.out, f"peer_comparison_{slug}")
     for path, text in ((stem + ".json", json.dumps(table, indent=1) + "\n"), (stem + ".md", md)):
         with open(path + ".tmp", "w") as f:
