@@ -140,6 +140,15 @@ def fmt_ratio(v) -> str:
     return "—" if v is None else f"{v:.2f}×"
 
 
+def load_note(loads: list[float]) -> str:
+    """How busy the machine was: a shared machine slows both sides, and not by the same factor
+    (PyTorch's OpenMP threads spin while waiting for a core), so the README must say it."""
+    cores = os.cpu_count() or 1
+    busy = " (busy: the other load inflates both sides' times, unevenly)" if max(loads) > 0.5 * cores else ""
+    return (f"Machine load (1-minute average) during the run: {min(loads):.1f}–{max(loads):.1f} on {cores} cores"
+            f"{busy}; both sides run one after the other for each count.")
+
+
 def build_table(args, counts, variants, fs_rows, peer) -> dict:
     by = {(r["particles"], r["variant"]): r for r in peer["results"]}
     columns = ["particles", "flowsteer (p-steps/s)"] + [f"{v} (p-steps/s)" for v in variants] + \
@@ -160,7 +169,8 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
     return {
         "schema": SCHEMA,
         "kind": "peer_comparison",
-        "title": f"flowsteer vs the PyTorch peer, FK steering ({args.device})",
+        "title": f"flowsteer vs the PyTorch peer, FK steering ({args.device}"
+                 + (f", {args.threads} thread{'s' if args.threads > 1 else ''})" if args.threads else ")"),
         "device": device,
         "device_type": args.device,
         "date": now.isoformat().replace("+00:00", "Z"),
@@ -183,9 +193,9 @@ def build_table(args, counts, variants, fs_rows, peer) -> dict:
             "× v = flowsteer's rate over the peer variant v's rate.",
             "The final reward means are a sanity check that both sides run the same job (same model, "
             "schedule and potential; different random numbers, so they agree in distribution only).",
-            "failed: that side did not run at this count; its error is in the JSON's raw section.",
-            "Both sides run one after the other for each count; load_average_1min in the JSON's config "
-            "shows how busy the machine was (a shared machine inflates both sides' times unevenly).",
+        ] + (["failed: that side did not run at this count; its error is in the JSON's raw section."]
+             if any(r[1] == "failed" or "failed" in r[2:2 + len(variants)] for r in rows) else []) + [
+            load_note(peer["load_average_1min"]),
         ],
         "raw": {"flowsteer": fs_rows, "peer": peer["results"]},
     }
