@@ -13,6 +13,7 @@ pub mod model;
 pub mod npy;
 pub mod output;
 pub mod plot;
+pub mod plot_scaling;
 pub mod potential;
 pub mod resample;
 pub mod reward;
