@@ -40,62 +40,6 @@ impl Activation {
             Activation::Relu => "relu",
         }
     }
-
-    /// The activation in f32, as every backend computes it.
-    #[inline(always)]
-    pub fn apply(self, x: f32) -> f32 {
-        match self {
-            Activation::Elu => {
-                if x > 0.0 {
-                    x
-                } else {
-                    x.exp_m1()
-                }
-            }
-            Activation::Silu => x / (1.0 + (-x).exp()),
-            Activation::Gelu => {
-                const C: f32 = 0.797_884_6; // sqrt(2/pi)
-                0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
-            }
-            Activation::Tanh => x.tanh(),
-            Activation::Relu => x.max(0.0),
-        }
-    }
-
-    /// The derivative with respect to the pre-activation, for training.
-    #[inline(always)]
-    pub fn derivative(self, x: f32) -> f32 {
-        match self {
-            Activation::Elu => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    x.exp()
-                }
-            }
-            Activation::Silu => {
-                let s = 1.0 / (1.0 + (-x).exp());
-                s * (1.0 + x * (1.0 - s))
-            }
-            Activation::Gelu => {
-                const C: f32 = 0.797_884_6;
-                let u = C * (x + 0.044715 * x * x * x);
-                let th = u.tanh();
-                0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * C * (1.0 + 3.0 * 0.044715 * x * x)
-            }
-            Activation::Tanh => {
-                let th = x.tanh();
-                1.0 - th * th
-            }
-            Activation::Relu => {
-                if x > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
 }
 
 impl fmt::Display for Activation {
