@@ -64,6 +64,12 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Profile with Nsight: one warm-up and one repeat at the largest count of --particles, the
+    /// steer row cut to its first INTERVALS resampling intervals (2 when bare), NVTX ranges on
+    /// the CUDA backend. The numbers are not results (the JSON says "profile": INTERVALS).
+    #[arg(long, value_name = "INTERVALS", num_args = 0..=1, default_missing_value = super::profile::DEFAULT_INTERVALS,
+          value_parser = super::profile::parse_intervals)]
+    pub profile: Option<usize>,
 }
 
 /// One measured row of the report.
@@ -99,17 +105,26 @@ pub struct Report {
     pub sampler: String,
     pub fp32_limit_gflops: f64,
     pub fp32_limit_source: String,
+    /// `--profile N`: a cut run for tracing, not a result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<usize>,
     pub rows: Vec<Row>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
     if args.steps == 0 || args.steps > args.grid {
         bail!("--steps must be between 1 and --grid ({}), got {}", args.grid, args.steps);
     }
-    let counts: Vec<usize> = args.particles.counts().iter().map(|&n| n as usize).collect();
+    let mut counts: Vec<usize> = args.particles.counts().iter().map(|&n| n as usize).collect();
+    if args.profile.is_some() {
+        // A small trace: one count (the largest), one warm-up, one timed repeat.
+        counts.drain(..counts.len() - 1);
+        args.warmup = args.warmup.min(1);
+        args.repeats = 1;
+    }
     let rows = parse_rows(&args.rows)?;
     if args.backend == BackendChoice::Auto && !crate::backend::cuda::AUTO_SELECTS_CUDA {
         eprintln!("backend auto: using the CPU (CUDA: {})", crate::backend::cuda::availability().err().unwrap_or_else(|| "not selected automatically yet".into()));
@@ -131,6 +146,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut probe = sgemm::Probe::new();
         // Created inside the pool: a CUDA backend (graphs, streams) stays on this thread.
         let mut backend = crate::backend::cuda::AnyBackend::resolve(args.backend)?;
+        if let Some(n) = args.profile {
+            super::profile::start(&mut backend, n);
+        }
         let info = backend.info();
         let mut report = Report {
             backend: info.backend,
@@ -141,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sampler: spec.sampler.to_string(),
             fp32_limit_gflops: limit.gflops,
             fp32_limit_source: limit.describe(),
+            profile: args.profile,
             rows: Vec::new(),
         };
         for &n in &counts {
@@ -319,7 +338,10 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
             }
             Phase::Steer => {
                 // SPEC §7's default schedule (5 points from t = 0.6 to 0.95, plus the final time).
-                let points = ScheduleSpec::default().resolve(spec.sampler.steps).map_err(anyhow::Error::msg)?.steps;
+                let mut points = ScheduleSpec::default().resolve(spec.sampler.steps).map_err(anyhow::Error::msg)?.steps;
+                if let Some(k) = args.profile {
+                    points.truncate(k);
+                }
                 let tm = time_repeats(args.warmup.min(1), args.repeats.min(3), probe, || {
                     let mut p = backend.init(spec, layout, Init::Noise)?;
                     let mut from = 0;
@@ -336,11 +358,13 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                     }
                     backend.read_positions(&p).map(|_| ())
                 })?;
-                let steps = spec.sampler.steps as f64;
+                // The steps integrated (all of the grid, unless --profile cut the run).
+                let steps = *points.last().unwrap() as f64;
                 let units = n as f64 * steps;
                 // Every intermediate weighing evaluates the model once more for x̂1; the final one scores
                 // the sample itself.
-                let flops = units * evals_per_step * flops_per_eval + (points.len() - 1) as f64 * n as f64 * flops_per_eval;
+                let intermediate = points.iter().filter(|&&s| s != spec.sampler.steps).count();
+                let flops = units * evals_per_step * flops_per_eval + intermediate as f64 * n as f64 * flops_per_eval;
                 Ok((tm, units, flops, 0.0))
             }
         }
@@ -392,6 +416,9 @@ fn print_table(report: &Report) {
     println!("backend {} — {} — {} kernels, {} threads", report.backend, report.device, report.kernels, report.threads);
     println!("model {}; sampler {}", report.model, report.sampler);
     println!("FP32 limit at start: {:.1} GFLOP/s ({})", report.fp32_limit_gflops, report.fp32_limit_source);
+    if let Some(n) = report.profile {
+        println!("--profile {n}: one repeat, steer row cut to {n} interval(s); a trace, not a result");
+    }
     println!(
         "{:>10}  {:<9}  {:>9}  {:>17}  {:>11}  {:>9}  {:>8}  {:>9}  {:>7}",
         "particles", "phase", "median ms", "min–max ms", "rate", "GFLOP/s", "GB/s", "SGEMM", "of it"
