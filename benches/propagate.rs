@@ -9,21 +9,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 use flowsteer::backend::cpu::propagate::{propagate_with, Isa, PackedMlp};
 use flowsteer::model::{Activation, Mlp};
-use flowsteer::rng::{Philox, Purpose};
 use flowsteer::sampler::{Sampler, SamplerKind, SdeForm};
 
 const STEPS: usize = 10;
 
 fn noise(n: usize) -> Vec<f32> {
-    let rng = Philox::new(1);
-    let mut x = vec![0f32; 2 * n];
-    let mut z = [0f32; 2];
-    for i in 0..n {
-        rng.normal_vector(i as u64, 0, Purpose::InitialNoise, &mut z);
-        x[i] = z[0];
-        x[n + i] = z[1];
-    }
-    x
+    flowsteer::backend::cpu::initial_noise(1, 2, n)
 }
 
 fn bench_propagate(c: &mut Criterion) {

@@ -515,14 +515,7 @@ pub struct Quality {
 /// `steps` midpoint steps and judges them against `n` fresh data points.
 pub fn evaluate(model: &Mlp, n: usize, steps: usize, seed: u64) -> Quality {
     assert_eq!(model.dim, 2, "the checkerboard quality measures are for 2-D models");
-    let rng = Philox::new(seed);
-    let mut x = vec![0f32; 2 * n];
-    let mut z = [0f32; 2];
-    for i in 0..n {
-        rng.normal_vector(i as u64, 0, Purpose::InitialNoise, &mut z);
-        x[i] = z[0];
-        x[n + i] = z[1];
-    }
+    let mut x = crate::backend::cpu::initial_noise(seed, 2, n);
     let sampler = Sampler { kind: SamplerKind::Midpoint, steps, ..Default::default() };
     propagate::propagate(model, &sampler, seed, &mut x, n, 0, 0..steps);
     let rows: Vec<f32> = (0..n).flat_map(|i| [x[i], x[n + i]]).collect();

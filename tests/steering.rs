@@ -41,7 +41,7 @@ fn spec(kind: PotentialKind, scheme: ResampleScheme, adaptive: Option<f32>, seed
 }
 
 fn fk(layout: Layout) -> FkConfig {
-    FkConfig { layout, schedule: ScheduleSpec::default(), keep_ancestors: false, fused: false, snapshots: false }
+    FkConfig { layout, schedule: ScheduleSpec::default(), keep_ancestors: false, fused: false, snapshots: false, max_intervals: None }
 }
 
 /// The discrete midpoint map of the Gaussian field, per coordinate `x1 = A·x0 + B_d`, in f64.

@@ -18,8 +18,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use super::particles::ParticleList;
 use crate::backend::cpu::propagate::Isa;
 use crate::backend::{Backend, BackendChoice, Init, IntervalPlan, Layout, RunSpec, WeighAt};
+use crate::methods::ScheduleSpec;
 use crate::model::{Activation, Mlp};
 use crate::potential::Potential;
 use crate::resample::ResampleScheme;
@@ -33,7 +35,7 @@ pub struct Args {
     pub backend: BackendChoice,
     /// Particle counts: a comma list and/or doubling ranges, e.g. `16384,65536` or `2^10..2^16`.
     #[arg(long, default_value = "2^14,2^16")]
-    pub particles: String,
+    pub particles: ParticleList,
     /// Model file (safetensors); default: the default shape (D = 2, H = 64, L = 3, ELU) with
     /// random weights (the throughput does not depend on the weights' values).
     #[arg(long)]
@@ -62,6 +64,12 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Profile with Nsight: one warm-up and one repeat at the largest count of --particles, the
+    /// steer row cut to its first INTERVALS resampling intervals (2 when bare), NVTX ranges on
+    /// the CUDA backend. The numbers are not results (the JSON says "profile": INTERVALS).
+    #[arg(long, value_name = "INTERVALS", num_args = 0..=1, default_missing_value = super::profile::DEFAULT_INTERVALS,
+          value_parser = super::profile::parse_intervals)]
+    pub profile: Option<usize>,
 }
 
 /// One measured row of the report.
@@ -97,17 +105,26 @@ pub struct Report {
     pub sampler: String,
     pub fp32_limit_gflops: f64,
     pub fp32_limit_source: String,
+    /// `--profile N`: a cut run for tracing, not a result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<usize>,
     pub rows: Vec<Row>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
     if args.steps == 0 || args.steps > args.grid {
         bail!("--steps must be between 1 and --grid ({}), got {}", args.grid, args.steps);
     }
-    let counts = parse_particles(&args.particles)?;
+    let mut counts: Vec<usize> = args.particles.counts().iter().map(|&n| n as usize).collect();
+    if args.profile.is_some() {
+        // A small trace: one count (the largest), one warm-up, one timed repeat.
+        counts.drain(..counts.len() - 1);
+        args.warmup = args.warmup.min(1);
+        args.repeats = 1;
+    }
     let rows = parse_rows(&args.rows)?;
     if args.backend == BackendChoice::Auto && !crate::backend::cuda::AUTO_SELECTS_CUDA {
         eprintln!("backend auto: using the CPU (CUDA: {})", crate::backend::cuda::availability().err().unwrap_or_else(|| "not selected automatically yet".into()));
@@ -129,6 +146,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let mut probe = sgemm::Probe::new();
         // Created inside the pool: a CUDA backend (graphs, streams) stays on this thread.
         let mut backend = crate::backend::cuda::AnyBackend::resolve(args.backend)?;
+        if let Some(n) = args.profile {
+            super::profile::start(&mut backend, n);
+        }
         let info = backend.info();
         let mut report = Report {
             backend: info.backend,
@@ -139,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sampler: spec.sampler.to_string(),
             fp32_limit_gflops: limit.gflops,
             fp32_limit_source: limit.describe(),
+            profile: args.profile,
             rows: Vec::new(),
         };
         for &n in &counts {
@@ -189,47 +210,6 @@ fn parse_rows(s: &str) -> anyhow::Result<Vec<Phase>> {
             other => bail!("unknown row `{other}` in --rows; use a comma list of propagate, potential, resample, steer"),
         })
         .collect()
-}
-
-/// Particle counts: `ITEM(,ITEM)*`, `ITEM := COUNT | COUNT..COUNT` (every power of two between
-/// two powers of two), `COUNT := digits | 2^digits`. The same grammar as `sweep --particles`.
-// NOTE for the integrator: `cli::particles` (peer's branch) implements this grammar; switch to
-// it when both are on main.
-pub fn parse_particles(text: &str) -> anyhow::Result<Vec<usize>> {
-    let count = |raw: &str| -> anyhow::Result<usize> {
-        let s: String = raw.trim().chars().filter(|&c| c != '_').collect();
-        let v = match s.strip_prefix("2^") {
-            Some(e) => match e.parse::<u32>() {
-                Ok(e) if e <= 40 => 1usize << e,
-                _ => bail!("bad particle count `{}` in --particles: write e.g. 2^14 (exponent ≤ 40)", raw.trim()),
-            },
-            None => s.parse::<usize>().map_err(|_| anyhow::anyhow!("bad particle count `{}` in --particles: expected e.g. 16384 or 2^14", raw.trim()))?,
-        };
-        if v == 0 {
-            bail!("particle count 0 in --particles: every count must be at least 1");
-        }
-        Ok(v)
-    };
-    let mut out = Vec::new();
-    for item in text.split(',') {
-        match item.split_once("..") {
-            Some((a, b)) => {
-                let (lo, hi) = (count(a)?, count(b)?);
-                if !lo.is_power_of_two() || !hi.is_power_of_two() || lo > hi {
-                    bail!("range `{item}` in --particles: both ends must be powers of two, smaller first (e.g. 2^10..2^16)");
-                }
-                let mut v = lo;
-                while v <= hi {
-                    out.push(v);
-                    v *= 2;
-                }
-            }
-            None => out.push(count(item)?),
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
 }
 
 /// The run the rows time: a point reward at (1, 1) (dimension-extended with zeros), the default
@@ -309,18 +289,6 @@ fn time_repeats(
     Ok(out)
 }
 
-/// The resampling points of SPEC §7's default schedule (5 points from t = 0.6 to 0.95, plus the
-/// final time) on an `n`-step grid, as grid indices.
-// NOTE for the integrator: use the methods' schedule once `methods` has it.
-fn default_schedule(n: usize) -> Vec<usize> {
-    let (start, end, count) = (0.6f64, 0.95f64, 5usize);
-    let mut v: Vec<usize> = (0..count).map(|j| ((start + j as f64 * (end - start) / count as f64) * n as f64).round() as usize).collect();
-    v.push(n);
-    v.retain(|&s| s >= 1);
-    v.dedup();
-    v
-}
-
 fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Phase, args: &Args, probe: &mut sgemm::Probe) -> Row {
     let mut row = Row {
         particles: n,
@@ -369,7 +337,11 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                 Ok((tm, n as f64, 0.0, n as f64 * (8.0 + 2.0 * (4.0 * dim + 12.0))))
             }
             Phase::Steer => {
-                let points = default_schedule(spec.sampler.steps);
+                // SPEC §7's default schedule (5 points from t = 0.6 to 0.95, plus the final time).
+                let mut points = ScheduleSpec::default().resolve(spec.sampler.steps).map_err(anyhow::Error::msg)?.steps;
+                if let Some(k) = args.profile {
+                    points.truncate(k);
+                }
                 let tm = time_repeats(args.warmup.min(1), args.repeats.min(3), probe, || {
                     let mut p = backend.init(spec, layout, Init::Noise)?;
                     let mut from = 0;
@@ -386,11 +358,13 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                     }
                     backend.read_positions(&p).map(|_| ())
                 })?;
-                let steps = spec.sampler.steps as f64;
+                // The steps integrated (all of the grid, unless --profile cut the run).
+                let steps = *points.last().unwrap() as f64;
                 let units = n as f64 * steps;
                 // Every intermediate weighing evaluates the model once more for x̂1; the final one scores
                 // the sample itself.
-                let flops = units * evals_per_step * flops_per_eval + (points.len() - 1) as f64 * n as f64 * flops_per_eval;
+                let intermediate = points.iter().filter(|&&s| s != spec.sampler.steps).count();
+                let flops = units * evals_per_step * flops_per_eval + intermediate as f64 * n as f64 * flops_per_eval;
                 Ok((tm, units, flops, 0.0))
             }
         }
@@ -442,6 +416,9 @@ fn print_table(report: &Report) {
     println!("backend {} — {} — {} kernels, {} threads", report.backend, report.device, report.kernels, report.threads);
     println!("model {}; sampler {}", report.model, report.sampler);
     println!("FP32 limit at start: {:.1} GFLOP/s ({})", report.fp32_limit_gflops, report.fp32_limit_source);
+    if let Some(n) = report.profile {
+        println!("--profile {n}: one repeat, steer row cut to {n} interval(s); a trace, not a result");
+    }
     println!(
         "{:>10}  {:<9}  {:>9}  {:>17}  {:>11}  {:>9}  {:>8}  {:>9}  {:>7}",
         "particles", "phase", "median ms", "min–max ms", "rate", "GFLOP/s", "GB/s", "SGEMM", "of it"
@@ -660,16 +637,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn particle_lists_and_ranges() {
-        assert_eq!(parse_particles("2^10..2^12").unwrap(), vec![1024, 2048, 4096]);
-        assert_eq!(parse_particles("65536,2^14, 1_000").unwrap(), vec![1000, 16384, 65536]);
-        for bad in ["", "0", "2^10..3000", "2^12..2^10", "x", "2^99"] {
-            assert!(parse_particles(bad).is_err(), "{bad}");
+    fn default_particles_parse() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: Args,
         }
-    }
-
-    #[test]
-    fn default_schedule_ends_at_one() {
-        assert_eq!(default_schedule(100), vec![60, 67, 74, 81, 88, 100]);
+        let cli = Cli::try_parse_from(["bench"]).unwrap();
+        assert_eq!(cli.bench.particles.counts(), &[1 << 14, 1 << 16]);
+        assert!(Cli::try_parse_from(["bench", "--particles", "2^12..2^10"]).is_err());
     }
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod common;
 pub mod info;
 pub mod particles;
+pub mod profile;
 pub mod sample;
 pub mod search;
 pub mod steer;

@@ -98,6 +98,11 @@ pub struct Args {
     /// Skip the unsteered run of the same noises that the summary compares against.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Profile with Nsight: run only the first INTERVALS resampling intervals (2 when bare), with
+    /// NVTX ranges on the CUDA backend; prints per-phase times and writes no output files.
+    #[arg(long, value_name = "INTERVALS", num_args = 0..=1, default_missing_value = super::profile::DEFAULT_INTERVALS,
+          value_parser = super::profile::parse_intervals)]
+    pub profile: Option<usize>,
 }
 
 /// Everything resolved from [`CommonArgs`] before any work starts.
@@ -162,7 +167,15 @@ pub fn check_layout(particles: usize, groups: usize, what: &str) -> anyhow::Resu
     Ok(Layout { n: particles, groups })
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    if args.profile.is_some() {
+        // A cut run is not a result: write nothing (and create no --out directory).
+        if let Some(dir) = args.common.out.take() {
+            eprintln!("--profile: ignoring --out {} (a profiled run writes no files)", dir.display());
+        }
+        args.common.plot = false;
+        args.ancestry = false;
+    }
     let potential = Potential { kind: args.potential, lambda: args.lambda, r_min: args.r_min };
     let layout = check_layout(args.particles, args.groups, "--particles")?;
     let schedule = ScheduleSpec { t_start: args.t_start, t_end: args.t_end, count: args.resample_count, every: args.resample_every };
@@ -173,7 +186,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let prep = args.common.prepare(potential, args.resample, args.adaptive_ess)?;
     let init_rows = args.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
     let mut backend = prep.engine()?;
-    let cfg = FkConfig { layout, schedule, keep_ancestors: args.ancestry, fused: args.fused, snapshots: args.common.plot };
+    if let Some(n) = args.profile {
+        super::profile::start(&mut backend, n);
+    }
+    let cfg = FkConfig { layout, schedule, keep_ancestors: args.ancestry, fused: args.fused, snapshots: args.common.plot, max_intervals: args.profile };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
     let quiet = args.common.quiet;
     if !quiet {
@@ -194,6 +210,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
     let result = methods::steer(&mut backend, &prep.spec, &cfg, init)?;
+    if args.profile.is_some() {
+        let t = &result.times;
+        println!(
+            "profile: ran {} of {} resampling intervals (up to grid step {}); seconds: propagate {:.6}, potential {:.6}, resample {:.6}, fused intervals {:.6}, total {:.6}",
+            result.schedule.len(),
+            resolved.steps.len(),
+            result.schedule.last().copied().unwrap_or(0),
+            t.propagate,
+            t.potential,
+            t.resample,
+            t.fused_intervals,
+            t.total
+        );
+        return Ok(());
+    }
     let baseline = if args.no_baseline {
         None
     } else {

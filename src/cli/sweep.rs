@@ -703,7 +703,7 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
     let spec = shared.spec(point.method, point.seed);
     let result = match point.method {
         SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff => {
-            let cfg = FkConfig { layout, schedule: ScheduleSpec::default(), keep_ancestors: false, fused: true, snapshots: false };
+            let cfg = FkConfig { layout, schedule: ScheduleSpec::default(), keep_ancestors: false, fused: true, snapshots: false, max_intervals: None };
             methods::steer(backend, &spec, &cfg, Init::Noise)?
         }
         SweepMethod::Bon => methods::best_of_n(backend, &spec, &BonConfig { layout, top_k: 1 }, Init::Noise)?,

@@ -23,6 +23,9 @@ pub struct FkConfig {
     /// Read the positions at t = 0 and at every resampling point (before resampling when not
     /// fused) into [`RunResult::snapshots`], for plots.
     pub snapshots: bool,
+    /// `--profile N`: stop after the first N intervals (no final scoring; the result holds only
+    /// the trace and times of those intervals). `None`: the whole run.
+    pub max_intervals: Option<usize>,
 }
 
 /// The resampling points for `spec`: the schedule for potentials that weigh at intermediate
@@ -49,7 +52,8 @@ pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: 
     let mut log_z = vec![0f64; layout.groups];
     let mut ancestry = cfg.keep_ancestors.then(Vec::new);
     let mut prev = 0usize;
-    for (k, &step) in schedule.steps.iter().enumerate() {
+    let limit = cfg.max_intervals.unwrap_or(usize::MAX);
+    for (k, &step) in schedule.steps.iter().enumerate().take(limit) {
         let is_final = step == spec.sampler.steps;
         let at = WeighAt { step, index: k, is_final };
         let plan = IntervalPlan { steps: prev..step, weigh: at, resample: !is_final, keep_ancestors: cfg.keep_ancestors };
@@ -100,6 +104,13 @@ pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: 
             rows.push(a);
         }
         prev = step;
+    }
+    if limit < schedule.steps.len() {
+        // Cut short by --profile: the particles are mid-run, so there is nothing final to read.
+        res.layout = layout;
+        res.schedule = schedule.steps[..limit].to_vec();
+        res.times.total = clock.seconds();
+        return Ok(res);
     }
     if spec.potential.kind == PotentialKind::Bon {
         timed(&mut res.times.resample, || backend.select_top(spec, &mut p, ScoreOn::Sample, layout.n))?;

@@ -170,6 +170,22 @@ pub fn rank_order(scores: &[f32], i: usize, j: usize) -> std::cmp::Ordering {
 }
 
 /// A short description of this CPU, e.g. "x86_64, 2 threads, avx2+fma".
+/// The starting noise of `total` particles in `dim` dimensions, coordinate-major
+/// (`x[d·total + i]`, the CPU layout): particle i's normal vector at step 0, purpose
+/// InitialNoise (SPEC §3), so every backend and tool starts from the same points.
+pub fn initial_noise(seed: u64, dim: usize, total: usize) -> Vec<f32> {
+    let rng = Philox::new(seed);
+    let mut x = vec![0f32; dim * total];
+    let mut z = vec![0f32; dim];
+    for i in 0..total {
+        rng.normal_vector(i as u64, 0, Purpose::InitialNoise, &mut z);
+        for d in 0..dim {
+            x[d * total + i] = z[d];
+        }
+    }
+    x
+}
+
 pub fn cpu_description() -> String {
     let threads = rayon::current_num_threads();
     #[cfg(target_arch = "x86_64")]
@@ -205,15 +221,7 @@ impl Backend for CpuBackend {
         let mut x = vec![0f32; dim * total];
         let rng = Philox::new(spec.seed);
         match init {
-            Init::Noise => {
-                let mut z = vec![0f32; dim];
-                for i in 0..total {
-                    rng.normal_vector(i as u64, 0, Purpose::InitialNoise, &mut z);
-                    for d in 0..dim {
-                        x[d * total + i] = z[d];
-                    }
-                }
-            }
+            Init::Noise => x = initial_noise(spec.seed, dim, total),
             Init::Given(rows) => {
                 ensure!(rows.len() == total * dim, "initial points hold {} values, expected {total} × {dim}", rows.len());
                 for i in 0..total {

@@ -4,9 +4,22 @@
 //! NVTX 3 is header-only for C; other languages reach it through `libnvtx3interop` (shipped with
 //! recent CUDA and Nsight) or the older `libnvToolsExt`. Whichever loads first is used; when
 //! neither is present (or `FLOWSTEER_NVTX=0`), ranges cost nothing and nothing fails.
+//!
+//! Ranges are off until [`enable`] is called (`--profile`): a run without it makes no NVTX call.
 
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+
+/// Set by `--profile`; without it [`range`] does nothing (not even load the library).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns ranges on (`--profile`); returns whether an NVTX library was found, so that the caller
+/// can say "ranges off" when it was not.
+pub fn enable() -> bool {
+    ENABLED.store(true, Ordering::Relaxed);
+    nvtx().is_some()
+}
 
 extern "C" {
     fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
@@ -56,7 +69,7 @@ fn nvtx() -> Option<&'static Nvtx> {
 /// Which NVTX library is in use, for `flowsteer info`.
 pub fn status() -> &'static str {
     if nvtx().is_some() {
-        "NVTX ranges on"
+        "NVTX library found (ranges on under --profile)"
     } else {
         "NVTX library not found (ranges off)"
     }
@@ -69,6 +82,9 @@ pub struct Range {
 
 /// Opens a range named `name` (a static NUL-free name such as "propagate").
 pub fn range(name: &'static std::ffi::CStr) -> Range {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return Range { on: false };
+    }
     match nvtx() {
         Some(n) => {
             // SAFETY: a valid C string; push/pop are the library's own symbols.
