@@ -66,20 +66,9 @@ __device__ __forceinline__ bool fs_better(float s, unsigned long long i, float t
     return i < k;
 }
 
-// Per-tile best (score, index): grid (tiles, groups).
-extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_tiles(
-    const float* __restrict__ score, unsigned long long n, float* __restrict__ tile_score,
-    unsigned long long* __restrict__ tile_index, unsigned int tiles) {
-    __shared__ float ss[FS_RBLOCK];
-    __shared__ unsigned long long si[FS_RBLOCK];
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
-    float best = __int_as_float(0x7fc00000);
-    unsigned long long bi = ~0ull;
-    for (unsigned long long j = (unsigned long long)tile * FS_RBLOCK * 4 + threadIdx.x;
-         j < n && j < (unsigned long long)(tile + 1) * FS_RBLOCK * 4; j += FS_RBLOCK) {
-        const float s = score[(unsigned long long)g * n + j];
-        if (bi == ~0ull || fs_better(s, j, best, bi)) { best = s; bi = j; }
-    }
+// The block's best (score, index) pair by fs_better, left in ss[0], si[0]: a shared-memory tree
+// over FS_RBLOCK threads, each starting from its own candidate (index ~0 = none).
+__device__ __forceinline__ void fs_block_argmax(float* ss, unsigned long long* si, float best, unsigned long long bi) {
     ss[threadIdx.x] = best;
     si[threadIdx.x] = bi;
     __syncthreads();
@@ -94,6 +83,23 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_tiles(
         }
         __syncthreads();
     }
+}
+
+// Per-tile best (score, index): grid (tiles, groups).
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_tiles(
+    const float* __restrict__ score, unsigned long long n, float* __restrict__ tile_score,
+    unsigned long long* __restrict__ tile_index, unsigned int tiles) {
+    __shared__ float ss[FS_RBLOCK];
+    __shared__ unsigned long long si[FS_RBLOCK];
+    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    float best = __int_as_float(0x7fc00000);
+    unsigned long long bi = ~0ull;
+    for (unsigned long long j = (unsigned long long)tile * FS_RBLOCK * 4 + threadIdx.x;
+         j < n && j < (unsigned long long)(tile + 1) * FS_RBLOCK * 4; j += FS_RBLOCK) {
+        const float s = score[(unsigned long long)g * n + j];
+        if (bi == ~0ull || fs_better(s, j, best, bi)) { best = s; bi = j; }
+    }
+    fs_block_argmax(ss, si, best, bi);
     if (threadIdx.x == 0) {
         tile_score[(unsigned long long)g * tiles + tile] = ss[0];
         tile_index[(unsigned long long)g * tiles + tile] = si[0];
@@ -114,20 +120,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_groups(
         const unsigned long long k = tile_index[(unsigned long long)g * tiles + t];
         if (k != ~0ull && (bi == ~0ull || fs_better(s, k, b, bi))) { b = s; bi = k; }
     }
-    ss[threadIdx.x] = b;
-    si[threadIdx.x] = bi;
-    __syncthreads();
-    for (int o = FS_RBLOCK / 2; o > 0; o >>= 1) {
-        if (threadIdx.x < o) {
-            const float s = ss[threadIdx.x + o];
-            const unsigned long long k = si[threadIdx.x + o];
-            if (k != ~0ull && (si[threadIdx.x] == ~0ull || fs_better(s, k, ss[threadIdx.x], si[threadIdx.x]))) {
-                ss[threadIdx.x] = s;
-                si[threadIdx.x] = k;
-            }
-        }
-        __syncthreads();
-    }
+    fs_block_argmax(ss, si, b, bi);
     if (threadIdx.x == 0) {
         sel[g] = (unsigned int)si[0];
         best[g] = ss[0];
