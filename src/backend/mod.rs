@@ -214,3 +214,27 @@ pub enum BackendChoice {
     Cpu,
     Cuda,
 }
+
+/// Row-major points `rows` (`[total, dim]`) into the structure-of-arrays layout both backends
+/// keep positions in: coordinate `d` of particle `i` at `soa[d·stride + i]` (`stride ≥ total`).
+pub fn rows_to_soa(rows: &[f32], dim: usize, stride: usize, soa: &mut [f32]) {
+    let total = rows.len() / dim;
+    debug_assert!(stride >= total && soa.len() >= dim * stride);
+    for (i, row) in rows.chunks_exact(dim).enumerate() {
+        for (d, &v) in row.iter().enumerate() {
+            soa[d * stride + i] = v;
+        }
+    }
+}
+
+/// The inverse of [`rows_to_soa`]: the first `total` particles as row-major `[total, dim]`.
+pub fn soa_to_rows(soa: &[f32], dim: usize, stride: usize, total: usize) -> Vec<f32> {
+    debug_assert!(stride >= total && soa.len() >= dim * stride);
+    let mut rows = vec![0f32; total * dim];
+    for (i, row) in rows.chunks_exact_mut(dim).enumerate() {
+        for (d, v) in row.iter_mut().enumerate() {
+            *v = soa[d * stride + i];
+        }
+    }
+    rows
+}

@@ -224,11 +224,7 @@ impl Backend for CpuBackend {
             Init::Noise => x = initial_noise(spec.seed, dim, total),
             Init::Given(rows) => {
                 ensure!(rows.len() == total * dim, "initial points hold {} values, expected {total} × {dim}", rows.len());
-                for i in 0..total {
-                    for d in 0..dim {
-                        x[d * total + i] = rows[i * dim + d];
-                    }
-                }
+                super::rows_to_soa(rows, dim, total, &mut x);
             }
             Init::AroundPivot { pivot, radius, cycle } => {
                 ensure!(
@@ -360,14 +356,7 @@ impl Backend for CpuBackend {
     }
 
     fn read_positions(&mut self, p: &CpuParticles) -> anyhow::Result<Vec<f32>> {
-        let (total, dim) = (p.total(), p.dim);
-        let mut rows = vec![0f32; total * dim];
-        for i in 0..total {
-            for d in 0..dim {
-                rows[i * dim + d] = p.x[d * total + i];
-            }
-        }
-        Ok(rows)
+        Ok(super::soa_to_rows(&p.x, p.dim, p.total(), p.total()))
     }
 
     fn read_log_weights(&mut self, p: &CpuParticles) -> anyhow::Result<Vec<f32>> {

@@ -541,11 +541,7 @@ impl CudaBackend {
     fn upload_rows(&self, p: &mut CudaParticles, rows: &[f32]) -> anyhow::Result<()> {
         let (total, dim, cap) = (p.total(), p.dim, p.capacity);
         let mut soa = vec![0f32; dim * cap];
-        for i in 0..total {
-            for d in 0..dim {
-                soa[d * cap + i] = rows[i * dim + d];
-            }
-        }
+        crate::backend::rows_to_soa(&rows[..total * dim], dim, cap, &mut soa);
         drv(self.stream.memcpy_htod(&soa, &mut p.x), "uploading the initial points")
     }
 
@@ -742,13 +738,7 @@ impl Backend for CudaBackend {
         let mut soa = vec![0f32; dim * cap];
         drv(self.stream.memcpy_dtoh(&p.x, &mut soa), "reading the positions")?;
         self.sync("reading the positions")?;
-        let mut rows = vec![0f32; total * dim];
-        for i in 0..total {
-            for d in 0..dim {
-                rows[i * dim + d] = soa[d * cap + i];
-            }
-        }
-        Ok(rows)
+        Ok(crate::backend::soa_to_rows(&soa, dim, cap, total))
     }
 
     fn read_log_weights(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f32>> {
