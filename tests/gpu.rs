@@ -38,10 +38,17 @@ const RED_TOL: f64 = 1e-9;
 
 fn device() -> Option<CudaBackend> {
     match cuda::availability() {
-        Err(why) => {
-            println!("SKIPPED gpu tests: {why}");
-            None
-        }
+        Err(why) => match CudaBackend::emulated(EMULATED_MEMORY) {
+            // No GPU: the same kernels and host code on the host emulator (kernels/emulator.hpp).
+            Ok(b) => {
+                println!("no CUDA device ({why}); running on {}", b.device_name);
+                Some(b)
+            }
+            Err(e) => {
+                println!("SKIPPED gpu tests: {why}; and the host emulator is unusable: {e:#}");
+                None
+            }
+        },
         Ok(desc) => match CudaBackend::new() {
             Ok(b) => {
                 println!("device: {desc}");
@@ -52,9 +59,17 @@ fn device() -> Option<CudaBackend> {
     }
 }
 
-/// The sizes of the issue: tile and warp boundaries ± 1, a random size, and 2^20.
-fn sizes(rng: &mut rand::rngs::StdRng) -> Vec<usize> {
-    vec![1, 31, 32, 33, 1024, 1025, rng.random_range(2..5000), 1 << 20]
+/// Pretend device memory of the emulator (the tests' largest population needs ~1 MB).
+const EMULATED_MEMORY: usize = 1 << 30;
+
+/// The sizes of the issue: tile and warp boundaries ± 1, a random size, and 2^20 (not on the
+/// emulator, which runs one CPU thread: 2^20 particles there would take minutes per case).
+fn sizes(rng: &mut rand::rngs::StdRng, gpu: &CudaBackend) -> Vec<usize> {
+    let mut s = vec![1, 31, 32, 33, 1024, 1025, rng.random_range(2..5000)];
+    if !gpu.is_emulated() {
+        s.push(1 << 20);
+    }
+    s
 }
 
 fn reward() -> Reward {
@@ -113,7 +128,7 @@ fn propagate_matches_cpu_for_every_sampler() {
         (Activation::Relu, SamplerKind::Midpoint, SdeForm::Marginal),
     ];
     for (ci, &(act, kind, form)) in configs.iter().enumerate() {
-        for n in sizes(&mut rng) {
+        for n in sizes(&mut rng, &gpu) {
             let seed = rng.random::<u64>();
             let s = spec(act, kind, form, 20, seed);
             // The largest size runs a few steps only: the CPU reference is the slow side.
@@ -143,7 +158,7 @@ fn weigh_matches_cpu_bitwise_inputs() {
     let mut cpu = CpuBackend::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2);
     for kind in [PotentialKind::Max, PotentialKind::Add, PotentialKind::Diff, PotentialKind::Rt, PotentialKind::Is] {
-        for n in sizes(&mut rng) {
+        for n in sizes(&mut rng, &gpu) {
             for (groups, reward_on) in [(1, RewardOn::Xt), (3, RewardOn::X1Hat)] {
                 if n >= 1 << 20 && groups > 1 {
                     continue;
@@ -212,7 +227,7 @@ fn resampling_gives_identical_ancestors() {
     let mut cpu = CpuBackend::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     for scheme in [ResampleScheme::Multinomial, ResampleScheme::Systematic, ResampleScheme::Stratified, ResampleScheme::Residual] {
-        for n in sizes(&mut rng) {
+        for n in sizes(&mut rng, &gpu) {
             let groups = if n < 2000 { 4 } else { 1 };
             let layout = Layout { n, groups };
             // (a) exact weights: identical, bit for bit.
@@ -297,7 +312,7 @@ fn search_primitives_match_cpu() {
     let Some(mut gpu) = device() else { return };
     let mut cpu = CpuBackend::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    for n in sizes(&mut rng) {
+    for n in sizes(&mut rng, &gpu) {
         let s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, rng.random());
         let groups = if n < 2000 { 3 } else { 1 };
         let layout = Layout { n, groups };

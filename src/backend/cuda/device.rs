@@ -1,7 +1,8 @@
-//! The CUDA backend proper: a context and a non-default stream, the run's modules (compiled by
-//! [`super::nvrtc`], cached on disk), particle buffers allocated once per run, and the launches
-//! behind every [`Backend`] primitive. One resampling interval is captured as a CUDA graph and
-//! replayed ([`CudaBackend::use_graph`]; `--no-graph` launches plainly).
+//! The CUDA backend proper: a device ([`super::gpu::Device`]: the GPU, or the host emulator),
+//! the run's modules (compiled by [`super::nvrtc`] and cached on disk), particle buffers
+//! allocated once per run, and the launches behind every [`Backend`] primitive. One resampling
+//! interval is captured as a CUDA graph and replayed ([`CudaBackend::use_graph`]; `--no-graph`
+//! launches plainly).
 //!
 //! # Memory per particle (D = 2: 48 bytes)
 //! | buffer | bytes | use |
@@ -18,16 +19,15 @@
 //! need about 48 GB and fit an 80 GB H100.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure, Context};
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
-use super::modules::{self, ModuleConfig, ModuleKind, ITEMS, PROPAGATE_BLOCK, RBLOCK, TILE};
+use super::gpu::{args, Buffer, Device, Graph, Kernel, KernelArg, Module};
+use super::modules::{self, ModuleConfig, ModuleKind, PROPAGATE_BLOCK, RBLOCK, TILE};
 use super::nvrtc::{self, KernelReport};
 use super::nvtx;
 use crate::backend::{
@@ -73,8 +73,7 @@ fn tile_capacity(total: usize, groups: usize) -> usize {
 
 /// A loaded module and its functions.
 struct Loaded {
-    _module: Arc<CudaModule>,
-    funcs: HashMap<&'static str, CudaFunction>,
+    module: Module,
     config: ModuleConfig,
 }
 
@@ -94,26 +93,26 @@ pub struct CudaParticles {
     pub layout: Layout,
     pub dim: usize,
     capacity: usize,
-    x: CudaSlice<f32>,
-    carried: CudaSlice<f32>,
-    acc: CudaSlice<f32>,
-    lw: CudaSlice<f32>,
-    root: CudaSlice<u32>,
-    anc: CudaSlice<u32>,
-    alt: CudaSlice<f32>,
-    iv: CudaSlice<u32>,
-    weights: CudaSlice<f32>,
-    gr: CudaSlice<f64>,
-    tile_part: CudaSlice<f64>,
-    tile_sum: CudaSlice<f64>,
-    tile_count: CudaSlice<u64>,
-    tile_last: CudaSlice<i64>,
-    group_a: CudaSlice<f64>,
-    group_b: CudaSlice<f64>,
-    group_c: CudaSlice<f64>,
-    group_count: CudaSlice<u64>,
-    group_last: CudaSlice<i64>,
-    group_last_b: CudaSlice<i64>,
+    x: Buffer<f32>,
+    carried: Buffer<f32>,
+    acc: Buffer<f32>,
+    lw: Buffer<f32>,
+    root: Buffer<u32>,
+    anc: Buffer<u32>,
+    alt: Buffer<f32>,
+    iv: Buffer<u32>,
+    weights: Buffer<f32>,
+    gr: Buffer<f64>,
+    tile_part: Buffer<f64>,
+    tile_sum: Buffer<f64>,
+    tile_count: Buffer<u64>,
+    tile_last: Buffer<i64>,
+    group_a: Buffer<f64>,
+    group_b: Buffer<f64>,
+    group_c: Buffer<f64>,
+    group_count: Buffer<u64>,
+    group_last: Buffer<i64>,
+    group_last_b: Buffer<i64>,
     /// `alt` holds the reward input for (grid step, emit mode).
     rin: Option<(usize, i32)>,
 }
@@ -138,12 +137,11 @@ struct GraphKey {
 
 /// The CUDA engine.
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
+    device: Device,
     pub arch: String,
     pub device_name: String,
     loaded: HashMap<String, Loaded>,
-    graphs: HashMap<GraphKey, CudaGraph>,
+    graphs: HashMap<GraphKey, Graph>,
     /// Capture each resampling interval as a CUDA graph and replay it (false: `--no-graph`).
     pub use_graph: bool,
     /// Seconds spent compiling (or loading from the cache) modules.
@@ -154,13 +152,6 @@ pub struct CudaBackend {
     pub use_cache: bool,
 }
 
-fn drv<T>(r: Result<T, cudarc::driver::DriverError>, what: &str) -> anyhow::Result<T> {
-    r.map_err(|e| {
-        let msg = e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        anyhow!("CUDA driver error while {what}: {e:?} {msg}")
-    })
-}
-
 fn blocks(count: usize, per: u32) -> u32 {
     count.div_ceil(per as usize).max(1) as u32
 }
@@ -168,32 +159,39 @@ fn blocks(count: usize, per: u32) -> u32 {
 impl CudaBackend {
     /// Opens device 0 with a non-default stream. Fails (never panics) without a driver or device.
     pub fn new() -> anyhow::Result<Self> {
-        super::availability().map_err(anyhow::Error::msg)?;
-        let ctx = drv(CudaContext::new(0), "creating a context on device 0")?;
-        // One stream and no cross-stream sharing: no per-buffer events, so launches and graph
-        // captures stay free of event records.
-        // SAFETY: every buffer is used on `stream` only.
-        unsafe { ctx.disable_event_tracking() };
-        let stream = drv(ctx.new_stream(), "creating a stream")?;
-        let (major, minor) = drv(ctx.compute_capability(), "reading the compute capability")?;
-        let device_name = drv(ctx.name(), "reading the device name")?;
-        Ok(Self {
-            ctx,
-            stream,
-            arch: nvrtc::arch_name(major, minor),
-            device_name,
+        let (device, id) = Device::open_driver()?;
+        Ok(Self::on(device, id))
+    }
+
+    /// The same backend over the host emulator of the kernels ([`super::emulator`]), with
+    /// `memory` bytes of pretend device memory: for testing without a GPU.
+    pub fn emulated(memory: usize) -> anyhow::Result<Self> {
+        let (device, id) = Device::open_emulated(memory)?;
+        Ok(Self::on(device, id))
+    }
+
+    /// Whether the kernels run on the host emulator.
+    pub fn is_emulated(&self) -> bool {
+        self.device.is_emulated()
+    }
+
+    fn on(device: Device, id: super::gpu::Identity) -> Self {
+        Self {
+            device,
+            arch: id.arch,
+            device_name: id.name,
             loaded: HashMap::new(),
             graphs: HashMap::new(),
             use_graph: true,
             compile_seconds: 0.0,
             reports: Vec::new(),
             use_cache: true,
-        })
+        }
     }
 
     /// Free and total device memory in bytes.
     pub fn memory(&self) -> anyhow::Result<(usize, usize)> {
-        drv(self.ctx.mem_get_info(), "querying free memory")
+        self.device.memory()
     }
 
     /// Loads (compiling if needed) a module; returns its key in `loaded`. The key holds a hash of
@@ -207,19 +205,10 @@ impl CudaBackend {
             return Ok(key);
         }
         let start = Instant::now();
-        let compiled = nvrtc::compile(&label, &source, &config.defines, &self.arch, self.use_cache)?;
-        let module = self
-            .ctx
-            .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin.clone()))
-            .map_err(|e| anyhow!("loading the {label} module ({} bytes of cubin for {}) failed: {e:?}", compiled.cubin.len(), self.arch))?;
-        let mut funcs = HashMap::new();
-        for &name in config.kernels {
-            let f = module.load_function(name).map_err(|e| anyhow!("kernel {name} missing from module {label}: {e:?}"))?;
-            funcs.insert(name, f);
-        }
+        let (module, reports) = self.device.load(&config, &self.arch, self.use_cache)?;
         self.compile_seconds += start.elapsed().as_secs_f64();
-        self.reports.extend(compiled.kernels.iter().cloned());
-        self.loaded.insert(key.clone(), Loaded { _module: module, funcs, config });
+        self.reports.extend(reports);
+        self.loaded.insert(key.clone(), Loaded { module, config });
         Ok(key)
     }
 
@@ -231,32 +220,28 @@ impl CudaBackend {
         let resample = self.load(ModuleConfig::resample())?;
         let search = self.load(ModuleConfig::search(shape.dim))?;
         // Weights beyond the default 48 KiB of dynamic shared memory need an opt-in.
-        let smem = (modules::mlp_params(&shape) * 4) as i32;
+        let smem = (modules::mlp_params(&shape) * 4) as u32;
         if smem > 48 * 1024 {
-            let f = self.func(&propagate, "fs_propagate")?;
-            drv(
-                f.set_attribute(sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem),
-                "allowing the MLP weights in shared memory",
-            )?;
+            self.device.allow_shared(&self.func(&propagate, "fs_propagate")?, smem)?;
         }
         Ok(Kernels { propagate, potential, resample, search })
     }
 
-    fn func(&self, module: &str, name: &str) -> anyhow::Result<CudaFunction> {
+    fn func(&self, module: &str, name: &str) -> anyhow::Result<Kernel> {
         let m = self.loaded.get(module).ok_or_else(|| anyhow!("module {module} is not loaded"))?;
-        m.funcs.get(name).cloned().ok_or_else(|| anyhow!("kernel {name} is not in module {} ({:?})", m.config.label, m.config.kind))
+        Device::kernel(&m.module, &m.config, name)
     }
 
-    fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
-        s.device_ptr(&self.stream).0
+    fn ptr<T>(&self, s: &Buffer<T>) -> u64 {
+        self.device.ptr(s)
     }
 
     fn sync(&self, what: &str) -> anyhow::Result<()> {
-        drv(self.stream.synchronize(), what)
+        self.device.sync(what)
     }
 
-    fn alloc<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, len: usize, what: &str) -> anyhow::Result<CudaSlice<T>> {
-        drv(self.stream.alloc_zeros::<T>(len.max(1)), &format!("allocating {what}"))
+    fn alloc<T: bytemuck::Pod>(&self, len: usize, what: &str) -> anyhow::Result<Buffer<T>> {
+        self.device.alloc(len, what)
     }
 
     fn allocate(&self, spec: &RunSpec, layout: Layout, capacity: usize) -> anyhow::Result<CudaParticles> {
@@ -277,7 +262,7 @@ impl CudaBackend {
         }
         let tiles = tile_capacity(capacity, groups);
         let weights: Vec<f32> = spec.model.layers.iter().flat_map(|l| l.weight.iter().chain(l.bias.iter()).copied()).collect();
-        let wbuf = drv(self.stream.clone_htod(&weights), "uploading the model weights")?;
+        let wbuf = self.device.upload_new(&weights, "uploading the model weights")?;
         Ok(CudaParticles {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             layout,
@@ -313,7 +298,7 @@ impl CudaBackend {
         iv[IV_STEP_END] = end as u32;
         iv[IV_IS_FINAL] = is_final as u32;
         iv[IV_RESAMPLE_STEP] = resample_step as u32;
-        drv(self.stream.memcpy_htod(&iv, &mut p.iv), "writing the interval parameters")
+        self.device.upload(&iv, &mut p.iv, "writing the interval parameters")
     }
 
     fn key(spec: &RunSpec) -> (u32, u32) {
@@ -333,10 +318,7 @@ impl CudaBackend {
         let kk = spec.sampler.k;
         let smem = (modules::mlp_params(&spec.model.shape()) * 4) as u32;
         let cfg = LaunchConfig { grid_dim: (blocks(p.total(), PROPAGATE_BLOCK), 1, 1), block_dim: (PROPAGATE_BLOCK, 1, 1), shared_mem_bytes: smem };
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&x).arg(&total).arg(&stride).arg(&iv).arg(&steps).arg(&kk).arg(&k0).arg(&k1).arg(&w).arg(&alt).arg(&emit);
-        // SAFETY: arguments match fs_propagate's signature; x and alt hold dim rows of `stride`.
-        drv(unsafe { b.launch(cfg) }, "launching fs_propagate").map(|_| ())
+        self.device.launch(&f, cfg, args![x, total, stride, iv, steps, kk, k0, k1, w, alt, emit], "fs_propagate")
     }
 
     fn tiles(n: usize) -> usize {
@@ -365,16 +347,10 @@ impl CudaBackend {
         let (alt, carried, acc, lw, iv, tp, gr) =
             (self.ptr(&p.alt), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.iv), self.ptr(&p.tile_part), self.ptr(&p.gr));
         let f = self.func(&k.potential, "fs_weigh")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&alt).arg(&stride).arg(&carried).arg(&acc).arg(&lw).arg(&n64).arg(&iv).arg(&lambda).arg(&tp).arg(&tiles);
-        // SAFETY: matches fs_weigh; tile_part holds groups·tiles·8 doubles.
-        drv(unsafe { b.launch(Self::tiled(n, groups)) }, "launching fs_weigh")?;
+        self.device.launch(&f, Self::tiled(n, groups), args![alt, stride, carried, acc, lw, n64, iv, lambda, tp, tiles], "fs_weigh")?;
         let tau = spec.adaptive_ess.unwrap_or(-1.0);
         let f = self.func(&k.potential, "fs_weigh_finalize")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&tp).arg(&tiles).arg(&n64).arg(&tau).arg(&gr);
-        // SAFETY: matches fs_weigh_finalize; gr holds groups·8 doubles.
-        drv(unsafe { b.launch(Self::per_group(groups)) }, "launching fs_weigh_finalize").map(|_| ())
+        self.device.launch(&f, Self::per_group(groups), args![tp, tiles, n64, tau, gr], "fs_weigh_finalize")
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -385,10 +361,7 @@ impl CudaBackend {
         let tc = if with_count { self.ptr(&p.tile_count) } else { 0u64 };
         let tl = if with_last { self.ptr(&p.tile_last) } else { 0u64 };
         let f = self.func(&k.resample, "fs_scan_tiles")?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&gr).arg(&ts).arg(&tc).arg(&tl).arg(&tiles).arg(&total).arg(&count).arg(&last);
-        // SAFETY: matches fs_scan_tiles; null optional arrays are skipped by the kernel.
-        drv(unsafe { b.launch(Self::per_group(p.layout.groups)) }, "launching fs_scan_tiles").map(|_| ())
+        self.device.launch(&f, Self::per_group(p.layout.groups), args![gr, ts, tc, tl, tiles, total, count, last], "fs_scan_tiles")
     }
 
     fn launch_resample(&self, k: &Kernels, spec: &RunSpec, p: &CudaParticles) -> anyhow::Result<()> {
@@ -410,69 +383,64 @@ impl CudaBackend {
         let (ga, gb, gc, gcount, glast, glast_b) =
             (self.ptr(&p.group_a), self.ptr(&p.group_b), self.ptr(&p.group_c), self.ptr(&p.group_count), self.ptr(&p.group_last), self.ptr(&p.group_last_b));
         let tiled = Self::tiled(n, groups);
-        let launch = |name: &str, cfg: LaunchConfig, args: &[&dyn ArgRef]| -> anyhow::Result<()> {
-            let f = self.func(&k.resample, name)?;
-            let mut b = self.stream.launch_builder(&f);
-            for a in args {
-                a.push(&mut b);
-            }
-            // SAFETY: every call below passes fs_<name>'s parameters in order (kernels/resample.cu).
-            drv(unsafe { b.launch(cfg) }, &format!("launching {name}")).map(|_| ())
+        // Every call below passes fs_<name>'s parameters in order (kernels/resample.cu).
+        let launch = |name: &str, cfg: LaunchConfig, args: &[KernelArg]| -> anyhow::Result<()> {
+            self.device.launch(&self.func(&k.resample, name)?, cfg, args, name)
         };
         // (1)-(2): W_j, tile sums, group total C_{n−1} (group_a) and last positive (group_last).
-        launch("fs_resample_weights", tiled, &[&lw, &n64, &gr, &w, &ts, &tl, &tiles])?;
+        launch("fs_resample_weights", tiled, args![lw, n64, gr, w, ts, tl, tiles])?;
         self.launch_scan_tiles(k, p, false, true, ga, 0, glast)?;
         let null = 0u64;
         match spec.resample {
             ResampleScheme::Systematic | ResampleScheme::Stratified => {
-                launch("fs_resample_cdf", tiled, &[&w, &n64, &gr, &ts, &tiles])?;
+                launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles])?;
                 let scheme: i32 = if spec.resample == ResampleScheme::Systematic { 1 } else { 2 };
-                launch("fs_ancestors_grid", tiled, &[&w, &n64, &gr, &ga, &glast, &anc, &iv, &k0, &k1, &scheme])?;
+                launch("fs_ancestors_grid", tiled, args![w, n64, gr, ga, glast, anc, iv, k0, k1, scheme])?;
             }
             ResampleScheme::Multinomial => {
-                launch("fs_resample_cdf", tiled, &[&w, &n64, &gr, &ts, &tiles])?;
+                launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles])?;
                 let (draw, extra) = (0u32, 1u32);
-                launch("fs_exp_tile_sums", tiled, &[&n64, &gr, &null, &iv, &k0, &k1, &draw, &ts, &tiles])?;
+                launch("fs_exp_tile_sums", tiled, args![n64, gr, null, iv, k0, k1, draw, ts, tiles])?;
                 self.launch_scan_tiles(k, p, false, false, gb, 0, 0)?;
                 launch(
                     "fs_ancestors_multinomial",
                     tiled,
-                    &[&w, &n64, &gr, &ga, &glast, &null, &ts, &gb, &tiles, &anc, &iv, &k0, &k1, &draw, &extra],
+                    args![w, n64, gr, ga, glast, null, ts, gb, tiles, anc, iv, k0, k1, draw, extra],
                 )?;
             }
             ResampleScheme::Residual => {
                 // Counts and residuals (group_b: Σ residuals, group_count: K, group_last_b).
-                launch("fs_residual_counts", tiled, &[&w, &n64, &gr, &ga, &tc, &ts, &tl, &tiles])?;
+                launch("fs_residual_counts", tiled, args![w, n64, gr, ga, tc, ts, tl, tiles])?;
                 self.launch_scan_tiles(k, p, true, true, gb, gcount, glast_b)?;
-                launch("fs_residual_scatter", tiled, &[&w, &n64, &gr, &ga, &tc, &ts, &tiles, &anc])?;
+                launch("fs_residual_scatter", tiled, args![w, n64, gr, ga, tc, ts, tiles, anc])?;
                 let (draw, extra) = (2u32, 3u32);
-                launch("fs_exp_tile_sums", tiled, &[&n64, &gr, &gcount, &iv, &k0, &k1, &draw, &ts, &tiles])?;
+                launch("fs_exp_tile_sums", tiled, args![n64, gr, gcount, iv, k0, k1, draw, ts, tiles])?;
                 self.launch_scan_tiles(k, p, false, false, gc, 0, 0)?;
                 launch(
                     "fs_ancestors_multinomial",
                     tiled,
-                    &[&w, &n64, &gr, &gb, &glast_b, &gcount, &ts, &gc, &tiles, &anc, &iv, &k0, &k1, &draw, &extra],
+                    args![w, n64, gr, gb, glast_b, gcount, ts, gc, tiles, anc, iv, k0, k1, draw, extra],
                 )?;
             }
         }
         // Distinct parents: marks in lw (reset to 0 on the way).
         let total64 = total as u64;
-        launch("fs_marks_clear", Self::flat(total), &[&lw, &n64, &total64, &gr])?;
-        launch("fs_marks_set", Self::flat(total), &[&lw, &anc, &n64, &total64, &gr])?;
-        launch("fs_marks_count", tiled, &[&lw, &n64, &gr])?;
+        launch("fs_marks_clear", Self::flat(total), args![lw, n64, total64, gr])?;
+        launch("fs_marks_set", Self::flat(total), args![lw, anc, n64, total64, gr])?;
+        launch("fs_marks_count", tiled, args![lw, n64, gr])?;
         drop(_r);
         let _g = nvtx::range(c"gather");
         let (x, carried, acc, root, alt) = (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.root), self.ptr(&p.alt));
         let dim = p.dim as u32;
         let stride = p.capacity as u64;
-        launch("fs_gather", Self::flat(total), &[&x, &carried, &acc, &root, &anc, &alt, &dim, &n64, &total64, &stride, &gr])?;
-        launch("fs_gather_commit", Self::flat(total), &[&x, &carried, &acc, &root, &alt, &dim, &n64, &total64, &stride, &gr])?;
+        launch("fs_gather", Self::flat(total), args![x, carried, acc, root, anc, alt, dim, n64, total64, stride, gr])?;
+        launch("fs_gather_commit", Self::flat(total), args![x, carried, acc, root, alt, dim, n64, total64, stride, gr])?;
         Ok(())
     }
 
     fn read_groups(&self, p: &CudaParticles) -> anyhow::Result<Vec<f64>> {
         let mut out = vec![0f64; p.layout.groups * GR_SLOTS];
-        drv(self.stream.memcpy_dtoh(&p.gr.slice(..out.len()), &mut out), "reading the group results")?;
+        self.device.download(&p.gr, &mut out, "reading the group results")?;
         self.sync("waiting for the interval's kernels (a kernel failed if this errors)")?;
         Ok(out)
     }
@@ -502,7 +470,7 @@ impl CudaBackend {
 
     fn read_ancestors(&self, p: &CudaParticles) -> anyhow::Result<Vec<u32>> {
         let mut out = vec![0u32; p.total()];
-        drv(self.stream.memcpy_dtoh(&p.anc.slice(..p.total()), &mut out), "reading the ancestors")?;
+        self.device.download(&p.anc, &mut out, "reading the ancestors")?;
         self.sync("reading the ancestors")?;
         Ok(out)
     }
@@ -542,17 +510,12 @@ impl CudaBackend {
         let (total, dim, cap) = (p.total(), p.dim, p.capacity);
         let mut soa = vec![0f32; dim * cap];
         crate::backend::rows_to_soa(&rows[..total * dim], dim, cap, &mut soa);
-        drv(self.stream.memcpy_htod(&soa, &mut p.x), "uploading the initial points")
+        self.device.upload(&soa, &mut p.x, "uploading the initial points")
     }
 
-    fn launch_flat(&self, module: &str, name: &str, count: usize, args: &[&dyn ArgRef]) -> anyhow::Result<()> {
-        let f = self.func(module, name)?;
-        let mut b = self.stream.launch_builder(&f);
-        for a in args {
-            a.push(&mut b);
-        }
-        // SAFETY: callers pass the kernel's parameters in order.
-        drv(unsafe { b.launch(Self::flat(count)) }, &format!("launching {name}")).map(|_| ())
+    /// One thread per item; callers pass the kernel's parameters in order.
+    fn launch_flat(&self, module: &str, name: &str, count: usize, args: &[KernelArg]) -> anyhow::Result<()> {
+        self.device.launch(&self.func(module, name)?, Self::flat(count), args, name)
     }
 
     /// Scores into `anc` (as f32 bits) for every particle.
@@ -567,24 +530,9 @@ impl CudaBackend {
         let (alt, anc) = (self.ptr(&p.alt), self.ptr(&p.anc));
         let stride = p.capacity as u64;
         let total = p.total() as u64;
-        self.launch_flat(&k.potential, "fs_score", p.total(), &[&alt, &stride, &total, &anc])
+        self.launch_flat(&k.potential, "fs_score", p.total(), args![alt, stride, total, anc])
     }
 }
-
-/// Something that can be pushed as a kernel argument (plain values only: pointers are u64).
-trait ArgRef {
-    fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>);
-}
-macro_rules! arg_ref {
-    ($($t:ty),*) => {$(
-        impl ArgRef for $t {
-            fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
-                b.arg(self);
-            }
-        }
-    )*};
-}
-arg_ref!(u64, u32, i32, f32);
 
 impl Backend for CudaBackend {
     type Particles = CudaParticles;
@@ -609,10 +557,7 @@ impl Backend for CudaBackend {
                 // fs_init_noise is bounded to the propagate block size (__launch_bounds__).
                 let f = self.func(&k.propagate, "fs_init_noise")?;
                 let cfg = LaunchConfig { grid_dim: (blocks(total, PROPAGATE_BLOCK), 1, 1), block_dim: (PROPAGATE_BLOCK, 1, 1), shared_mem_bytes: 0 };
-                let mut b = self.stream.launch_builder(&f);
-                b.arg(&x).arg(&total64).arg(&stride).arg(&k0).arg(&k1);
-                // SAFETY: matches fs_init_noise; x holds dim rows of `stride`.
-                drv(unsafe { b.launch(cfg) }, "launching fs_init_noise")?;
+                self.device.launch(&f, cfg, args![x, total64, stride, k0, k1], "fs_init_noise")?;
             }
             Init::Given(rows) => {
                 ensure!(rows.len() == total * p.dim, "initial points hold {} values, expected {total} × {}", rows.len(), p.dim);
@@ -626,20 +571,20 @@ impl Backend for CudaBackend {
                     ensure!(pivot.len() == dim * layout.groups, "the pivot holds {} values; expected {dim} or {} (one per group)", pivot.len(), dim * layout.groups);
                     pivot.to_vec()
                 };
-                let pbuf = drv(self.stream.clone_htod(&pivots), "uploading the pivot")?;
+                let pbuf = self.device.upload_new(&pivots, "uploading the pivot")?;
                 let pp = self.ptr(&pbuf);
-                self.launch_flat(&k.search, "fs_candidates", total, &[&x, &pp, &n64, &total64, &stride, &radius, &cycle, &k0, &k1])?;
+                self.launch_flat(&k.search, "fs_candidates", total, args![x, pp, n64, total64, stride, radius, cycle, k0, k1])?;
                 self.sync("computing the candidates")?;
             }
         }
         let init_state = spec.potential.initial_state();
         let (carried, acc, lw, root) = (self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root));
         let (c_bits, a_bits) = (init_state.carried.to_bits(), init_state.accumulated_log_g.to_bits());
-        self.launch_flat(&k.resample, "fs_fill_u32", total, &[&carried, &c_bits, &total64])?;
-        self.launch_flat(&k.resample, "fs_fill_u32", total, &[&acc, &a_bits, &total64])?;
+        self.launch_flat(&k.resample, "fs_fill_u32", total, args![carried, c_bits, total64])?;
+        self.launch_flat(&k.resample, "fs_fill_u32", total, args![acc, a_bits, total64])?;
         let zero = 0u32;
-        self.launch_flat(&k.resample, "fs_fill_u32", total, &[&lw, &zero, &total64])?;
-        self.launch_flat(&k.resample, "fs_root_init", total, &[&root, &n64, &total64])?;
+        self.launch_flat(&k.resample, "fs_fill_u32", total, args![lw, zero, total64])?;
+        self.launch_flat(&k.resample, "fs_root_init", total, args![root, n64, total64])?;
         self.sync("initialising the particles")?;
         Ok(p)
     }
@@ -710,14 +655,13 @@ impl Backend for CudaBackend {
             if !self.graphs.contains_key(&key) {
                 // Graphs of populations that no longer exist are never replayed again.
                 self.graphs.retain(|k, _| k.particles == p.id);
-                drv(self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "beginning a graph capture")?;
+                self.device.begin_capture()?;
                 let enqueued = self.enqueue_interval(&k, spec, p, emit, plan.resample);
-                let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+                let graph = self.device.end_capture();
                 enqueued.context("capturing one interval as a CUDA graph (retry with --no-graph to see the plain launch)")?;
-                let graph = drv(graph, "instantiating the interval graph")?.ok_or_else(|| anyhow!("the graph capture of an interval was empty"))?;
-                self.graphs.insert(key.clone(), graph);
+                self.graphs.insert(key.clone(), graph?);
             }
-            drv(self.graphs[&key].launch(), "replaying the interval graph")?;
+            self.device.replay(&self.graphs[&key])?;
         } else {
             self.enqueue_interval(&k, spec, p, emit, plan.resample)?;
         }
@@ -736,21 +680,21 @@ impl Backend for CudaBackend {
     fn read_positions(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f32>> {
         let (total, dim, cap) = (p.total(), p.dim, p.capacity);
         let mut soa = vec![0f32; dim * cap];
-        drv(self.stream.memcpy_dtoh(&p.x, &mut soa), "reading the positions")?;
+        self.device.download(&p.x, &mut soa, "reading the positions")?;
         self.sync("reading the positions")?;
         Ok(crate::backend::soa_to_rows(&soa, dim, cap, total))
     }
 
     fn read_log_weights(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f32>> {
         let mut out = vec![0f32; p.total()];
-        drv(self.stream.memcpy_dtoh(&p.lw.slice(..p.total()), &mut out), "reading the log-weights")?;
+        self.device.download(&p.lw, &mut out, "reading the log-weights")?;
         self.sync("reading the log-weights")?;
         Ok(out)
     }
 
     fn read_root_ids(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<u32>> {
         let mut out = vec![0u32; p.total()];
-        drv(self.stream.memcpy_dtoh(&p.root.slice(..p.total()), &mut out), "reading the root ids")?;
+        self.device.download(&p.root, &mut out, "reading the root ids")?;
         self.sync("reading the root ids")?;
         Ok(out)
     }
@@ -760,7 +704,7 @@ impl Backend for CudaBackend {
         let _r = nvtx::range(c"search");
         self.launch_score(&k, spec, p, on)?;
         let mut bits = vec![0u32; p.total()];
-        drv(self.stream.memcpy_dtoh(&p.anc.slice(..p.total()), &mut bits), "reading the scores")?;
+        self.device.download(&p.anc, &mut bits, "reading the scores")?;
         self.sync("computing the scores")?;
         Ok(bits.into_iter().map(f32::from_bits).collect())
     }
@@ -777,27 +721,21 @@ impl Backend for CudaBackend {
             let (anc, ts, tc) = (self.ptr(&p.anc), self.ptr(&p.tile_sum), self.ptr(&p.tile_count));
             let n64 = n as u64;
             let f = self.func(&k.search, "fs_argmax_tiles")?;
-            let mut b = self.stream.launch_builder(&f);
-            b.arg(&anc).arg(&n64).arg(&ts).arg(&tc).arg(&tiles);
-            // SAFETY: matches fs_argmax_tiles; tile_sum (as f32) and tile_count hold groups·tiles entries.
-            drv(unsafe { b.launch(Self::tiled(n, groups)) }, "launching fs_argmax_tiles")?;
+            self.device.launch(&f, Self::tiled(n, groups), args![anc, n64, ts, tc, tiles], "fs_argmax_tiles")?;
             let best = self.ptr(&p.group_a);
             let f = self.func(&k.search, "fs_argmax_groups")?;
-            let mut b = self.stream.launch_builder(&f);
-            b.arg(&ts).arg(&tc).arg(&tiles).arg(&anc).arg(&best);
-            // SAFETY: matches fs_argmax_groups; sel goes to anc[0..groups], best to group_a (as f32).
-            drv(unsafe { b.launch(Self::per_group(groups)) }, "launching fs_argmax_groups")?;
+            self.device.launch(&f, Self::per_group(groups), args![ts, tc, tiles, anc, best], "fs_argmax_groups")?;
             let mut sel = vec![0u32; groups];
-            drv(self.stream.memcpy_dtoh(&p.anc.slice(..groups), &mut sel), "reading the best indices")?;
+            self.device.download(&p.anc, &mut sel, "reading the best indices")?;
             let mut best_bits = vec![0f64; groups.div_ceil(2)];
-            drv(self.stream.memcpy_dtoh(&p.group_a.slice(..groups.div_ceil(2)), &mut best_bits), "reading the best scores")?;
+            self.device.download(&p.group_a, &mut best_bits, "reading the best scores")?;
             self.sync("selecting the best particle of each group")?;
             let best: Vec<f32> = bytemuck::cast_slice::<f64, f32>(&best_bits)[..groups].to_vec();
             (best, sel)
         } else {
             // Top-k sorts on the host (the scores come back for the report anyway).
             let mut bits = vec![0u32; p.total()];
-            drv(self.stream.memcpy_dtoh(&p.anc.slice(..p.total()), &mut bits), "reading the scores")?;
+            self.device.download(&p.anc, &mut bits, "reading the scores")?;
             self.sync("computing the scores")?;
             let s: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
             let mut scores = Vec::with_capacity(groups * keep);
@@ -818,7 +756,7 @@ impl Backend for CudaBackend {
                 scores.extend(idx.iter().map(|&i| gs[i as usize]));
                 sel.extend(idx);
             }
-            drv(self.stream.memcpy_htod(&sel, &mut p.anc.slice_mut(..sel.len())), "uploading the selection")?;
+            self.device.upload(&sel, &mut p.anc, "uploading the selection")?;
             (scores, sel)
         };
         // Gather the kept particles into their new places.
@@ -827,10 +765,10 @@ impl Backend for CudaBackend {
             (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root), self.ptr(&p.anc), self.ptr(&p.alt));
         let (n_old, keep64, stride) = (n as u64, keep as u64, p.capacity as u64);
         let count = groups * keep;
-        self.launch_flat(&k.search, "fs_select_gather", count, &[&x, &carried, &acc, &root, &anc, &alt, &n_old, &keep64, &total_new, &stride])?;
-        self.launch_flat(&k.search, "fs_select_commit", count, &[&x, &carried, &acc, &root, &alt, &total_new, &stride])?;
-        self.launch_flat(&k.search, "fs_select_gather_lw", count, &[&lw, &anc, &alt, &n_old, &keep64, &total_new])?;
-        self.launch_flat(&k.search, "fs_select_commit_lw", count, &[&lw, &alt, &total_new])?;
+        self.launch_flat(&k.search, "fs_select_gather", count, args![x, carried, acc, root, anc, alt, n_old, keep64, total_new, stride])?;
+        self.launch_flat(&k.search, "fs_select_commit", count, args![x, carried, acc, root, alt, total_new, stride])?;
+        self.launch_flat(&k.search, "fs_select_gather_lw", count, args![lw, anc, alt, n_old, keep64, total_new])?;
+        self.launch_flat(&k.search, "fs_select_commit_lw", count, args![lw, alt, total_new])?;
         self.sync("gathering the selected particles")?;
         p.layout = Layout { n: keep, groups };
         p.rin = None;
@@ -858,11 +796,11 @@ impl Backend for CudaBackend {
             let (x, carried, acc, lw, root, anc, alt) =
                 (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root), self.ptr(&p.anc), self.ptr(&p.alt));
             let (n_old, n_new, t_new, stride, cp) = (p.layout.n as u64, layout.n as u64, total_new as u64, p.capacity as u64, copies as u32);
-            self.launch_flat(&search, "fs_replicate_index", total_new, &[&anc, &n_new, &cp, &t_new])?;
-            self.launch_flat(&search, "fs_select_gather", total_new, &[&x, &carried, &acc, &root, &anc, &alt, &n_old, &n_new, &t_new, &stride])?;
-            self.launch_flat(&search, "fs_select_commit", total_new, &[&x, &carried, &acc, &root, &alt, &t_new, &stride])?;
-            self.launch_flat(&search, "fs_select_gather_lw", total_new, &[&lw, &anc, &alt, &n_old, &n_new, &t_new])?;
-            self.launch_flat(&search, "fs_select_commit_lw", total_new, &[&lw, &alt, &t_new])?;
+            self.launch_flat(&search, "fs_replicate_index", total_new, args![anc, n_new, cp, t_new])?;
+            self.launch_flat(&search, "fs_select_gather", total_new, args![x, carried, acc, root, anc, alt, n_old, n_new, t_new, stride])?;
+            self.launch_flat(&search, "fs_select_commit", total_new, args![x, carried, acc, root, alt, t_new, stride])?;
+            self.launch_flat(&search, "fs_select_gather_lw", total_new, args![lw, anc, alt, n_old, n_new, t_new])?;
+            self.launch_flat(&search, "fs_select_commit_lw", total_new, args![lw, alt, t_new])?;
             self.sync("replicating the particles in place")?;
             p.layout = layout;
             p.rin = None;
@@ -880,7 +818,7 @@ impl Backend for CudaBackend {
         let (x, c, a, l, r) = (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root));
         let (nxp, ncp, nap, nlp, nrp) = (self.ptr(&nx), self.ptr(&nc), self.ptr(&na), self.ptr(&nl), self.ptr(&nr));
         let (total_old, so, sn, cp) = (p.total() as u64, p.capacity as u64, total_new as u64, copies as u32);
-        self.launch_flat(&search, "fs_replicate", total_new, &[&x, &c, &a, &l, &r, &nxp, &ncp, &nap, &nlp, &nrp, &total_old, &so, &sn, &cp])?;
+        self.launch_flat(&search, "fs_replicate", total_new, args![x, c, a, l, r, nxp, ncp, nap, nlp, nrp, total_old, so, sn, cp])?;
         self.sync("replicating the particles")?;
         let tiles = tile_capacity(total_new, layout.groups);
         p.x = nx;
@@ -909,18 +847,11 @@ impl Backend for CudaBackend {
         let (k0, k1) = Self::key(spec);
         let x = self.ptr(&p.x);
         let (total, stride) = (p.total() as u64, p.capacity as u64);
-        self.launch_flat(&k.search, "fs_renoise", p.total(), &[&x, &total, &stride, &a, &b, &round, &k0, &k1])?;
+        self.launch_flat(&k.search, "fs_renoise", p.total(), args![x, total, stride, a, b, round, k0, k1])?;
         p.rin = None;
         self.sync("renoising (fs_renoise)")
     }
 }
-
-/// Unused-import guard for the `CStr` literal type used by NVTX ranges.
-#[allow(dead_code)]
-fn _names(_: &CStr) {}
-
-#[allow(dead_code)]
-const _ITEMS_USED: u32 = ITEMS;
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,8 @@
 //! - [`dispatch`]: [`AnyBackend`], the CPU or CUDA engine behind one type for the commands.
 
 pub mod device;
+pub mod emulator;
+pub mod gpu;
 pub mod dispatch;
 pub mod modules;
 pub mod nvrtc;

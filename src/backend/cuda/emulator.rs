@@ -1,0 +1,196 @@
+//! The host emulator of the CUDA kernels: each module of `kernels/` compiled as C++ by the
+//! system's C++ compiler, with `kernels/emulator.hpp` standing in for the CUDA runtime, and run
+//! on the CPU one block at a time (threads as fibers). The CUDA backend's whole host code runs
+//! over it unchanged ([`super::gpu::Device::Emulated`]), so the GPU tests and every command's
+//! `--backend cuda-emulated` check the kernels' logic and the orchestration on a machine without
+//! a GPU. It is a test instrument: slow (one CPU thread), and silent on timing, races and the
+//! memory model; a kernel that passes here has still to run on a GPU.
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context};
+use sha2::{Digest, Sha256};
+
+use super::gpu::KernelArg;
+use super::modules::ModuleConfig;
+
+const EMULATOR_HPP: &str = include_str!("../../../kernels/emulator.hpp");
+
+/// `fs_emu_launch(name, grid[3], block[3], shared bytes, args, error buffer, its length)`.
+type LaunchFn = unsafe extern "C" fn(*const c_char, *const c_uint, *const c_uint, c_uint, *mut *mut c_void, *mut c_char, usize) -> c_int;
+
+/// The compiler: `$CXX`, else `c++`.
+fn compiler() -> String {
+    std::env::var("CXX").unwrap_or_else(|_| "c++".into())
+}
+
+/// The compiler's version line, or why there is none (the emulator needs a C++17 compiler).
+pub fn compiler_version() -> Result<String, String> {
+    let cxx = compiler();
+    let out = Command::new(&cxx).arg("--version").output().map_err(|e| {
+        format!("the CUDA emulator needs a C++ compiler and `{cxx}` cannot be run ({e}); install g++ or set CXX")
+    })?;
+    if !out.status.success() {
+        return Err(format!("`{cxx} --version` failed; install g++ or set CXX"));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string())
+}
+
+/// The C++ translation unit of a module: the emulator header, the module's source with its
+/// `extern __shared__` arrays pointed at the launch's dynamic shared memory, and a launcher
+/// that finds a kernel by name.
+pub fn translation_unit(config: &ModuleConfig) -> String {
+    let mut out = String::from(EMULATOR_HPP);
+    out.push_str("\n// ---- module ----\n");
+    for line in config.source().lines() {
+        out.push_str(&rewrite_dynamic_shared(line).unwrap_or_else(|| line.to_string()));
+        out.push('\n');
+    }
+    out.push_str(
+        "\nextern \"C\" int fs_emu_launch(const char* name, const unsigned int* grid, const unsigned int* block,\n\
+         \x20                            unsigned int shared_bytes, void** args, char* error, size_t error_len) {\n",
+    );
+    for k in config.kernels {
+        out.push_str(&format!(
+            "    if (strcmp(name, \"{k}\") == 0) return fs_emu::launch({k}, grid, block, shared_bytes, args, error, error_len);\n"
+        ));
+    }
+    out.push_str("    snprintf(error, error_len, \"no kernel named %s in this module\", name);\n    return 2;\n}\n");
+    out
+}
+
+/// `extern __shared__ __align__(16) float fs_w[];` → `float* fs_w = (float*)fs_emu::dynamic_shared();`
+fn rewrite_dynamic_shared(line: &str) -> Option<String> {
+    let rest = line.trim().strip_prefix("extern __shared__")?.trim();
+    let rest = match rest.strip_prefix("__align__(") {
+        Some(r) => r.split_once(')')?.1.trim(),
+        None => rest,
+    };
+    let decl = rest.strip_suffix("[];")?;
+    let (ty, name) = decl.rsplit_once(' ')?;
+    Some(format!("    {ty}* {name} = ({ty}*)fs_emu::dynamic_shared();"))
+}
+
+/// One module compiled for the emulator and loaded.
+pub struct EmulatedModule {
+    launch: LaunchFn,
+    label: String,
+    // Keeps the code of `launch` mapped.
+    _library: libloading::Library,
+}
+
+// SAFETY: the library's state is only touched through `launch`, which the backend calls from
+// one thread at a time (it takes `&self` of a backend that is not shared between threads).
+unsafe impl Send for EmulatedModule {}
+unsafe impl Sync for EmulatedModule {}
+
+impl EmulatedModule {
+    /// Compiles (or finds in the cache) and loads a module.
+    pub fn load(config: &ModuleConfig, use_cache: bool) -> anyhow::Result<Self> {
+        let version = compiler_version().map_err(anyhow::Error::msg)?;
+        let source = translation_unit(config);
+        let flags = flags(&config.defines);
+        let key = cache_key(&source, &flags, &version);
+        let dir = super::nvrtc::cache_dir().join("emulator");
+        let library = dir.join(format!("{key}.so"));
+        if !(use_cache && library.exists()) {
+            build(&config.label, &source, &flags, &dir, &library)?;
+        }
+        // SAFETY: the library is ours, built from the source above; loading runs no initialiser
+        // beyond the C++ runtime's.
+        let lib = unsafe { libloading::Library::new(&library) }
+            .with_context(|| format!("loading the emulated {} module from {}", config.label, library.display()))?;
+        // SAFETY: fs_emu_launch has exactly the LaunchFn signature (translation_unit writes it).
+        let launch = unsafe { *lib.get::<LaunchFn>(b"fs_emu_launch\0").context("the emulated module has no fs_emu_launch")? };
+        Ok(Self { launch, label: config.label.clone(), _library: lib })
+    }
+
+    /// Runs one kernel over a whole grid, synchronously.
+    pub fn launch(&self, name: &str, grid: (u32, u32, u32), block: (u32, u32, u32), shared_bytes: u32, args: &[KernelArg]) -> anyhow::Result<()> {
+        let cname = CString::new(name).expect("kernel names have no NUL");
+        let mut values: Vec<KernelArg> = args.to_vec();
+        let mut pointers: Vec<*mut c_void> = values.iter_mut().map(KernelArg::as_mut_ptr).collect();
+        let (g, b) = ([grid.0, grid.1, grid.2], [block.0, block.1, block.2]);
+        let mut error = vec![0 as c_char; 1024];
+        // SAFETY: `pointers` points at values of the kernel's parameter types in order (the
+        // callers pass each kernel's parameters as kernels/*.cu declare them); the buffers they
+        // address are host allocations of the emulated device that outlive the call.
+        let rc = unsafe { (self.launch)(cname.as_ptr(), g.as_ptr(), b.as_ptr(), shared_bytes, pointers.as_mut_ptr(), error.as_mut_ptr(), error.len()) };
+        if rc != 0 {
+            // SAFETY: the launcher writes a NUL-terminated message within the buffer.
+            let msg = unsafe { CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned();
+            bail!("emulated kernel {name} (module {}) failed: {msg}", self.label);
+        }
+        Ok(())
+    }
+}
+
+fn flags(defines: &[String]) -> Vec<String> {
+    let mut f: Vec<String> = [
+        "-std=c++17",
+        "-O2",
+        // Built and run on this machine only (the cache key holds the compiler and flags).
+        "-march=native",
+        // No a*b+c contraction, as the modules' --fmad=false; explicit fmaf stays a fused op.
+        "-ffp-contract=off",
+        "-fno-strict-aliasing",
+        "-fPIC",
+        "-shared",
+        "-w",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    f.extend(defines.iter().cloned());
+    f
+}
+
+fn cache_key(source: &str, flags: &[String], compiler: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"flowsteer-emulator-v1\0");
+    h.update(source.as_bytes());
+    for f in flags {
+        h.update(b"\0");
+        h.update(f.as_bytes());
+    }
+    h.update(b"\0");
+    h.update(compiler.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn build(label: &str, source: &str, flags: &[String], dir: &Path, library: &PathBuf) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the kernel cache {}", dir.display()))?;
+    let pid = std::process::id();
+    let cpp = library.with_extension(format!("{pid}.cpp"));
+    let tmp = library.with_extension(format!("{pid}.so"));
+    std::fs::write(&cpp, source).with_context(|| format!("writing {}", cpp.display()))?;
+    let out = Command::new(compiler()).args(flags).arg(&cpp).arg("-o").arg(&tmp).output().with_context(|| format!("running {}", compiler()))?;
+    let _ = std::fs::remove_file(&cpp);
+    if !out.status.success() {
+        let log = String::from_utf8_lossy(&out.stderr);
+        let head: String = log.lines().take(40).collect::<Vec<_>>().join("\n");
+        return Err(anyhow!("compiling the {label} module for the CUDA emulator failed:\n{head}"));
+    }
+    // Renamed into place whole, so that a concurrent run never loads half a library.
+    std::fs::rename(&tmp, library).with_context(|| format!("moving {} into the cache", tmp.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_shared_arrays_are_pointed_at_the_launch_buffer() {
+        assert_eq!(
+            rewrite_dynamic_shared("    extern __shared__ __align__(16) float fs_w[];").as_deref(),
+            Some("    float* fs_w = (float*)fs_emu::dynamic_shared();")
+        );
+        assert_eq!(
+            rewrite_dynamic_shared("extern __shared__ unsigned long long s[];").as_deref(),
+            Some("    unsigned long long* s = (unsigned long long*)fs_emu::dynamic_shared();")
+        );
+        assert_eq!(rewrite_dynamic_shared("    __shared__ float part[8];"), None);
+    }
+}
