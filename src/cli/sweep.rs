@@ -28,6 +28,7 @@ use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
 use crate::reward::{Reward, RewardOn};
 use crate::sampler::{RenoiseForm, Sampler, SamplerKind, SdeForm};
+use crate::stats::{fraction_where, within_radius, FiniteSorted};
 
 /// The methods a sweep compares (SPEC §5–8): FK steering with three potentials, the three search
 /// baselines and plain sampling.
@@ -345,16 +346,6 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// The quantile `q` of sorted finite values, by linear interpolation between order statistics.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
 /// A test a sample passes or fails (on the checkerboard's squares).
 pub type SampleTest<'a> = &'a dyn Fn(&[f32]) -> bool;
 
@@ -369,27 +360,9 @@ pub fn row_from_outcome(
     on_square: Option<SampleTest<'_>>,
 ) -> anyhow::Result<Row> {
     anyhow::ensure!(o.dim > 0 && !o.samples.is_empty() && o.samples.len().is_multiple_of(o.dim), "{point}: the method returned no samples");
-    let rows = o.samples.chunks_exact(o.dim);
-    let n = rows.len();
-    let mut r: Vec<f64> = Vec::with_capacity(n);
-    let (mut nonfinite, mut inside, mut square) = (0u64, 0u64, 0u64);
-    for x in rows {
-        let v = reward(x) as f64;
-        if v.is_finite() {
-            r.push(v);
-        } else {
-            nonfinite += 1;
-        }
-        if let Some(c) = target {
-            let d2: f32 = x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
-            inside += (d2 <= within * within) as u64;
-        }
-        if let Some(f) = on_square {
-            square += f(x) as u64;
-        }
-    }
-    r.sort_by(f64::total_cmp);
-    let mean = if r.is_empty() { f64::NAN } else { r.iter().sum::<f64>() / r.len() as f64 };
+    let n = o.samples.len() / o.dim;
+    let r = FiniteSorted::new(o.samples.chunks_exact(o.dim).map(|x| reward(x) as f64));
+    let fraction = |test: &dyn Fn(&[f32]) -> bool| fraction_where(&o.samples, o.dim, None, test);
     let wall = o.wall_s.max(1e-9);
     Ok(Row {
         point: point.clone(),
@@ -399,15 +372,15 @@ pub fn row_from_outcome(
         nfe_per_s: o.nfe as f64 / wall,
         particle_steps_per_s: o.particle_steps as f64 / wall,
         samples: n as u64,
-        reward_mean: mean,
-        reward_max: r.last().copied().unwrap_or(f64::NAN),
-        reward_q10: quantile(&r, 0.1),
-        reward_q50: quantile(&r, 0.5),
-        reward_q90: quantile(&r, 0.9),
-        frac_within: target.map(|_| inside as f64 / n as f64),
-        on_square: if on_square.is_some() { square as f64 / n as f64 } else { f64::NAN },
+        reward_mean: r.mean(),
+        reward_max: r.max(),
+        reward_q10: r.quantile(0.1),
+        reward_q50: r.quantile(0.5),
+        reward_q90: r.quantile(0.9),
+        frac_within: target.map(|c| fraction(&|x| within_radius(x, c, within as f64))),
+        on_square: on_square.map_or(f64::NAN, fraction),
         distinct_ancestors: o.distinct_ancestors,
-        nonfinite,
+        nonfinite: r.nonfinite as u64,
     })
 }
 
