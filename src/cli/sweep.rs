@@ -9,7 +9,8 @@
 //! The loop ([`run_grid`]) only sees a [`PointRunner`]: the real one runs the methods of
 //! `crate::methods`; tests drive the loop with a fake one.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use anyhow::{bail, Context};
 
 use super::common;
 use super::particles::ParticleList;
-use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::AnyBackend;
 use crate::backend::{Backend, BackendChoice, Init, Layout, RunSpec};
 use crate::methods::{self, BonConfig, FkConfig, PathsConfig, ScheduleSpec, ZerothConfig};
 use crate::model::Mlp;
@@ -702,18 +703,35 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
     })
 }
 
+/// The engines of a sweep by backend name (`cpu`, `cuda`), each started when its first point
+/// runs, so that a resumed sweep with nothing left on an engine never starts it.
+#[derive(Default)]
+struct Engines(HashMap<String, AnyBackend>);
+
+impl Engines {
+    fn get(&mut self, name: &str) -> anyhow::Result<&mut AnyBackend> {
+        match self.0.entry(name.to_string()) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let choice = [BackendChoice::Cpu, BackendChoice::Cuda]
+                    .into_iter()
+                    .find(|&c| common::backend_name(c) == name)
+                    .with_context(|| format!("the sweep has no `{name}` backend; use cpu or cuda"))?;
+                Ok(e.insert(AnyBackend::resolve(choice)?))
+            }
+        }
+    }
+}
+
 /// The real runner: the methods of `crate::methods` on the engines the sweep resolved.
 struct MethodRunner {
     shared: Shared,
-    cpu: CpuBackend,
+    engines: Engines,
 }
 
 impl PointRunner for MethodRunner {
     fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome> {
-        match point.backend.as_str() {
-            "cpu" => run_point(&mut self.cpu, &self.shared, point),
-            other => bail!("the sweep cannot run on the `{other}` backend in this build; use --backend cpu"),
-        }
+        run_point(self.engines.get(&point.backend)?, &self.shared, point)
     }
 }
 
@@ -754,7 +772,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.methods.contains(&SweepMethod::Paths) {
         paths.grid(args.steps).map_err(|e| anyhow::anyhow!("search over paths: {e}"))?;
     }
-    // Each requested engine, resolved once (auto says why on stderr); duplicates dropped.
+    // Each requested engine resolved once, before anything is written (auto says why on stderr):
+    // `cuda` without a usable device fails here with the reason. Duplicates dropped.
     let mut backends: Vec<String> = Vec::new();
     for &choice in &args.backend {
         let r = common::resolve_backend(choice, crate::backend::cuda::availability(), crate::backend::cuda::AUTO_SELECTS_CUDA)?;
@@ -762,9 +781,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("backend: {} (auto: {})", common::backend_name(r.choice), r.reason);
         }
         let name = common::backend_name(r.choice).to_string();
-        if name != "cpu" {
-            bail!("the sweep runs on the CPU backend only in this build (the CUDA backend is not wired to the methods yet); use --backend cpu");
-        }
         if !backends.contains(&name) {
             backends.push(name);
         }
@@ -787,7 +803,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let target = reward.target().map(|c| c.to_vec());
     let dim = model.dim;
     let shared = Shared { model, reward: reward.clone(), steps: args.steps, k: args.k, lambda: args.lambda, cycles: args.cycles, radius: args.radius, paths };
-    let mut runner = MethodRunner { shared, cpu: CpuBackend::new() };
+    let mut runner = MethodRunner { shared, engines: Engines::default() };
     let on_square = |x: &[f32]| crate::checkerboard::on_square(x[0], x[1]);
     let to_row = |p: &Point, o: &PointOutcome| {
         let sq: Option<SampleTest<'_>> = if dim == 2 { Some(&on_square) } else { None };
@@ -1041,6 +1057,22 @@ mod tests {
             let err = format!("{:#}", run(real_args(dir.path(), extra)).unwrap_err());
             assert!(err.contains(want), "{extra:?}: `{err}` should mention `{want}`");
             assert!(!dir.path().join("out").exists(), "{extra:?} wrote into --out");
+        }
+    }
+
+    /// `--backend cuda` without a usable device fails with the reason and the fix before
+    /// anything is written, also when it follows an engine that works.
+    #[test]
+    fn cuda_without_a_device_fails_before_writing() {
+        if let Ok(device) = crate::backend::cuda::availability() {
+            eprintln!("skipped: {device} is usable here (tests/gpu.rs runs the sweep on it)");
+            return;
+        }
+        for backends in ["cuda", "cpu,cuda"] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = format!("{:#}", run(real_args(dir.path(), &["--backend", backends])).unwrap_err());
+            assert!(err.contains("no usable CUDA device") && err.contains("--backend cpu"), "{backends}: {err}");
+            assert!(!dir.path().join("out").exists(), "--backend {backends} wrote into --out");
         }
     }
 
