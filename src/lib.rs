@@ -20,5 +20,6 @@ pub mod reward;
 pub mod reward_parse;
 pub mod rng;
 pub mod sampler;
+pub mod stats;
 pub mod summary;
 pub mod train;

@@ -12,6 +12,7 @@ use crate::cli::common::{commit_outputs_announcing, stage_samples_and_summary};
 use crate::cli::steer::{CommonArgs, Prepared};
 use crate::methods::{trace_csv, RunResult};
 use crate::output::OutputSet;
+use crate::stats::{fraction_where, within_radius, FiniteSorted};
 
 /// The radius of "fraction within r of the target" (issue 3's default summary).
 pub const TARGET_RADIUS: f64 = 0.25;
@@ -49,16 +50,14 @@ pub struct RewardStats {
     pub weighted_mean: Option<f64>,
     pub min: f64,
     pub max: f64,
-    /// The 5, 25, 50, 75 and 95 % quantiles (unweighted).
+    /// The 5, 25, 50, 75 and 95 % quantiles (unweighted; interpolated, [`crate::stats::quantile`]).
     pub quantiles: [f64; 5],
     pub nonfinite: usize,
 }
 
 impl RewardStats {
     pub fn new(rewards: &[f32], weights: Option<&[f64]>) -> Self {
-        let mut f: Vec<f64> = rewards.iter().filter(|r| r.is_finite()).map(|&r| r as f64).collect();
-        f.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let q = |p: f64| if f.is_empty() { f64::NAN } else { f[((f.len() - 1) as f64 * p).round() as usize] };
+        let f = FiniteSorted::new(rewards.iter().map(|&r| r as f64));
         let weighted_mean = weights.map(|w| {
             let (mut s, mut m) = (0f64, 0f64);
             for (&r, &wi) in rewards.iter().zip(w) {
@@ -70,13 +69,13 @@ impl RewardStats {
             s / m
         });
         RewardStats {
-            count: f.len(),
-            mean: if f.is_empty() { f64::NAN } else { f.iter().sum::<f64>() / f.len() as f64 },
+            count: f.values.len(),
+            mean: f.mean(),
             weighted_mean,
-            min: f.first().copied().unwrap_or(f64::NAN),
-            max: f.last().copied().unwrap_or(f64::NAN),
-            quantiles: [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)],
-            nonfinite: rewards.len() - f.len(),
+            min: f.min(),
+            max: f.max(),
+            quantiles: [0.05, 0.25, 0.5, 0.75, 0.95].map(|p| f.quantile(p)),
+            nonfinite: f.nonfinite,
         }
     }
 }
@@ -94,26 +93,14 @@ pub struct Placement {
 
 impl Placement {
     pub fn new(spec: &RunSpec, positions: &[f32], dim: usize, weights: Option<&[f64]>) -> Self {
-        let total = positions.len() / dim.max(1);
-        let frac = |pred: &dyn Fn(&[f32]) -> bool, w: Option<&[f64]>| -> f64 {
-            let mut hit = 0f64;
-            for (i, row) in positions.chunks(dim).enumerate() {
-                if pred(row) {
-                    hit += w.map_or(1.0 / total as f64, |w| w[i]);
-                }
-            }
-            hit
-        };
         let target = spec.reward.target().map(|c| c.to_vec());
-        let near = target.clone().map(|c| {
-            move |row: &[f32]| row.iter().zip(&c).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt() <= TARGET_RADIUS
-        });
-        let square = |row: &[f32]| checkerboard::on_square(row[0], row[1]);
+        let near = |c: &[f32], w: Option<&[f64]>| fraction_where(positions, dim, w, |x| within_radius(x, c, TARGET_RADIUS));
+        let square = |x: &[f32]| checkerboard::on_square(x[0], x[1]);
         Placement {
-            within_target: near.as_ref().map(|p| frac(p, None)),
-            within_target_weighted: near.as_ref().and_then(|p| weights.map(|w| frac(p, Some(w)))),
+            within_target: target.as_deref().map(|c| near(c, None)),
+            within_target_weighted: target.as_deref().zip(weights).map(|(c, w)| near(c, Some(w))),
             on_square: (dim == 2).then(|| checkerboard::on_square_fraction(positions)),
-            on_square_weighted: (dim == 2).then_some(()).and(weights).map(|w| frac(&square, Some(w))),
+            on_square_weighted: weights.filter(|_| dim == 2).map(|w| fraction_where(positions, dim, Some(w), square)),
             target,
         }
     }

@@ -506,3 +506,34 @@ fn rewards_of_the_same_kinds_are_compiled_separately() {
         assert_eq!(bits(&sc), bits(&sg), "scores for point({c:?}) differ: a stale module was reused?");
     }
 }
+
+/// `flowsteer sweep --backend cpu,cuda` end to end: every point on both engines, the CUDA rows
+/// naming the device, and each point's NFE and sample count equal on the two (the same method
+/// code runs on both; only the engine differs).
+#[test]
+fn the_sweep_runs_on_both_engines() {
+    use flowsteer::cli::sweep::Row;
+    let Some(_) = device() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (model, out) = (dir.path().join("m.safetensors"), dir.path().join("sweep"));
+    Mlp::init_uniform(2, 16, 2, Activation::Elu, 8).save(&model, "net").unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flowsteer"))
+        .args(["sweep", "--backend", "cpu,cuda", "--steps", "20", "--particles", "4,64", "--seeds", "1", "--cycles", "2"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "sweep failed: {status}");
+    let text = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let rows: Vec<Row> = text.lines().skip(1).map(|l| Row::from_csv(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2 * 2 * 7, "2 engines × 2 counts × 7 methods:\n{text}");
+    for g in rows.iter().filter(|r| r.point.backend == "cuda") {
+        let c = rows.iter().find(|r| r.point.backend == "cpu" && (r.point.method, r.point.particles) == (g.point.method, g.point.particles)).unwrap();
+        println!("sweep {}: NFE {} / {}, reward mean CPU {:.4} GPU {:.4}, device {}", g.point, c.nfe, g.nfe, c.reward_mean, g.reward_mean, g.device);
+        assert_eq!((g.nfe, g.samples), (c.nfe, c.samples), "{}: NFE or sample count differ", g.point);
+        assert!(g.reward_mean.is_finite() && !g.device.is_empty());
+    }
+    assert!(out.join("scaling.png").exists());
+}

@@ -9,7 +9,8 @@
 //! The loop ([`run_grid`]) only sees a [`PointRunner`]: the real one runs the methods of
 //! `crate::methods`; tests drive the loop with a fake one.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use anyhow::{bail, Context};
 
 use super::common;
 use super::particles::ParticleList;
-use crate::backend::cpu::CpuBackend;
+use crate::backend::cuda::AnyBackend;
 use crate::backend::{Backend, BackendChoice, Init, Layout, RunSpec};
 use crate::methods::{self, BonConfig, FkConfig, PathsConfig, ScheduleSpec, ZerothConfig};
 use crate::model::Mlp;
@@ -28,6 +29,7 @@ use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
 use crate::reward::{Reward, RewardOn};
 use crate::sampler::{RenoiseForm, Sampler, SamplerKind, SdeForm};
+use crate::stats::{fraction_where, within_radius, FiniteSorted};
 
 /// The methods a sweep compares (SPEC §5–8): FK steering with three potentials, the three search
 /// baselines and plain sampling.
@@ -345,16 +347,6 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// The quantile `q` of sorted finite values, by linear interpolation between order statistics.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
 /// A test a sample passes or fails (on the checkerboard's squares).
 pub type SampleTest<'a> = &'a dyn Fn(&[f32]) -> bool;
 
@@ -369,27 +361,9 @@ pub fn row_from_outcome(
     on_square: Option<SampleTest<'_>>,
 ) -> anyhow::Result<Row> {
     anyhow::ensure!(o.dim > 0 && !o.samples.is_empty() && o.samples.len().is_multiple_of(o.dim), "{point}: the method returned no samples");
-    let rows = o.samples.chunks_exact(o.dim);
-    let n = rows.len();
-    let mut r: Vec<f64> = Vec::with_capacity(n);
-    let (mut nonfinite, mut inside, mut square) = (0u64, 0u64, 0u64);
-    for x in rows {
-        let v = reward(x) as f64;
-        if v.is_finite() {
-            r.push(v);
-        } else {
-            nonfinite += 1;
-        }
-        if let Some(c) = target {
-            let d2: f32 = x.iter().zip(c).map(|(a, b)| (a - b) * (a - b)).sum();
-            inside += (d2 <= within * within) as u64;
-        }
-        if let Some(f) = on_square {
-            square += f(x) as u64;
-        }
-    }
-    r.sort_by(f64::total_cmp);
-    let mean = if r.is_empty() { f64::NAN } else { r.iter().sum::<f64>() / r.len() as f64 };
+    let n = o.samples.len() / o.dim;
+    let r = FiniteSorted::new(o.samples.chunks_exact(o.dim).map(|x| reward(x) as f64));
+    let fraction = |test: &dyn Fn(&[f32]) -> bool| fraction_where(&o.samples, o.dim, None, test);
     let wall = o.wall_s.max(1e-9);
     Ok(Row {
         point: point.clone(),
@@ -399,15 +373,15 @@ pub fn row_from_outcome(
         nfe_per_s: o.nfe as f64 / wall,
         particle_steps_per_s: o.particle_steps as f64 / wall,
         samples: n as u64,
-        reward_mean: mean,
-        reward_max: r.last().copied().unwrap_or(f64::NAN),
-        reward_q10: quantile(&r, 0.1),
-        reward_q50: quantile(&r, 0.5),
-        reward_q90: quantile(&r, 0.9),
-        frac_within: target.map(|_| inside as f64 / n as f64),
-        on_square: if on_square.is_some() { square as f64 / n as f64 } else { f64::NAN },
+        reward_mean: r.mean(),
+        reward_max: r.max(),
+        reward_q10: r.quantile(0.1),
+        reward_q50: r.quantile(0.5),
+        reward_q90: r.quantile(0.9),
+        frac_within: target.map(|c| fraction(&|x| within_radius(x, c, within as f64))),
+        on_square: on_square.map_or(f64::NAN, fraction),
         distinct_ancestors: o.distinct_ancestors,
-        nonfinite,
+        nonfinite: r.nonfinite as u64,
     })
 }
 
@@ -729,18 +703,35 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
     })
 }
 
+/// The engines of a sweep by backend name (`cpu`, `cuda`), each started when its first point
+/// runs, so that a resumed sweep with nothing left on an engine never starts it.
+#[derive(Default)]
+struct Engines(HashMap<String, AnyBackend>);
+
+impl Engines {
+    fn get(&mut self, name: &str) -> anyhow::Result<&mut AnyBackend> {
+        match self.0.entry(name.to_string()) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let choice = [BackendChoice::Cpu, BackendChoice::Cuda]
+                    .into_iter()
+                    .find(|&c| common::backend_name(c) == name)
+                    .with_context(|| format!("the sweep has no `{name}` backend; use cpu or cuda"))?;
+                Ok(e.insert(AnyBackend::resolve(choice)?))
+            }
+        }
+    }
+}
+
 /// The real runner: the methods of `crate::methods` on the engines the sweep resolved.
 struct MethodRunner {
     shared: Shared,
-    cpu: CpuBackend,
+    engines: Engines,
 }
 
 impl PointRunner for MethodRunner {
     fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome> {
-        match point.backend.as_str() {
-            "cpu" => run_point(&mut self.cpu, &self.shared, point),
-            other => bail!("the sweep cannot run on the `{other}` backend in this build; use --backend cpu"),
-        }
+        run_point(self.engines.get(&point.backend)?, &self.shared, point)
     }
 }
 
@@ -781,7 +772,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.methods.contains(&SweepMethod::Paths) {
         paths.grid(args.steps).map_err(|e| anyhow::anyhow!("search over paths: {e}"))?;
     }
-    // Each requested engine, resolved once (auto says why on stderr); duplicates dropped.
+    // Each requested engine resolved once, before anything is written (auto says why on stderr):
+    // `cuda` without a usable device fails here with the reason. Duplicates dropped.
     let mut backends: Vec<String> = Vec::new();
     for &choice in &args.backend {
         let r = common::resolve_backend(choice, crate::backend::cuda::availability(), crate::backend::cuda::AUTO_SELECTS_CUDA)?;
@@ -789,9 +781,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("backend: {} (auto: {})", common::backend_name(r.choice), r.reason);
         }
         let name = common::backend_name(r.choice).to_string();
-        if name != "cpu" {
-            bail!("the sweep runs on the CPU backend only in this build (the CUDA backend is not wired to the methods yet); use --backend cpu");
-        }
         if !backends.contains(&name) {
             backends.push(name);
         }
@@ -814,7 +803,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let target = reward.target().map(|c| c.to_vec());
     let dim = model.dim;
     let shared = Shared { model, reward: reward.clone(), steps: args.steps, k: args.k, lambda: args.lambda, cycles: args.cycles, radius: args.radius, paths };
-    let mut runner = MethodRunner { shared, cpu: CpuBackend::new() };
+    let mut runner = MethodRunner { shared, engines: Engines::default() };
     let on_square = |x: &[f32]| crate::checkerboard::on_square(x[0], x[1]);
     let to_row = |p: &Point, o: &PointOutcome| {
         let sq: Option<SampleTest<'_>> = if dim == 2 { Some(&on_square) } else { None };
@@ -1068,6 +1057,22 @@ mod tests {
             let err = format!("{:#}", run(real_args(dir.path(), extra)).unwrap_err());
             assert!(err.contains(want), "{extra:?}: `{err}` should mention `{want}`");
             assert!(!dir.path().join("out").exists(), "{extra:?} wrote into --out");
+        }
+    }
+
+    /// `--backend cuda` without a usable device fails with the reason and the fix before
+    /// anything is written, also when it follows an engine that works.
+    #[test]
+    fn cuda_without_a_device_fails_before_writing() {
+        if let Ok(device) = crate::backend::cuda::availability() {
+            eprintln!("skipped: {device} is usable here (tests/gpu.rs runs the sweep on it)");
+            return;
+        }
+        for backends in ["cuda", "cpu,cuda"] {
+            let dir = tempfile::tempdir().unwrap();
+            let err = format!("{:#}", run(real_args(dir.path(), &["--backend", backends])).unwrap_err());
+            assert!(err.contains("no usable CUDA device") && err.contains("--backend cpu"), "{backends}: {err}");
+            assert!(!dir.path().join("out").exists(), "--backend {backends} wrote into --out");
         }
     }
 
