@@ -4,7 +4,9 @@
 //
 // What it emulates: the CUDA execution model the kernels rely on, and nothing more. Each block's
 // threads are fibers (ucontext) run one at a time on one OS thread, so a launch is deterministic.
-//   __syncthreads()      every thread of the block that has not exited waits (sm_70+ semantics);
+//   __syncthreads()      every thread of the block that has not exited waits (sm_70+ semantics),
+//                        all at the same __syncthreads (threads at different ones fail the launch:
+//                        CUDA leaves a barrier in divergent code undefined);
 //   __shfl_*_sync(full)  every lane of the warp exchanges; a lane that has exited or does not
 //                        exist makes the launch fail (undefined on a GPU, so a bug to report);
 //   __shared__           one static object per declaration, shared by the block (blocks run one
@@ -102,6 +104,7 @@ struct Thread {
     unsigned long long value = 0, result = 0;  // a shuffle's operand and result (raw bits)
     Shuffle op = Shuffle::Down;
     int operand = 0;
+    int barrier_line = 0;  // the source line of the __syncthreads it waits at
 };
 
 struct Block {
@@ -155,10 +158,10 @@ inline T shuffle(unsigned int mask, T value, Shuffle op, int operand, int width)
 }
 
 inline std::string describe(const Thread& t) {
-    const char* s = t.state == State::AtBarrier ? "at __syncthreads" : t.state == State::AtShuffle ? "at a shuffle" : "exited";
+    const char* s = t.state == State::AtBarrier ? "at the __syncthreads of line" : t.state == State::AtShuffle ? "at a shuffle" : "exited";
     char buf[96];
     snprintf(buf, sizeof buf, "thread (%u,%u,%u) %s", t.index.x, t.index.y, t.index.z, s);
-    return buf;
+    return t.state == State::AtBarrier ? buf + (" " + std::to_string(t.barrier_line)) : std::string(buf);
 }
 
 // Releases the warps whose live lanes all wait at a shuffle; returns whether any was released.
@@ -234,6 +237,13 @@ inline std::string run_block(size_t count) {
         bool released = release_warps(b);
         if (!b.error.empty()) return b.error;
         if (!released && at_barrier + exited == count) {
+            const Thread* first = nullptr;
+            for (Thread& t : b.threads) {
+                if (t.state != State::AtBarrier) continue;
+                if (first && t.barrier_line != first->barrier_line)
+                    return "divergent __syncthreads: " + describe(*first) + ", " + describe(t);
+                if (!first) first = &t;
+            }
             for (Thread& t : b.threads)
                 if (t.state == State::AtBarrier) t.state = State::Runnable;
             released = true;
@@ -279,10 +289,16 @@ inline int launch(void (*kernel)(A...), const unsigned int* grid, const unsigned
 
 }  // namespace fs_emu
 
-inline void __syncthreads() {
-    fs_emu::current().state = fs_emu::State::AtBarrier;
-    fs_emu::yield();
+namespace fs_emu {
+inline void sync_threads(int line) {
+    current().state = State::AtBarrier;
+    current().barrier_line = line;
+    yield();
 }
+}  // namespace fs_emu
+
+// A macro, so that each call site is told apart by its line.
+#define __syncthreads() fs_emu::sync_threads(__LINE__)
 
 template <class T>
 inline T __shfl_down_sync(unsigned int mask, T v, unsigned int delta, int width = 32) {

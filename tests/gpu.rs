@@ -20,6 +20,11 @@
 //! allow `TRAJ_TOL = 1e-4·(1 + |x|)`, so a real defect (a wrong coefficient moves x by ≥ 1e-2)
 //! cannot hide in it.
 //!
+//! On the host emulator (no GPU: kernels/emulator.hpp) the tolerances are zero: the kernels run
+//! with the same IEEE operations and without contraction, and their logf/sincosf/expf are the
+//! glibc functions the CPU backend calls too, so every value must be bitwise the CPU's (a 0.1 %
+//! error in one coefficient of the midpoint step hides inside TRAJ_TOL; it cannot hide here).
+//!
 //! Reductions in f64 differ only in summation order: relative error ≤ n·2^-53 ≈ 1.2e-10 at
 //! n = 2^20; we allow 1e-9 relative (on log-values, absolute 1e-9·(1 + |value|)).
 
@@ -107,8 +112,11 @@ fn random_points(rng: &mut rand::rngs::StdRng, count: usize) -> Vec<f32> {
         .collect()
 }
 
-fn max_traj_error(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() / (TRAJ_TOL * (1.0 + y.abs()))).fold(0.0, f32::max)
+/// The largest |a − b|/(1 + |b|) over a trajectory, in units of the allowed error: TRAJ_TOL on a
+/// GPU, any difference at all on the emulator (reported as infinitely many tolerances).
+fn max_traj_error(gpu: &CudaBackend, a: &[f32], b: &[f32]) -> f32 {
+    let tol = if gpu.is_emulated() { 0.0 } else { TRAJ_TOL };
+    a.iter().zip(b).map(|(x, y)| if x.to_bits() == y.to_bits() { 0.0 } else { (x - y).abs() / (tol * (1.0 + y.abs())) }).fold(0.0, f32::max)
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -138,12 +146,12 @@ fn propagate_matches_cpu_for_every_sampler() {
             let mut pg = gpu.init(&s, layout, Init::Noise).unwrap();
             let x0c = cpu.read_positions(&pc).unwrap();
             let x0g = gpu.read_positions(&pg).unwrap();
-            let e0 = max_traj_error(&x0g, &x0c);
+            let e0 = max_traj_error(&gpu, &x0g, &x0c);
             cpu.propagate(&s, &mut pc, steps.clone()).unwrap();
             gpu.propagate(&s, &mut pg, steps.clone()).unwrap();
             let xc = cpu.read_positions(&pc).unwrap();
             let xg = gpu.read_positions(&pg).unwrap();
-            let e = max_traj_error(&xg, &xc);
+            let e = max_traj_error(&gpu, &xg, &xc);
             let moved = xc.iter().zip(&x0c).any(|(a, b)| a != b);
             println!("propagate {act} {kind:?} {form:?} n={n:<8} steps {steps:?}: init err {e0:.3}, final err {e:.3} (of tolerance), config {ci}");
             assert!(moved, "the CPU trajectory did not move: the comparison would mean nothing");
@@ -185,7 +193,7 @@ fn weigh_matches_cpu_bitwise_inputs() {
                     // Rewards on x_t (and the final sample) are bitwise equal; on x̂1 they carry
                     // the MLP's few-ulp difference (bound below), which the carried state and the
                     // terminal correction then keep: 1e-4 relative from the first x̂1 weighing on.
-                    let tol = if reward_on == RewardOn::Xt { 0.0 } else { 1e-4 };
+                    let tol = if reward_on == RewardOn::Xt || gpu.is_emulated() { 0.0 } else { 1e-4 };
                     let lw_err = lc.iter().zip(&lg).map(|(a, b)| if a == b { 0.0 } else { (a - b).abs() / (1.0 + a.abs()) }).fold(0.0f32, f32::max);
                     println!("weigh {kind} n={n:<8} groups={groups} on={reward_on:?} step={step}: max lw diff {lw_err:.2e} (allowed {tol:.0e})");
                     assert!(lw_err <= tol, "log-weights differ");
@@ -353,7 +361,8 @@ fn search_primitives_match_cpu() {
             for (round, form) in [(0u32, RenoiseForm::Exact), (1, RenoiseForm::Legacy)] {
                 cpu.renoise(&s, &mut pc3, 15, 12, form, round).unwrap();
                 gpu.renoise(&s, &mut pg3, 15, 12, form, round).unwrap();
-                let e = max_traj_error(&gpu.read_positions(&pg3).unwrap(), &cpu.read_positions(&pc3).unwrap());
+                let (xg, xc) = (gpu.read_positions(&pg3).unwrap(), cpu.read_positions(&pc3).unwrap());
+                let e = max_traj_error(&gpu, &xg, &xc);
                 println!("replicate×3 + renoise {form:?} n={n:<8}: err {e:.3} of tolerance");
                 assert!(e <= 1.0, "renoised positions differ");
             }
@@ -436,6 +445,9 @@ fn whole_steering_runs_agree_statistically() {
     let worst = diffs.iter().fold(0f64, |a, d| a.max(d.abs()));
     let avg = diffs.iter().sum::<f64>() / diffs.len() as f64;
     println!("steer: worst per-seed |Δmean| {worst:.5} (bound {:.5}), average Δ {avg:.5} (bound {:.5})", 4.0 * se, 4.0 * se / 20f64.sqrt());
+    if gpu.is_emulated() {
+        assert_eq!(worst, 0.0, "the emulated runs must equal the CPU's exactly");
+    }
     assert!(worst <= 4.0 * se, "a seed's GPU run differs from its CPU run beyond its sampling noise");
     assert!(avg.abs() <= 4.0 * se / 20f64.sqrt(), "GPU runs are biased relative to the CPU");
 }
@@ -450,6 +462,7 @@ fn whole_steering_runs_agree_statistically() {
 fn every_method_agrees_with_cpu() {
     use flowsteer::methods::{self, BonConfig, FkConfig, PathsConfig, ScheduleSpec, ZerothConfig};
     let Some(gpu) = device() else { return };
+    let emulated = gpu.is_emulated();
     let mut gpu = cuda::AnyBackend::Cuda(gpu);
     let mut cpu = cuda::AnyBackend::Cpu(CpuBackend::new());
     let stats = |r: &[f32]| {
@@ -482,6 +495,9 @@ fn every_method_agrees_with_cpu() {
             assert_eq!(rc.nfe, rg.nfe, "{name}: NFE differ");
             assert_eq!(rc.rewards.len(), rg.rewards.len(), "{name}: result sizes differ");
             assert!((mc - mg).abs() <= bound, "{name}: mean rewards differ beyond sampling noise");
+            if emulated {
+                assert_eq!(bits(&rc.rewards), bits(&rg.rewards), "{name}: the emulated run must return the CPU's rewards exactly");
+            }
         }
     }
 }
@@ -507,18 +523,19 @@ fn rewards_of_the_same_kinds_are_compiled_separately() {
     }
 }
 
-/// `flowsteer sweep --backend cpu,cuda` end to end: every point on both engines, the CUDA rows
+/// `flowsteer sweep --backend cpu,cuda` (`cpu,cuda-emulated` on the emulator) end to end: every point on both engines, the CUDA rows
 /// naming the device, and each point's NFE and sample count equal on the two (the same method
 /// code runs on both; only the engine differs).
 #[test]
 fn the_sweep_runs_on_both_engines() {
     use flowsteer::cli::sweep::Row;
-    let Some(_) = device() else { return };
+    let Some(gpu) = device() else { return };
+    let cuda = if gpu.is_emulated() { "cuda-emulated" } else { "cuda" };
     let dir = tempfile::tempdir().unwrap();
     let (model, out) = (dir.path().join("m.safetensors"), dir.path().join("sweep"));
     Mlp::init_uniform(2, 16, 2, Activation::Elu, 8).save(&model, "net").unwrap();
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_flowsteer"))
-        .args(["sweep", "--backend", "cpu,cuda", "--steps", "20", "--particles", "4,64", "--seeds", "1", "--cycles", "2"])
+        .args(["sweep", "--backend", &format!("cpu,{cuda}"), "--steps", "20", "--particles", "4,64", "--seeds", "1", "--cycles", "2"])
         .arg("--model")
         .arg(&model)
         .arg("--out")
@@ -529,11 +546,76 @@ fn the_sweep_runs_on_both_engines() {
     let text = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
     let rows: Vec<Row> = text.lines().skip(1).map(|l| Row::from_csv(l).unwrap()).collect();
     assert_eq!(rows.len(), 2 * 2 * 7, "2 engines × 2 counts × 7 methods:\n{text}");
-    for g in rows.iter().filter(|r| r.point.backend == "cuda") {
+    for g in rows.iter().filter(|r| r.point.backend == cuda) {
         let c = rows.iter().find(|r| r.point.backend == "cpu" && (r.point.method, r.point.particles) == (g.point.method, g.point.particles)).unwrap();
         println!("sweep {}: NFE {} / {}, reward mean CPU {:.4} GPU {:.4}, device {}", g.point, c.nfe, g.nfe, c.reward_mean, g.reward_mean, g.device);
         assert_eq!((g.nfe, g.samples), (c.nfe, c.samples), "{}: NFE or sample count differ", g.point);
         assert!(g.reward_mean.is_finite() && !g.device.is_empty());
     }
     assert!(out.join("scaling.png").exists());
+}
+
+/// Every command's CUDA path through the binary (`--backend cuda`, `cuda-emulated` without a
+/// GPU) next to the same command on the CPU: each exits 0, writes its samples and names its
+/// engine in summary.json; on the emulator the samples are bitwise the CPU's.
+#[test]
+fn every_command_runs_on_the_cuda_backend() {
+    let Some(gpu) = device() else { return };
+    let engine = if gpu.is_emulated() { "cuda-emulated" } else { "cuda" };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    Mlp::init_uniform(2, 16, 2, Activation::Elu, 8).save(&model, "net").unwrap();
+    let m = model.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["sample", "--model", m, "--sampler", "sde", "--k", "0.5", "--steps", "20", "--particles", "300"],
+        &["steer", "--model", m, "--particles", "200", "--groups", "2", "--steps", "20", "--reward", "gaussian([1,0.5], 0.5)", "--lambda", "1"],
+        &["search", "bon", "--model", m, "--particles", "100", "--top-k", "5", "--steps", "20"],
+        &["search", "zeroth", "--model", m, "--candidates", "8", "--cycles", "3", "--radius", "0.4", "--steps", "20"],
+        &["search", "paths", "--model", m, "--particles", "8", "--candidates", "2", "--t-start", "0.4", "--delta-f", "0.2", "--delta-b", "0.3", "--steps", "20"],
+    ];
+    for args in commands {
+        let name = args.iter().take_while(|a| !a.starts_with("--")).copied().collect::<Vec<_>>().join(" ");
+        let mut samples = Vec::new();
+        for backend in ["cpu", engine] {
+            let out = dir.path().join(format!("{}-{backend}", name.replace(' ', "-")));
+            let o = std::process::Command::new(env!("CARGO_BIN_EXE_flowsteer"))
+                .args(args)
+                .args(["--backend", backend, "--out", out.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{args:?} --backend {backend}: {}", String::from_utf8_lossy(&o.stderr));
+            samples.push(flowsteer::npy::read_f32(&out.join("samples.npy")).unwrap());
+            if args[0] != "sample" {
+                let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+                assert_eq!(s["backend"], backend, "{args:?}");
+            }
+        }
+        let same = samples[0].data.iter().zip(&samples[1].data).all(|(a, b)| a.to_bits() == b.to_bits());
+        println!("{name} on {engine}: {:?} samples, bitwise equal to the CPU's = {same}", samples[1].shape);
+        assert_eq!(samples[0].shape, samples[1].shape, "{args:?}: sample shapes differ");
+        if gpu.is_emulated() {
+            assert!(same, "{args:?}: the emulated run must give the CPU's samples");
+        }
+    }
+}
+
+/// A population larger than the device's free memory is refused before anything is allocated,
+/// with the bytes it needs and the largest population that fits (the emulator's pretend memory
+/// makes the case cheap to build; a GPU takes the same path with its own free memory).
+#[test]
+fn a_population_too_large_for_the_device_says_what_fits() {
+    if cuda::availability().is_ok() {
+        println!("SKIPPED: exercised on the emulator (a GPU would need a population of its own size)");
+        return;
+    }
+    let mut gpu = match CudaBackend::emulated(1 << 20) {
+        Ok(b) => b,
+        Err(e) => return println!("SKIPPED: no emulator: {e:#}"),
+    };
+    let s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, 1);
+    let e = gpu.init(&s, Layout { n: 100_000, groups: 1 }, Init::Noise).err().expect("1 MiB cannot hold 100,000 particles");
+    let msg = format!("{e:#}");
+    println!("{msg}");
+    assert!(msg.contains("100000 particles need") && msg.contains("largest population that fits is about"), "{msg}");
+    assert!(gpu.init(&s, Layout { n: 10_000, groups: 1 }, Init::Noise).is_ok(), "10,000 particles (~480 KB) fit 1 MiB");
 }

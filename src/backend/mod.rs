@@ -213,6 +213,10 @@ pub enum BackendChoice {
     Auto,
     Cpu,
     Cuda,
+    /// The CUDA backend with its kernels run on the CPU by the host emulator
+    /// (kernels/emulator.hpp): slow, for checking kernels and their orchestration without a GPU.
+    #[serde(rename = "cuda-emulated")]
+    CudaEmulated,
 }
 
 /// Row-major points `rows` (`[total, dim]`) into the structure-of-arrays layout both backends

@@ -121,6 +121,7 @@ pub fn backend_name(choice: BackendChoice) -> &'static str {
         BackendChoice::Auto => "auto",
         BackendChoice::Cpu => "cpu",
         BackendChoice::Cuda => "cuda",
+        BackendChoice::CudaEmulated => "cuda-emulated",
     }
 }
 
@@ -134,6 +135,12 @@ pub fn resolve_backend(
     let cpu = |reason: String| ResolvedBackend { choice: BackendChoice::Cpu, requested, reason, cuda_device: None };
     match requested {
         BackendChoice::Cpu => Ok(cpu("requested with --backend cpu".into())),
+        BackendChoice::CudaEmulated => Ok(ResolvedBackend {
+            choice: BackendChoice::CudaEmulated,
+            requested,
+            reason: "requested with --backend cuda-emulated".into(),
+            cuda_device: None,
+        }),
         BackendChoice::Cuda => match cuda {
             Ok(device) => Ok(ResolvedBackend {
                 choice: BackendChoice::Cuda,

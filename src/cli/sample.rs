@@ -220,7 +220,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let spec = sampling_spec(model, sampler, args.seed);
     let (rows, info) = match resolved.choice {
         BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
-        BackendChoice::Cuda => match crate::backend::cuda::AnyBackend::resolve(BackendChoice::Cuda)? {
+        choice @ (BackendChoice::Cuda | BackendChoice::CudaEmulated) => match crate::backend::cuda::AnyBackend::resolve(choice)? {
             crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
             crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
         },

@@ -713,10 +713,10 @@ impl Engines {
         match self.0.entry(name.to_string()) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
-                let choice = [BackendChoice::Cpu, BackendChoice::Cuda]
+                let choice = [BackendChoice::Cpu, BackendChoice::Cuda, BackendChoice::CudaEmulated]
                     .into_iter()
                     .find(|&c| common::backend_name(c) == name)
-                    .with_context(|| format!("the sweep has no `{name}` backend; use cpu or cuda"))?;
+                    .with_context(|| format!("the sweep has no `{name}` backend; use cpu, cuda or cuda-emulated"))?;
                 Ok(e.insert(AnyBackend::resolve(choice)?))
             }
         }

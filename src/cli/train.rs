@@ -76,7 +76,7 @@ fn parse_activation(s: &str) -> Result<Activation, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.backend == BackendChoice::Cuda {
+    if matches!(args.backend, BackendChoice::Cuda | BackendChoice::CudaEmulated) {
         bail!("training runs on the CPU only; use --backend cpu (or auto)");
     }
     let cfg = TrainConfig {

@@ -538,7 +538,8 @@ impl Backend for CudaBackend {
     type Particles = CudaParticles;
 
     fn info(&self) -> BackendInfo {
-        BackendInfo { backend: "cuda".into(), device: format!("{} ({})", self.device_name, self.arch) }
+        let backend = if self.is_emulated() { "cuda-emulated" } else { "cuda" };
+        BackendInfo { backend: backend.into(), device: format!("{} ({})", self.device_name, self.arch) }
     }
 
     fn init(&mut self, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<CudaParticles> {

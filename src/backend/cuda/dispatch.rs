@@ -24,26 +24,31 @@ pub enum AnyParticles {
 
 impl AnyBackend {
     /// `cpu` (and `auto`, which picks the CPU while [`super::AUTO_SELECTS_CUDA`] is false, or
-    /// when no device is usable) or `cuda` (an error naming the reason when it is unusable).
+    /// when no device is usable), `cuda` (an error naming the reason when it is unusable) or
+    /// `cuda-emulated` (the CUDA backend over the host emulator of its kernels).
     /// `FLOWSTEER_NO_GRAPH=1` launches every kernel plainly instead of replaying CUDA graphs.
     pub fn resolve(choice: BackendChoice) -> anyhow::Result<AnyBackend> {
-        let cuda = || -> anyhow::Result<AnyBackend> {
-            let mut b = CudaBackend::new()?;
+        let cuda = |b: anyhow::Result<CudaBackend>| -> anyhow::Result<AnyBackend> {
+            let mut b = b?;
             b.use_graph = !std::env::var("FLOWSTEER_NO_GRAPH").map(|v| v == "1").unwrap_or(false);
             Ok(AnyBackend::Cuda(b))
         };
         match choice {
             BackendChoice::Cpu => Ok(AnyBackend::Cpu(CpuBackend::new())),
+            BackendChoice::CudaEmulated => cuda(
+                CudaBackend::emulated(super::emulator::host_memory())
+                    .map_err(|e| e.context("--backend cuda-emulated builds the kernels for the host with a C++ compiler")),
+            ),
             BackendChoice::Cuda => {
                 super::availability().map_err(|why| {
                     let fix = if why.contains("--backend cpu") { "" } else { "; run with --backend cpu instead" };
                     anyhow::anyhow!("--backend cuda: no usable CUDA device: {why}{fix}")
                 })?;
-                cuda()
+                cuda(CudaBackend::new())
             }
             BackendChoice::Auto => {
                 if super::AUTO_SELECTS_CUDA && super::availability().is_ok() {
-                    cuda()
+                    cuda(CudaBackend::new())
                 } else {
                     Ok(AnyBackend::Cpu(CpuBackend::new()))
                 }

@@ -38,13 +38,22 @@ pub fn compiler_version() -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string())
 }
 
+/// Pretend device memory for a command run on the emulator: the host's available memory
+/// (`MemAvailable` of /proc/meminfo), else 8 GiB.
+pub fn host_memory() -> usize {
+    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find_map(|l| l.strip_prefix("MemAvailable:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok()))
+    });
+    available_kib.map_or(8 << 30, |k| k * 1024)
+}
+
 /// The C++ translation unit of a module: the emulator header, the module's source with its
 /// `extern __shared__` arrays pointed at the launch's dynamic shared memory, and a launcher
 /// that finds a kernel by name.
-pub fn translation_unit(config: &ModuleConfig) -> String {
+fn translation_unit(source: &str, kernels: &[&str]) -> String {
     let mut out = String::from(EMULATOR_HPP);
     out.push_str("\n// ---- module ----\n");
-    for line in config.source().lines() {
+    for line in source.lines() {
         out.push_str(&rewrite_dynamic_shared(line).unwrap_or_else(|| line.to_string()));
         out.push('\n');
     }
@@ -52,7 +61,7 @@ pub fn translation_unit(config: &ModuleConfig) -> String {
         "\nextern \"C\" int fs_emu_launch(const char* name, const unsigned int* grid, const unsigned int* block,\n\
          \x20                            unsigned int shared_bytes, void** args, char* error, size_t error_len) {\n",
     );
-    for k in config.kernels {
+    for k in kernels {
         out.push_str(&format!(
             "    if (strcmp(name, \"{k}\") == 0) return fs_emu::launch({k}, grid, block, shared_bytes, args, error, error_len);\n"
         ));
@@ -89,22 +98,26 @@ unsafe impl Sync for EmulatedModule {}
 impl EmulatedModule {
     /// Compiles (or finds in the cache) and loads a module.
     pub fn load(config: &ModuleConfig, use_cache: bool) -> anyhow::Result<Self> {
+        Self::from_source(&config.label, &config.source(), config.kernels, &config.defines, use_cache)
+    }
+
+    /// Compiles and loads CUDA source whose entry points are `kernels` (extern "C" __global__).
+    pub fn from_source(label: &str, source: &str, kernels: &[&str], defines: &[String], use_cache: bool) -> anyhow::Result<Self> {
         let version = compiler_version().map_err(anyhow::Error::msg)?;
-        let source = translation_unit(config);
-        let flags = flags(&config.defines);
-        let key = cache_key(&source, &flags, &version);
+        let unit = translation_unit(source, kernels);
+        let flags = flags(defines);
+        let key = cache_key(&unit, &flags, &version);
         let dir = super::nvrtc::cache_dir().join("emulator");
         let library = dir.join(format!("{key}.so"));
         if !(use_cache && library.exists()) {
-            build(&config.label, &source, &flags, &dir, &library)?;
+            build(label, &unit, &flags, &dir, &library)?;
         }
         // SAFETY: the library is ours, built from the source above; loading runs no initialiser
         // beyond the C++ runtime's.
-        let lib = unsafe { libloading::Library::new(&library) }
-            .with_context(|| format!("loading the emulated {} module from {}", config.label, library.display()))?;
+        let lib = unsafe { libloading::Library::new(&library) }.with_context(|| format!("loading the emulated {label} module from {}", library.display()))?;
         // SAFETY: fs_emu_launch has exactly the LaunchFn signature (translation_unit writes it).
         let launch = unsafe { *lib.get::<LaunchFn>(b"fs_emu_launch\0").context("the emulated module has no fs_emu_launch")? };
-        Ok(Self { launch, label: config.label.clone(), _library: lib })
+        Ok(Self { launch, label: label.to_string(), _library: lib })
     }
 
     /// Runs one kernel over a whole grid, synchronously.
@@ -180,6 +193,62 @@ fn build(label: &str, source: &str, flags: &[String], dir: &Path, library: &Path
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The emulator's own semantics on small kernels: a block scan with shuffles and
+    /// __syncthreads (kernels/block.cuh, as the modules use it) against a sequential sum, and
+    /// the two launch errors it reports instead of hanging or guessing.
+    const PROBE: &str = r#"
+#define FS_RBLOCK 64
+#include "block.cuh"
+extern "C" __global__ void scan(const double* in, double* out, double* totals) {
+    double total;
+    const double v = fs_block_inclusive_scan(in[blockIdx.x * blockDim.x + threadIdx.x], &total);
+    out[blockIdx.x * blockDim.x + threadIdx.x] = v;
+    if (threadIdx.x == 0) totals[blockIdx.x] = total;
+}
+extern "C" __global__ void divergent_barrier(int* out) {
+    if (threadIdx.x < 3) __syncthreads();
+    out[threadIdx.x] = 1;
+    __syncthreads();
+}
+extern "C" __global__ void shuffle_after_exit(int* out) {
+    if (threadIdx.x == 5) return;
+    out[threadIdx.x] = fs_warp_sum(1);
+}
+"#;
+
+    fn probe() -> Option<EmulatedModule> {
+        if let Err(why) = compiler_version() {
+            println!("SKIPPED: {why}");
+            return None;
+        }
+        let source = PROBE.replace("#include \"block.cuh\"", include_str!("../../../kernels/block.cuh"));
+        Some(EmulatedModule::from_source("probe", &source, &["scan", "divergent_barrier", "shuffle_after_exit"], &[], true).unwrap())
+    }
+
+    #[test]
+    fn block_scans_match_a_sequential_sum_and_misuse_is_reported() {
+        let Some(m) = probe() else { return };
+        let input: Vec<f64> = (0..128).map(|i| ((i * 37) % 11) as f64 - 3.0).collect();
+        let (mut out, mut totals) = (vec![0f64; 128], vec![0f64; 2]);
+        let ptr = |v: &mut Vec<f64>| KernelArg::U64(v.as_mut_ptr() as u64);
+        let args = [KernelArg::U64(input.as_ptr() as u64), ptr(&mut out), ptr(&mut totals)];
+        m.launch("scan", (2, 1, 1), (64, 1, 1), 0, &args).unwrap();
+        for b in 0..2 {
+            let mut acc = 0.0;
+            for i in 0..64 {
+                acc += input[b * 64 + i];
+                assert_eq!(out[b * 64 + i], acc, "block {b}, thread {i}");
+            }
+            assert_eq!(totals[b], acc);
+        }
+        let mut flags = vec![0i32; 64];
+        let arg = [KernelArg::U64(flags.as_mut_ptr() as u64)];
+        let e = m.launch("divergent_barrier", (1, 1, 1), (64, 1, 1), 0, &arg).unwrap_err().to_string();
+        assert!(e.contains("divergent __syncthreads"), "{e}");
+        let e = m.launch("shuffle_after_exit", (1, 1, 1), (64, 1, 1), 0, &arg).unwrap_err().to_string();
+        assert!(e.contains("lane 5 has exited"), "{e}");
+    }
 
     #[test]
     fn dynamic_shared_arrays_are_pointed_at_the_launch_buffer() {

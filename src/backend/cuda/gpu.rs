@@ -174,9 +174,9 @@ impl Device {
 
     /// The host emulator with `memory` bytes of pretend device memory.
     pub fn open_emulated(memory: usize) -> anyhow::Result<(Self, Identity)> {
-        let compiler = emulator::compiler_version().map_err(anyhow::Error::msg)?;
+        emulator::compiler_version().map_err(anyhow::Error::msg)?;
         let device = EmulatedDevice { memory, in_use: Arc::new(AtomicUsize::new(0)), capture: RefCell::new(None) };
-        Ok((Device::Emulated(device), Identity { name: format!("CUDA emulator on the host ({compiler})"), arch: "emulated".into() }))
+        Ok((Device::Emulated(device), Identity { name: "CUDA emulator on the host".into(), arch: "emulated".into() }))
     }
 
     pub fn is_emulated(&self) -> bool {
