@@ -9,6 +9,8 @@
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context};
 use sha2::{Digest, Sha256};
@@ -17,6 +19,10 @@ use super::gpu::KernelArg;
 use super::modules::ModuleConfig;
 
 const EMULATOR_HPP: &str = include_str!("../../../kernels/emulator.hpp");
+
+/// One launch at a time in the whole process: a module's library is loaded once however many
+/// backends use it, and its emulator state (the running block, `__shared__` statics) is global.
+static LAUNCH: Mutex<()> = Mutex::new(());
 
 /// `fs_emu_launch(name, grid[3], block[3], shared bytes, args, error buffer, its length)`.
 type LaunchFn = unsafe extern "C" fn(*const c_char, *const c_uint, *const c_uint, c_uint, *mut *mut c_void, *mut c_char, usize) -> c_int;
@@ -127,6 +133,9 @@ impl EmulatedModule {
         let mut pointers: Vec<*mut c_void> = values.iter_mut().map(KernelArg::as_mut_ptr).collect();
         let (g, b) = ([grid.0, grid.1, grid.2], [block.0, block.1, block.2]);
         let mut error = vec![0 as c_char; 1024];
+        // A launch that failed left no state behind that the next one reads: a poisoned lock
+        // is still a usable lock.
+        let _one_at_a_time = LAUNCH.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: `pointers` points at values of the kernel's parameter types in order (the
         // callers pass each kernel's parameters as kernels/*.cu declare them); the buffers they
         // address are host allocations of the emulated device that outlive the call.
@@ -175,9 +184,11 @@ fn cache_key(source: &str, flags: &[String], compiler: &str) -> String {
 
 fn build(label: &str, source: &str, flags: &[String], dir: &Path, library: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating the kernel cache {}", dir.display()))?;
-    let pid = std::process::id();
-    let cpp = library.with_extension(format!("{pid}.cpp"));
-    let tmp = library.with_extension(format!("{pid}.so"));
+    // Unique per build, so that two threads or processes building one module never share a file.
+    static BUILDS: AtomicU64 = AtomicU64::new(0);
+    let unique = format!("{}-{}", std::process::id(), BUILDS.fetch_add(1, Ordering::Relaxed));
+    let cpp = library.with_extension(format!("{unique}.cpp"));
+    let tmp = library.with_extension(format!("{unique}.so"));
     std::fs::write(&cpp, source).with_context(|| format!("writing {}", cpp.display()))?;
     let out = Command::new(compiler()).args(flags).arg(&cpp).arg("-o").arg(&tmp).output().with_context(|| format!("running {}", compiler()))?;
     let _ = std::fs::remove_file(&cpp);
@@ -219,6 +230,7 @@ extern "C" __global__ void shuffle_after_exit(int* out) {
 
     fn probe() -> Option<EmulatedModule> {
         if let Err(why) = compiler_version() {
+            assert!(std::env::var_os("FLOWSTEER_CI").is_none(), "CI must have a C++ compiler for the emulator: {why}");
             println!("SKIPPED: {why}");
             return None;
         }

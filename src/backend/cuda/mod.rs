@@ -7,6 +7,8 @@
 //! - [`modules`]: the four modules and their `-D` configurations.
 //! - [`reward_codegen`]: device code for the run's reward.
 //! - [`device`]: [`CudaBackend`], buffers, launches, graph capture.
+//! - [`gpu`]: the device under it: the GPU through the driver, or the host emulator.
+//! - [`emulator`]: the kernels compiled as C++ and run on the CPU (kernels/emulator.hpp).
 //! - [`nvtx`]: optional NVTX ranges.
 //! - [`dispatch`]: [`AnyBackend`], the CPU or CUDA engine behind one type for the commands.
 
@@ -24,7 +26,7 @@ pub use dispatch::{AnyBackend, AnyParticles};
 
 /// Whether `--backend auto` may pick CUDA. Stays false until every kernel has run on a GPU
 /// against the CPU reference (the project's rule for GPU code paths): the kernels of issue 4
-/// have not yet run on a GPU.
+/// have passed tests/gpu.rs on the host emulator only, not yet on a GPU.
 pub const AUTO_SELECTS_CUDA: bool = false;
 
 /// Whether the CUDA driver library can be loaded (never panics).
