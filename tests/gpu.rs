@@ -478,7 +478,8 @@ fn every_method_agrees_with_cpu() {
         let mut s = spec(Activation::Elu, SamplerKind::Sde, SdeForm::Marginal, 40, 77 + seed);
         let schedule = ScheduleSpec { t_start: 0.5, t_end: 0.9, count: 3, every: None };
         let layout = Layout { n: 2000, groups: 2 };
-        let mut cases: Vec<(&str, Box<dyn Fn(&mut cuda::AnyBackend, &RunSpec) -> flowsteer::methods::RunResult>)> = Vec::new();
+        type Method = Box<dyn Fn(&mut cuda::AnyBackend, &RunSpec) -> flowsteer::methods::RunResult>;
+        let mut cases: Vec<(&str, Method)> = Vec::new();
         cases.push(("steer", Box::new(move |b, s| methods::steer(b, s, &FkConfig { layout, schedule, keep_ancestors: false, fused: false, snapshots: false, max_intervals: None }, Init::Noise).unwrap())));
         cases.push(("steer fused", Box::new(move |b, s| methods::steer(b, s, &FkConfig { layout, schedule, keep_ancestors: true, fused: true, snapshots: false, max_intervals: None }, Init::Noise).unwrap())));
         cases.push(("best-of-n top-8", Box::new(move |b, s| methods::best_of_n(b, s, &BonConfig { layout, top_k: 8 }, Init::Noise).unwrap())));

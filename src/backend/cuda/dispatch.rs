@@ -16,7 +16,8 @@ pub enum AnyBackend {
     Cuda(CudaBackend),
 }
 
-/// A population of either engine.
+/// A population of either engine (one per run: the size difference costs nothing).
+#[allow(clippy::large_enum_variant)]
 pub enum AnyParticles {
     Cpu(CpuParticles),
     Cuda(CudaParticles),

@@ -264,31 +264,6 @@ fn inline_includes(text: &str, seen: &mut Vec<String>, out: &mut String, prelude
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Mlp;
-
-    #[test]
-    fn includes_are_inlined_once_and_prelude_follows_them() {
-        let reward = Reward { terms: vec![(1.0, crate::reward::Term::Point { c: vec![0.0, 0.0] })], eps: 1e-3 };
-        let src = ModuleConfig::potential(2, &reward, PotentialKind::Max).source();
-        assert!(!src.contains("#include"));
-        assert_eq!(src.matches("fs_block_sum(T v)").count(), 1);
-        let reward_at = src.find("fs_reward(const float x[FS_D]) {").unwrap();
-        assert!(reward_at > src.find("struct fs_lse").unwrap());
-        assert!(reward_at < src.find("fs_weigh(").unwrap());
-    }
-
-    #[test]
-    fn packed_weight_count_matches_the_model() {
-        let m = Mlp::zeros(2, 64, 3, Activation::Elu);
-        let n: usize = m.layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
-        assert_eq!(mlp_params(&m.shape()), n);
-        assert_eq!(n, 8706);
-    }
-}
-
 /// A covering set of every module configuration the CLI can ask for: each activation, sampler,
 /// SDE form, potential and reward-term kind appears at least once (the code paths they select
 /// are independent of one another, so pairs need not be crossed), at the default model shape
@@ -334,4 +309,29 @@ pub fn coverage() -> Vec<ModuleConfig> {
         out.push(ModuleConfig::search(dim));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Mlp;
+
+    #[test]
+    fn includes_are_inlined_once_and_prelude_follows_them() {
+        let reward = Reward { terms: vec![(1.0, crate::reward::Term::Point { c: vec![0.0, 0.0] })], eps: 1e-3 };
+        let src = ModuleConfig::potential(2, &reward, PotentialKind::Max).source();
+        assert!(!src.contains("#include"));
+        assert_eq!(src.matches("fs_block_sum(T v)").count(), 1);
+        let reward_at = src.find("fs_reward(const float x[FS_D]) {").unwrap();
+        assert!(reward_at > src.find("struct fs_lse").unwrap());
+        assert!(reward_at < src.find("fs_weigh(").unwrap());
+    }
+
+    #[test]
+    fn packed_weight_count_matches_the_model() {
+        let m = Mlp::zeros(2, 64, 3, Activation::Elu);
+        let n: usize = m.layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
+        assert_eq!(mlp_params(&m.shape()), n);
+        assert_eq!(n, 8706);
+    }
 }
