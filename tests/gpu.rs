@@ -327,7 +327,12 @@ fn search_primitives_match_cpu() {
         let s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, rng.random());
         let groups = if n < 2000 { 3 } else { 1 };
         let layout = Layout { n, groups };
-        let pts = random_points(&mut rng, layout.total());
+        // Every other point repeats its predecessor: exact ties in score everywhere, so that the
+        // selections' tie-break (the lower index first, as the CPU sorts) is tested too.
+        let mut pts = random_points(&mut rng, layout.total());
+        for i in (1..layout.total()).step_by(2) {
+            pts.copy_within(2 * (i - 1)..2 * i, 2 * i);
+        }
         // score on the sample: bitwise equal rewards.
         let mut pc = cpu.init(&s, layout, Init::Given(&pts)).unwrap();
         let mut pg = gpu.init(&s, layout, Init::Given(&pts)).unwrap();

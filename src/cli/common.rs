@@ -148,6 +148,8 @@ pub fn resolve_backend(
                 reason: "requested with --backend cuda".into(),
                 cuda_device: Some(device),
             }),
+            // The probe's reasons may already name the way out; say it once.
+            Err(why) if why.contains("--backend cpu") => bail!("--backend cuda: no usable CUDA device: {why}"),
             Err(why) => bail!("--backend cuda: no usable CUDA device: {why}. Run with --backend cpu (or auto) instead"),
         },
         BackendChoice::Auto => match cuda {

@@ -727,11 +727,24 @@ impl Engines {
 struct MethodRunner {
     shared: Shared,
     engines: Engines,
+    /// (engine, method) pairs already run once untimed.
+    warmed: std::collections::HashSet<(String, SweepMethod)>,
 }
+
+/// Particles of the untimed warm-up run.
+const WARM_UP_PARTICLES: u64 = 64;
 
 impl PointRunner for MethodRunner {
     fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome> {
-        run_point(self.engines.get(&point.backend)?, &self.shared, point)
+        let engine = self.engines.get(&point.backend)?;
+        // The first point of each method on each engine would otherwise time the kernel
+        // compilation (or cache load) of its modules, and the CPU's thread-pool start: one small
+        // untimed run first keeps that out of the throughput curves.
+        if self.warmed.insert((point.backend.clone(), point.method)) {
+            let warm_up = Point { particles: point.particles.min(WARM_UP_PARTICLES), ..point.clone() };
+            run_point(engine, &self.shared, &warm_up)?;
+        }
+        run_point(engine, &self.shared, point)
     }
 }
 
@@ -803,7 +816,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let target = reward.target().map(|c| c.to_vec());
     let dim = model.dim;
     let shared = Shared { model, reward: reward.clone(), steps: args.steps, k: args.k, lambda: args.lambda, cycles: args.cycles, radius: args.radius, paths };
-    let mut runner = MethodRunner { shared, engines: Engines::default() };
+    let mut runner = MethodRunner { shared, engines: Engines::default(), warmed: Default::default() };
     let on_square = |x: &[f32]| crate::checkerboard::on_square(x[0], x[1]);
     let to_row = |p: &Point, o: &PointOutcome| {
         let sq: Option<SampleTest<'_>> = if dim == 2 { Some(&on_square) } else { None };
