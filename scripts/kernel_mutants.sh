@@ -26,7 +26,7 @@ mutants=(
     "multinomial-extra-spacing|kernels/resample.cu|s/const double denom = e_total\[g\] + extra;/const double denom = e_total[g] + 0.999 * extra;/|resampling_gives"
     "potential-max-as-min|kernels/potential.cu|s/\*carried = fmaxf(\*carried, r);/*carried = fminf(*carried, r);/|weigh_matches"
     "argmax-tie-break|kernels/search.cu|s/    return i < k;/    return i > k;/|search_primitives"
-    "gather-acc-from-carried|kernels/resample.cu|s/alt\[(dim + 1) \* stride + i\] = acc\[src\];/alt[(dim + 1) * stride + i] = carried[src];/|every_method"
+    "gather-acc-from-carried|kernels/resample.cu|s/alt\[(dim + 1) \* stride + i\] = acc\[src\];/alt[(dim + 1) * stride + i] = carried[src];/|resampling_gives"
 )
 
 for m in "${mutants[@]}"; do

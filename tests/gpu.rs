@@ -284,6 +284,16 @@ fn resampling_gives_identical_ancestors() {
             let allowed = 10 + (layout.total() as f64 * 1e-5) as usize;
             println!("resample {scheme:?} generic weights n={n:<8} groups={groups}: {differing} of {} ancestors differ (allowed {allowed})", ac.len());
             assert!(differing <= allowed, "too many ancestors differ");
+            // The gathered potential state (running reward, accumulated log-potential) shows in
+            // the next weighing: the final one subtracts the accumulated log-potential (SPEC §5).
+            // Rewards on x_t of gathered copies are bitwise equal, so every particle whose
+            // ancestor agrees must get the CPU's log-weight exactly.
+            let last = WeighAt { step: 20, index: 1, is_final: true };
+            cpu.weigh(&s, &mut pc, last).unwrap();
+            gpu.weigh(&s, &mut pg, last).unwrap();
+            let (lc, lg) = (cpu.read_log_weights(&pc).unwrap(), gpu.read_log_weights(&pg).unwrap());
+            let wrong = (0..ac.len()).filter(|&i| ac[i] == ag[i] && lc[i].to_bits() != lg[i].to_bits()).count();
+            assert_eq!(wrong, 0, "log-weights after resampling and a final weighing differ for particles with the same ancestor");
         }
     }
 }
