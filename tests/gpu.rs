@@ -616,6 +616,14 @@ fn every_command_runs_on_the_cuda_backend() {
             assert!(same, "{args:?}: the emulated run must give the CPU's samples");
         }
     }
+    // --profile: plain launches (NVTX ranges when the library is there), the run cut short.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_flowsteer"))
+        .args(["steer", "--model", m, "--particles", "256", "--steps", "20", "--profile", "2", "--backend", engine])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "steer --profile: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("profile: ran 2 of 6 resampling intervals"), "{stdout}");
 }
 
 /// A population larger than the device's free memory is refused before anything is allocated,

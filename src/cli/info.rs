@@ -53,6 +53,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Err(why) => println!("nvrtc:          not found ({why})"),
         }
         println!("nvtx:           {}", nvtx::status());
+        match crate::backend::cuda::emulator::compiler_version() {
+            Ok(cxx) => println!("emulator:       --backend cuda-emulated runs the kernels on the CPU ({cxx})"),
+            Err(why) => println!("emulator:       unavailable ({why})"),
+        }
         println!("kernel cache:   {}", nvrtc::cache_dir().display());
         if let Some(m) = &model {
             let shape = m.shape();
