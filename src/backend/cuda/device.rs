@@ -200,7 +200,7 @@ impl CudaBackend {
     fn load(&mut self, config: ModuleConfig) -> anyhow::Result<String> {
         let label = config.label.clone();
         let source = config.source();
-        let key = format!("{label}#{}", &nvrtc::cache_key(&source, &config.defines, (0, 0), &self.arch)[..16]);
+        let key = format!("{label}#{}", &nvrtc::cache_key(&source, &config.defines, &self.arch)[..16]);
         if self.loaded.contains_key(&key) {
             return Ok(key);
         }

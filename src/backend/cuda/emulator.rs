@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context};
-use sha2::{Digest, Sha256};
 
 use super::gpu::KernelArg;
 use super::modules::ModuleConfig;
@@ -112,7 +111,7 @@ impl EmulatedModule {
         let version = compiler_version().map_err(anyhow::Error::msg)?;
         let unit = translation_unit(source, kernels);
         let flags = flags(defines);
-        let key = cache_key(&unit, &flags, &version);
+        let key = super::nvrtc::cache_key(&unit, &flags, &format!("emulator {version}"));
         let dir = super::nvrtc::cache_dir().join("emulator");
         let library = dir.join(format!("{key}.so"));
         if !(use_cache && library.exists()) {
@@ -167,19 +166,6 @@ fn flags(defines: &[String]) -> Vec<String> {
     .collect();
     f.extend(defines.iter().cloned());
     f
-}
-
-fn cache_key(source: &str, flags: &[String], compiler: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"flowsteer-emulator-v1\0");
-    h.update(source.as_bytes());
-    for f in flags {
-        h.update(b"\0");
-        h.update(f.as_bytes());
-    }
-    h.update(b"\0");
-    h.update(compiler.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn build(label: &str, source: &str, flags: &[String], dir: &Path, library: &PathBuf) -> anyhow::Result<()> {

@@ -105,8 +105,9 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("flowsteer-kernels")
 }
 
-/// The cache key: SHA-256 of everything that determines the cubin.
-pub fn cache_key(source: &str, options: &[String], version: (i32, i32), arch: &str) -> String {
+/// The cache key: SHA-256 of everything that determines the compiled module: the source, the
+/// options and the toolchain (for NVRTC its version and the architecture, e.g. `nvrtc 13.0 sm_90`).
+pub fn cache_key(source: &str, options: &[String], toolchain: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"flowsteer-kernels-v1\0");
     h.update(source.as_bytes());
@@ -114,8 +115,13 @@ pub fn cache_key(source: &str, options: &[String], version: (i32, i32), arch: &s
         h.update(b"\0");
         h.update(o.as_bytes());
     }
-    h.update(format!("\0nvrtc {}.{}\0{arch}", version.0, version.1).as_bytes());
+    h.update(b"\0");
+    h.update(toolchain.as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn toolchain(version: (i32, i32), arch: &str) -> String {
+    format!("nvrtc {}.{} {arch}", version.0, version.1)
 }
 
 /// Compiles `source` (a whole module, includes already inlined) for `arch` (e.g. `sm_90`),
@@ -133,7 +139,7 @@ pub fn compile(label: &str, source: &str, defines: &[String], arch: &str, use_ca
         "-lineinfo".into(),
     ];
     options.extend(defines.iter().cloned());
-    let key = cache_key(source, &options, version, arch);
+    let key = cache_key(source, &options, &toolchain(version, arch));
     let dir = cache_dir();
     let cubin_path = dir.join(format!("{key}.cubin"));
     let log_path = dir.join(format!("{key}.log"));
@@ -288,11 +294,11 @@ ptxas         .     0 bytes stack frame, 0 bytes spill stores, 4 bytes spill loa
     #[test]
     fn cache_keys_change_with_every_input() {
         let o = vec!["-DX=1".to_string()];
-        let k = cache_key("src", &o, (13, 0), "sm_90");
-        assert_ne!(k, cache_key("src2", &o, (13, 0), "sm_90"));
-        assert_ne!(k, cache_key("src", &["-DX=2".to_string()], (13, 0), "sm_90"));
-        assert_ne!(k, cache_key("src", &o, (13, 1), "sm_90"));
-        assert_ne!(k, cache_key("src", &o, (13, 0), "sm_80"));
+        let k = cache_key("src", &o, &toolchain((13, 0), "sm_90"));
+        assert_ne!(k, cache_key("src2", &o, &toolchain((13, 0), "sm_90")));
+        assert_ne!(k, cache_key("src", &["-DX=2".to_string()], &toolchain((13, 0), "sm_90")));
+        assert_ne!(k, cache_key("src", &o, &toolchain((13, 1), "sm_90")));
+        assert_ne!(k, cache_key("src", &o, &toolchain((13, 0), "sm_80")));
     }
 
     #[test]
