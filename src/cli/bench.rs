@@ -243,14 +243,18 @@ struct Timings {
 
 fn sorted(v: &[f64]) -> Vec<f64> {
     let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v
+}
+
+/// Medians as the reward statistics define them ([`crate::stats::quantile`] at ½).
+fn median(v: &[f64]) -> f64 {
+    crate::stats::quantile(&sorted(v), 0.5)
 }
 
 impl Timings {
     fn median(&self) -> f64 {
-        let v = sorted(&self.times);
-        v[v.len() / 2]
+        median(&self.times)
     }
     fn min(&self) -> f64 {
         sorted(&self.times)[0]
@@ -259,14 +263,12 @@ impl Timings {
         *sorted(&self.times).last().unwrap()
     }
     fn median_limit(&self) -> f64 {
-        let v = sorted(&self.limits);
-        v[v.len() / 2]
+        median(&self.limits)
     }
     /// The median over repeats of (this repeat's GFLOP/s) / (the limit measured beside it).
     fn median_fraction(&self, flops: f64) -> f64 {
         let f: Vec<f64> = self.times.iter().zip(&self.limits).map(|(t, l)| flops / t / 1e9 / l).collect();
-        let v = sorted(&f);
-        v[v.len() / 2]
+        median(&f)
     }
 }
 
