@@ -19,6 +19,7 @@ OUT=${OUT:-$PWD/gpu_check_out}
 mkdir -p "$OUT"
 BIN=$PWD/.carry/bin
 FS=$BIN/flowsteer
+export FLOWSTEER_BIN=$FS  # tests/gpu.rs runs the binary too; cargo's path does not exist here
 export FLOWSTEER_CACHE_DIR=${FLOWSTEER_CACHE_DIR:-/tmp/flowsteer-kernel-cache}
 export RUST_BACKTRACE=1
 declare -a SUMMARY=()

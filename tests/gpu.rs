@@ -67,6 +67,12 @@ fn device() -> Option<CudaBackend> {
     }
 }
 
+/// The flowsteer binary: cargo's, or `$FLOWSTEER_BIN` where this test binary was carried to
+/// another machine without the build tree (bench/gpu_check.sh on a GPU machine sets it).
+fn flowsteer_binary() -> std::path::PathBuf {
+    std::env::var_os("FLOWSTEER_BIN").map_or_else(|| env!("CARGO_BIN_EXE_flowsteer").into(), Into::into)
+}
+
 /// Pretend device memory of the emulator (the tests' largest population needs ~1 MB).
 const EMULATED_MEMORY: usize = 1 << 30;
 
@@ -553,7 +559,7 @@ fn the_sweep_runs_on_both_engines() {
     let dir = tempfile::tempdir().unwrap();
     let (model, out) = (dir.path().join("m.safetensors"), dir.path().join("sweep"));
     Mlp::init_uniform(2, 16, 2, Activation::Elu, 8).save(&model, "net").unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flowsteer"))
+    let status = std::process::Command::new(flowsteer_binary())
         .args(["sweep", "--backend", &format!("cpu,{cuda}"), "--steps", "20", "--particles", "4,64", "--seeds", "1", "--cycles", "2"])
         .arg("--model")
         .arg(&model)
@@ -597,7 +603,7 @@ fn every_command_runs_on_the_cuda_backend() {
         let mut samples = Vec::new();
         for backend in ["cpu", engine] {
             let out = dir.path().join(format!("{}-{backend}", name.replace(' ', "-")));
-            let o = std::process::Command::new(env!("CARGO_BIN_EXE_flowsteer"))
+            let o = std::process::Command::new(flowsteer_binary())
                 .args(args)
                 .args(["--backend", backend, "--out", out.to_str().unwrap()])
                 .output()
@@ -617,7 +623,7 @@ fn every_command_runs_on_the_cuda_backend() {
         }
     }
     // --profile: plain launches (NVTX ranges when the library is there), the run cut short.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_flowsteer"))
+    let o = std::process::Command::new(flowsteer_binary())
         .args(["steer", "--model", m, "--particles", "256", "--steps", "20", "--profile", "2", "--backend", engine])
         .output()
         .unwrap();
