@@ -391,6 +391,23 @@ impl CudaBackend {
         launch("fs_resample_weights", tiled, args![lw, n64, gr, w, ts, tl, tiles])?;
         self.launch_scan_tiles(k, p, false, true, ga, 0, glast)?;
         let null = 0u64;
+        // Multinomial draws from the CDF in `w` into the slots after the group's `copies` (null:
+        // none): exponential spacings (draws `draw` and `extra`, SPEC §6), their tile sums
+        // scanned into `e_total`, then one search per slot.
+        struct Draws {
+            cdf_total: u64,
+            cdf_last: u64,
+            copies: u64,
+            e_total: u64,
+            draw: u32,
+            extra: u32,
+        }
+        let multinomial = |d: Draws| -> anyhow::Result<()> {
+            launch("fs_exp_tile_sums", tiled, args![n64, gr, d.copies, iv, k0, k1, d.draw, ts, tiles])?;
+            self.launch_scan_tiles(k, p, false, false, d.e_total, 0, 0)?;
+            let args = args![w, n64, gr, d.cdf_total, d.cdf_last, d.copies, ts, d.e_total, tiles, anc, iv, k0, k1, d.draw, d.extra];
+            launch("fs_ancestors_multinomial", tiled, args)
+        };
         match spec.resample {
             ResampleScheme::Systematic | ResampleScheme::Stratified => {
                 launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles])?;
@@ -399,28 +416,15 @@ impl CudaBackend {
             }
             ResampleScheme::Multinomial => {
                 launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles])?;
-                let (draw, extra) = (0u32, 1u32);
-                launch("fs_exp_tile_sums", tiled, args![n64, gr, null, iv, k0, k1, draw, ts, tiles])?;
-                self.launch_scan_tiles(k, p, false, false, gb, 0, 0)?;
-                launch(
-                    "fs_ancestors_multinomial",
-                    tiled,
-                    args![w, n64, gr, ga, glast, null, ts, gb, tiles, anc, iv, k0, k1, draw, extra],
-                )?;
+                multinomial(Draws { cdf_total: ga, cdf_last: glast, copies: null, e_total: gb, draw: 0, extra: 1 })?;
             }
             ResampleScheme::Residual => {
-                // Counts and residuals (group_b: Σ residuals, group_count: K, group_last_b).
+                // Counts and residuals (group_b: Σ residuals, group_count: K, group_last_b); `w`
+                // becomes the residuals' CDF, from which the remaining n − K slots are drawn.
                 launch("fs_residual_counts", tiled, args![w, n64, gr, ga, tc, ts, tl, tiles])?;
                 self.launch_scan_tiles(k, p, true, true, gb, gcount, glast_b)?;
                 launch("fs_residual_scatter", tiled, args![w, n64, gr, ga, tc, ts, tiles, anc])?;
-                let (draw, extra) = (2u32, 3u32);
-                launch("fs_exp_tile_sums", tiled, args![n64, gr, gcount, iv, k0, k1, draw, ts, tiles])?;
-                self.launch_scan_tiles(k, p, false, false, gc, 0, 0)?;
-                launch(
-                    "fs_ancestors_multinomial",
-                    tiled,
-                    args![w, n64, gr, gb, glast_b, gcount, ts, gc, tiles, anc, iv, k0, k1, draw, extra],
-                )?;
+                multinomial(Draws { cdf_total: gb, cdf_last: glast_b, copies: gcount, e_total: gc, draw: 2, extra: 3 })?;
             }
         }
         // Distinct parents: marks in lw (reset to 0 on the way).
@@ -440,8 +444,8 @@ impl CudaBackend {
 
     fn read_groups(&self, p: &CudaParticles) -> anyhow::Result<Vec<f64>> {
         let mut out = vec![0f64; p.layout.groups * GR_SLOTS];
-        self.device.download(&p.gr, &mut out, "reading the group results")?;
-        self.sync("waiting for the interval's kernels (a kernel failed if this errors)")?;
+        // The first read after an interval's launches: a failed kernel surfaces here.
+        self.device.download(&p.gr, &mut out, "reading the group results (a kernel failed if this errors)")?;
         Ok(out)
     }
 
@@ -471,7 +475,6 @@ impl CudaBackend {
     fn read_ancestors(&self, p: &CudaParticles) -> anyhow::Result<Vec<u32>> {
         let mut out = vec![0u32; p.total()];
         self.device.download(&p.anc, &mut out, "reading the ancestors")?;
-        self.sync("reading the ancestors")?;
         Ok(out)
     }
 
@@ -682,21 +685,18 @@ impl Backend for CudaBackend {
         let (total, dim, cap) = (p.total(), p.dim, p.capacity);
         let mut soa = vec![0f32; dim * cap];
         self.device.download(&p.x, &mut soa, "reading the positions")?;
-        self.sync("reading the positions")?;
         Ok(crate::backend::soa_to_rows(&soa, dim, cap, total))
     }
 
     fn read_log_weights(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f32>> {
         let mut out = vec![0f32; p.total()];
         self.device.download(&p.lw, &mut out, "reading the log-weights")?;
-        self.sync("reading the log-weights")?;
         Ok(out)
     }
 
     fn read_root_ids(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<u32>> {
         let mut out = vec![0u32; p.total()];
         self.device.download(&p.root, &mut out, "reading the root ids")?;
-        self.sync("reading the root ids")?;
         Ok(out)
     }
 
@@ -705,8 +705,7 @@ impl Backend for CudaBackend {
         let _r = nvtx::range(c"search");
         self.launch_score(&k, spec, p, on)?;
         let mut bits = vec![0u32; p.total()];
-        self.device.download(&p.anc, &mut bits, "reading the scores")?;
-        self.sync("computing the scores")?;
+        self.device.download(&p.anc, &mut bits, "computing and reading the scores")?;
         Ok(bits.into_iter().map(f32::from_bits).collect())
     }
 
@@ -727,17 +726,15 @@ impl Backend for CudaBackend {
             let f = self.func(&k.search, "fs_argmax_groups")?;
             self.device.launch(&f, Self::per_group(groups), args![ts, tc, tiles, anc, best], "fs_argmax_groups")?;
             let mut sel = vec![0u32; groups];
-            self.device.download(&p.anc, &mut sel, "reading the best indices")?;
+            self.device.download(&p.anc, &mut sel, "selecting the best particle of each group")?;
             let mut best_bits = vec![0f64; groups.div_ceil(2)];
             self.device.download(&p.group_a, &mut best_bits, "reading the best scores")?;
-            self.sync("selecting the best particle of each group")?;
             let best: Vec<f32> = bytemuck::cast_slice::<f64, f32>(&best_bits)[..groups].to_vec();
             (best, sel)
         } else {
             // Top-k sorts on the host (the scores come back for the report anyway).
             let mut bits = vec![0u32; p.total()];
-            self.device.download(&p.anc, &mut bits, "reading the scores")?;
-            self.sync("computing the scores")?;
+            self.device.download(&p.anc, &mut bits, "computing and reading the scores")?;
             let s: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
             let mut scores = Vec::with_capacity(groups * keep);
             let mut sel = Vec::with_capacity(groups * keep);
