@@ -183,42 +183,53 @@ pub fn activation_grad_f32(act: Activation, x: f32) -> f32 {
     }
 }
 
-/// Applies the activation in place; the `match` sits outside the loop so each arm vectorises.
+/// Runs `$body` with `$a` bound to `$act` as a constant: the `match` sits outside the loop, so
+/// each arm's loop is compiled for one activation and vectorises.
+macro_rules! for_each_activation {
+    ($act:expr, $a:ident => $body:expr) => {
+        match $act {
+            Activation::Elu => {
+                const $a: Activation = Activation::Elu;
+                $body
+            }
+            Activation::Silu => {
+                const $a: Activation = Activation::Silu;
+                $body
+            }
+            Activation::Gelu => {
+                const $a: Activation = Activation::Gelu;
+                $body
+            }
+            Activation::Tanh => {
+                const $a: Activation = Activation::Tanh;
+                $body
+            }
+            Activation::Relu => {
+                const $a: Activation = Activation::Relu;
+                $body
+            }
+        }
+    };
+}
+
+/// Applies the activation in place.
 #[inline(always)]
 pub fn activate(act: Activation, s: &mut [f32]) {
-    macro_rules! each {
-        ($a:expr) => {
-            for v in s.iter_mut() {
-                *v = activation_f32($a, *v);
-            }
-        };
-    }
-    match act {
-        Activation::Elu => each!(Activation::Elu),
-        Activation::Silu => each!(Activation::Silu),
-        Activation::Gelu => each!(Activation::Gelu),
-        Activation::Tanh => each!(Activation::Tanh),
-        Activation::Relu => each!(Activation::Relu),
-    }
+    for_each_activation!(act, A => {
+        for v in s.iter_mut() {
+            *v = activation_f32(A, *v);
+        }
+    })
 }
 
 /// `g[k] *= act'(z[k])` (backpropagation through the activation).
 #[inline(always)]
 pub fn activate_grad(act: Activation, z: &[f32], g: &mut [f32]) {
-    macro_rules! each {
-        ($a:expr) => {
-            for (gv, &zv) in g.iter_mut().zip(z) {
-                *gv *= activation_grad_f32($a, zv);
-            }
-        };
-    }
-    match act {
-        Activation::Elu => each!(Activation::Elu),
-        Activation::Silu => each!(Activation::Silu),
-        Activation::Gelu => each!(Activation::Gelu),
-        Activation::Tanh => each!(Activation::Tanh),
-        Activation::Relu => each!(Activation::Relu),
-    }
+    for_each_activation!(act, A => {
+        for (gv, &zv) in g.iter_mut().zip(z) {
+            *gv *= activation_grad_f32(A, zv);
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
