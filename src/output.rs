@@ -215,6 +215,15 @@ pub fn prepare_out_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("--out {} is a file; pass a directory (it is created if missing)", dir.display());
     }
+    if dir.is_dir() && force {
+        // Replacing deletes the old directory: never the one the user stands in, or above it.
+        let here = std::env::current_dir().and_then(|c| c.canonicalize());
+        if let (Ok(here), Ok(target)) = (here, dir.canonicalize()) {
+            if here.starts_with(&target) {
+                bail!("--out {} holds the current directory; --force would delete it. Choose another --out", dir.display());
+            }
+        }
+    }
     if dir.is_dir() && !force && !is_empty_dir(dir)? {
         bail!(
             "--out {} is not empty: a run writes into a directory of its own. Pass --force to replace it whole \
@@ -344,6 +353,11 @@ mod tests {
         assert_eq!(entries(&out), ["samples.npy"], "replaced whole: the old plot is gone");
         assert_eq!(std::fs::read(out.join("samples.npy")).unwrap(), [2]);
         assert_eq!(entries(root.path()), ["run"], "no temporaries");
+        // --force never replaces the current directory or one above it.
+        for here in [".", ".."] {
+            let err = prepare_out_dir(Path::new(here), true).unwrap_err().to_string();
+            assert!(err.contains("current directory"), "{here}: {err}");
+        }
         // An empty directory is written into without --force.
         let empty = root.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
