@@ -20,8 +20,9 @@ const POTENTIAL_CU: &str = include_str!("../../../kernels/potential.cu");
 const RESAMPLE_CU: &str = include_str!("../../../kernels/resample.cu");
 const SEARCH_CU: &str = include_str!("../../../kernels/search.cu");
 
-/// Threads per block of the propagate kernels (one particle each).
-pub const PROPAGATE_BLOCK: u32 = 128;
+/// Threads per block of `fs_init_noise` (one particle each; the propagate module's FS_BLOCK is
+/// its variant's [`PropagateVariant::block`]).
+pub const PROPAGATE_BLOCK: u32 = 256;
 /// Threads per block of the reduction, scan and gather kernels.
 pub const RBLOCK: u32 = 256;
 /// Particles per thread in the tiled kernels; a tile is `RBLOCK · ITEMS` particles.
@@ -48,8 +49,103 @@ pub struct ModuleConfig {
     pub prelude: String,
     /// Entry points, for loading and for checking that ptxas reported each.
     pub kernels: &'static [&'static str],
-    /// Dynamic shared memory `fs_propagate` is launched with (the MLP weights); 0 elsewhere.
+    /// Dynamic shared memory `fs_propagate` is launched with (the MLP weights and, for two or
+    /// more particles per thread, the activation scratch); 0 elsewhere.
     pub dynamic_shared_bytes: u32,
+    /// The propagate kernel's variant (`None` for the other modules).
+    pub propagate: Option<PropagateVariant>,
+}
+
+/// How `fs_propagate` maps particles to threads (kernels/propagate.cu FS_PPT and FS_BLOCK): a
+/// compile-time choice, so every variant is its own module. `FLOWSTEER_PROPAGATE=2x128` (particles
+/// per thread × threads per block) picks one at run time, so that one GPU session can time each
+/// (bench/propagate_variants.md); without it [`PropagateVariant::default_for`] decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PropagateVariant {
+    pub particles_per_thread: u32,
+    pub block: u32,
+}
+
+/// The environment variable that selects the propagate variant.
+pub const PROPAGATE_VARIANT_ENV: &str = "FLOWSTEER_PROPAGATE";
+
+impl PropagateVariant {
+    /// One particle per thread, 256 threads: both activation vectors in registers.
+    pub const ONE: Self = Self { particles_per_thread: 1, block: 256 };
+    /// Two particles per thread sharing each weight load, 128 threads (the activation scratch is
+    /// 512 bytes per thread at H = 64: 64 KiB per block, so two blocks still fit an SM).
+    pub const TWO: Self = Self { particles_per_thread: 2, block: 128 };
+    /// Every variant `info --kernels` reports and tests/kernels_compile.rs compiles.
+    pub const ALL: [Self; 2] = [Self::ONE, Self::TWO];
+
+    /// `1x256`, `2x128`.
+    pub fn name(&self) -> String {
+        format!("{}x{}", self.particles_per_thread, self.block)
+    }
+
+    /// Whether this variant can run the model: with two or more particles per thread the layer
+    /// inputs (particles × H floats) live in registers, at most 128 of them.
+    pub fn supports(&self, shape: &MlpShape) -> bool {
+        self.particles_per_thread == 1 || self.particles_per_thread as usize * shape.hidden <= 128
+    }
+
+    /// Dynamic shared memory: the weights (rounded up to 16 bytes), then for two or more particles
+    /// per thread one column of particles × H floats per thread (kernels/mlp.cuh `scratch`).
+    pub fn shared_bytes(&self, shape: &MlpShape) -> u32 {
+        let weights = mlp_params(shape).div_ceil(4) * 16;
+        let scratch = if self.particles_per_thread > 1 { self.particles_per_thread as usize * shape.hidden * self.block as usize * 4 } else { 0 };
+        (weights + scratch) as u32
+    }
+
+    /// The variant used when none is asked for: see bench/propagate_variants.md for the counts
+    /// behind the choice (to be replaced by the faster on the device once timed on a GPU).
+    pub fn default_for(_shape: &MlpShape) -> Self {
+        Self::ONE
+    }
+
+    /// Parses `PxB` (e.g. `2x128`): 1–4 particles per thread, a block of 32–1,024 threads in
+    /// whole warps.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{PROPAGATE_VARIANT_ENV}={text:?} is not a propagate variant: give particles per thread × threads per block \
+                 as PxB with P in 1..=4 and B a multiple of 32 up to 1024, e.g. 1x256 or 2x128"
+            )
+        };
+        let (p, b) = text.trim().split_once('x').ok_or_else(bad)?;
+        let (p, b): (u32, u32) = (p.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if !(1..=4).contains(&p) || b == 0 || b > 1024 || b % 32 != 0 {
+            return Err(bad());
+        }
+        Ok(Self { particles_per_thread: p, block: b })
+    }
+
+    /// The variant for this model: `$FLOWSTEER_PROPAGATE` if set (an error if it is malformed or
+    /// cannot run the model), else [`Self::default_for`].
+    pub fn selected(shape: &MlpShape) -> Result<Self, String> {
+        let Some(v) = std::env::var_os(PROPAGATE_VARIANT_ENV) else { return Ok(Self::default_for(shape)) };
+        let v = Self::parse(&v.to_string_lossy())?;
+        if !v.supports(shape) {
+            return Err(format!(
+                "{PROPAGATE_VARIANT_ENV}={} keeps {} × H = {} activations per thread in registers, more than 128: \
+                 use 1 particle per thread for this model (H = {}), e.g. {PROPAGATE_VARIANT_ENV}=1x256",
+                v.name(),
+                v.particles_per_thread,
+                v.particles_per_thread as usize * shape.hidden,
+                shape.hidden
+            ));
+        }
+        Ok(v)
+    }
+}
+
+/// The launch of `fs_propagate`: persistent, at most `resident` blocks (what the device runs at
+/// once, [`super::gpu::Device::resident_blocks`]) walking `total` particles in a grid-stride loop.
+pub fn propagate_launch(variant: PropagateVariant, total: usize, resident: u32, shared_bytes: u32) -> cudarc::driver::LaunchConfig {
+    let per_block = variant.block as usize * variant.particles_per_thread as usize;
+    let needed = total.div_ceil(per_block).max(1);
+    let grid = needed.min(resident.max(1) as usize) as u32;
+    cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (variant.block, 1, 1), shared_mem_bytes: shared_bytes }
 }
 
 fn activation_code(a: Activation) -> u32 {
@@ -99,7 +195,12 @@ pub fn mlp_params(shape: &MlpShape) -> usize {
 }
 
 impl ModuleConfig {
+    /// The propagate module in the default variant for this model.
     pub fn propagate(shape: &MlpShape, sampler: &Sampler) -> Self {
+        Self::propagate_variant(shape, sampler, PropagateVariant::default_for(shape))
+    }
+
+    pub fn propagate_variant(shape: &MlpShape, sampler: &Sampler, variant: PropagateVariant) -> Self {
         let (kind, form) = match sampler.kind {
             SamplerKind::Euler => (0, 0),
             SamplerKind::Midpoint => (1, 0),
@@ -114,8 +215,12 @@ impl ModuleConfig {
         Self {
             kind: ModuleKind::Propagate,
             label: format!(
-                "propagate D={} H={} L={} {} {sampler_name}",
-                shape.dim, shape.hidden, shape.hidden_layers, shape.activation
+                "propagate D={} H={} L={} {} {sampler_name} {}",
+                shape.dim,
+                shape.hidden,
+                shape.hidden_layers,
+                shape.activation,
+                variant.name()
             ),
             defines: vec![
                 format!("-DFS_D={}", shape.dim),
@@ -124,11 +229,14 @@ impl ModuleConfig {
                 format!("-DFS_ACT={}", activation_code(shape.activation)),
                 format!("-DFS_SAMPLER={kind}"),
                 format!("-DFS_SDE_FORM={form}"),
-                format!("-DFS_BLOCK={PROPAGATE_BLOCK}"),
+                format!("-DFS_BLOCK={}", variant.block),
+                format!("-DFS_PPT={}", variant.particles_per_thread),
+                format!("-DFS_INIT_BLOCK={PROPAGATE_BLOCK}"),
             ],
             prelude: String::new(),
             kernels: &["fs_propagate", "fs_init_noise"],
-            dynamic_shared_bytes: (mlp_params(shape) * 4) as u32,
+            dynamic_shared_bytes: variant.shared_bytes(shape),
+            propagate: Some(variant),
         }
     }
 
@@ -145,6 +253,7 @@ impl ModuleConfig {
             prelude: reward_codegen::generate(reward),
             kernels: &["fs_weigh", "fs_weigh_finalize", "fs_score"],
             dynamic_shared_bytes: 0,
+            propagate: None,
         }
     }
 
@@ -172,6 +281,7 @@ impl ModuleConfig {
                 "fs_root_init",
             ],
             dynamic_shared_bytes: 0,
+            propagate: None,
         }
     }
 
@@ -194,6 +304,7 @@ impl ModuleConfig {
                 "fs_replicate_index",
             ],
             dynamic_shared_bytes: 0,
+            propagate: None,
         }
     }
 
