@@ -23,9 +23,9 @@ use flowsteer::sampler::{Sampler, SamplerKind, SdeForm};
 
 const TRAJ_TOL: f32 = 1e-4; // tests/gpu.rs derives it (Box–Muller ulps through 20 steps)
 
-fn spec(kind: SamplerKind, seed: u64) -> RunSpec {
+fn spec(kind: SamplerKind, hidden: usize, seed: u64) -> RunSpec {
     RunSpec {
-        model: Mlp::init_uniform(2, 64, 3, Activation::Elu, seed ^ 0x5eed),
+        model: Mlp::init_uniform(2, hidden, 3, Activation::Elu, seed ^ 0x5eed),
         sampler: Sampler { kind, steps: 12, k: 0.5, form: SdeForm::Marginal },
         reward: Reward { terms: vec![(1.0, Term::Point { c: vec![0.5, 0.5] })], eps: DEFAULT_EPS },
         reward_on: RewardOn::X1Hat,
@@ -57,9 +57,12 @@ fn every_propagate_variant_matches_the_cpu() {
     for variant in PropagateVariant::ALL {
         let Some(mut gpu) = backend(variant) else { return };
         let tol = if gpu.is_emulated() { 0.0 } else { TRAJ_TOL };
-        for (kind, seed) in [(SamplerKind::Midpoint, 11), (SamplerKind::Sde, 12)] {
-            let s = spec(kind, seed);
-            for n in [1, 255, 257, 1300] {
+        // H = 64 (float4 rows) and H = 30 (kernels/mlp.cuh's scalar path).
+        for (kind, hidden, seed, sizes) in
+            [(SamplerKind::Midpoint, 64, 11, &[1, 255, 257, 1300][..]), (SamplerKind::Sde, 64, 12, &[1, 255, 257, 1300]), (SamplerKind::Sde, 30, 13, &[257, 1300])]
+        {
+            let s = spec(kind, hidden, seed);
+            for &n in sizes {
                 let layout = Layout { n, groups: 1 };
                 let mut pc = cpu.init(&s, layout, Init::Noise).unwrap();
                 let mut pg = gpu.init(&s, layout, Init::Noise).unwrap();
@@ -73,7 +76,7 @@ fn every_propagate_variant_matches_the_cpu() {
                     .zip(&xg)
                     .enumerate()
                     .find(|(_, (c, g))| c.to_bits() != g.to_bits() && (*c - *g).abs() > tol * (1.0 + c.abs()));
-                println!("propagate variant {} {kind:?} n={n}: {}", variant.name(), if worst.is_none() { "equal" } else { "DIFFERS" });
+                println!("propagate variant {} {kind:?} H={hidden} n={n}: {}", variant.name(), if worst.is_none() { "equal" } else { "DIFFERS" });
                 if let Some((i, (c, g))) = worst {
                     panic!("variant {} {kind:?} n = {n}: coordinate {i} is {g} on the CUDA backend, {c} on the CPU", variant.name());
                 }

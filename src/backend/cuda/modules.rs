@@ -52,8 +52,43 @@ pub struct ModuleConfig {
     /// Dynamic shared memory `fs_propagate` is launched with (the MLP weights and, for two or
     /// more particles per thread, the activation scratch); 0 elsewhere.
     pub dynamic_shared_bytes: u32,
-    /// The propagate kernel's variant (`None` for the other modules).
+    /// The propagate kernel's variant and its instruction mix (`None` for the other modules).
     pub propagate: Option<PropagateVariant>,
+    pub mix: Option<InstructionMix>,
+}
+
+/// The work of one MLP evaluation in one thread of `fs_propagate`, counted from the kernel's
+/// structure (kernels/mlp.cuh), the counts nvdisasm confirms in the static SASS
+/// (bench/propagate_variants.md: 1,136 LDS.128 = layer 0 + one hidden layer + output at D = 2,
+/// H = 64, and 2,176 = 8,706 / 4 dynamically with both hidden layers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InstructionMix {
+    /// Multiply-adds of the linear layers (particles per thread × the model's MACs); the
+    /// activations' polynomial FFMAs come on top and are not counted.
+    pub ffma: u64,
+    /// Weight loads, the same address in every lane (broadcast): LDS.128 where H % 4 = 0.
+    pub lds_broadcast: u64,
+    /// Per-thread loads and stores of the activation scratch (two or more particles per thread).
+    pub shared_per_thread: u64,
+}
+
+impl InstructionMix {
+    /// Shared-memory instructions per FFMA.
+    pub fn lds_per_ffma(&self) -> f64 {
+        (self.lds_broadcast + self.shared_per_thread) as f64 / self.ffma as f64
+    }
+
+    /// The largest share of FP32 peak this mix allows, from two per-SM throughputs: 4 warp-FFMA
+    /// per cycle (one per scheduler), and the shared-memory pipe at 2 cycles per broadcast
+    /// LDS.128 (the figure: 1,136 LDS.128 against 5,769 FFMA "caps FP32 near 50 %") and
+    /// 4 cycles per per-thread 128-bit access (512 bytes at 128 bytes per cycle). An upper bound
+    /// from the mix alone (latency, occupancy and the activations' other instructions come on
+    /// top), to be confirmed by timing on a GPU.
+    pub fn fp32_bound(&self) -> f64 {
+        let ffma_cycles = self.ffma as f64 / 4.0;
+        let shared_cycles = 2.0 * self.lds_broadcast as f64 + 4.0 * self.shared_per_thread as f64;
+        (ffma_cycles / shared_cycles).min(1.0)
+    }
 }
 
 /// How `fs_propagate` maps particles to threads (kernels/propagate.cu FS_PPT and FS_BLOCK): a
@@ -87,6 +122,14 @@ impl PropagateVariant {
     /// inputs (particles × H floats) live in registers, at most 128 of them.
     pub fn supports(&self, shape: &MlpShape) -> bool {
         self.particles_per_thread == 1 || self.particles_per_thread as usize * shape.hidden <= 128
+    }
+
+    /// Per MLP evaluation and thread (see [`InstructionMix`]).
+    pub fn instruction_mix(&self, shape: &MlpShape) -> InstructionMix {
+        let (p, h, l) = (self.particles_per_thread as u64, shape.hidden as u64, shape.hidden_layers as u64);
+        let width = if h % 4 == 0 { 4 } else { 1 };
+        let scratch = if p > 1 { 2 * (l - 1) * p * h / width } else { 0 };
+        InstructionMix { ffma: p * shape_macs(shape), lds_broadcast: (mlp_params(shape) as u64).div_ceil(width), shared_per_thread: scratch }
     }
 
     /// Dynamic shared memory: the weights (rounded up to 16 bytes), then for two or more particles
@@ -188,6 +231,13 @@ pub fn check_shape(shape: &MlpShape) -> Result<(), String> {
     Ok(())
 }
 
+/// Multiply-adds of one MLP evaluation: (D+1)·H + (L−1)·H² + H·D (8,512 for D = 2, H = 64,
+/// L = 3: 34,048 FLOP per midpoint step, two evaluations).
+pub fn shape_macs(shape: &MlpShape) -> u64 {
+    let (d, h, l) = (shape.dim as u64, shape.hidden as u64, shape.hidden_layers as u64);
+    (d + 1) * h + (l - 1) * h * h + h * d
+}
+
 /// Floats of the packed weights (kernels/mlp.cuh FS_MLP_PARAMS).
 pub fn mlp_params(shape: &MlpShape) -> usize {
     let (d, h, l) = (shape.dim, shape.hidden, shape.hidden_layers);
@@ -237,6 +287,7 @@ impl ModuleConfig {
             kernels: &["fs_propagate", "fs_init_noise"],
             dynamic_shared_bytes: variant.shared_bytes(shape),
             propagate: Some(variant),
+            mix: Some(variant.instruction_mix(shape)),
         }
     }
 
@@ -254,6 +305,7 @@ impl ModuleConfig {
             kernels: &["fs_weigh", "fs_weigh_finalize", "fs_score"],
             dynamic_shared_bytes: 0,
             propagate: None,
+            mix: None,
         }
     }
 
@@ -282,6 +334,7 @@ impl ModuleConfig {
             ],
             dynamic_shared_bytes: 0,
             propagate: None,
+            mix: None,
         }
     }
 
@@ -305,6 +358,7 @@ impl ModuleConfig {
             ],
             dynamic_shared_bytes: 0,
             propagate: None,
+            mix: None,
         }
     }
 
@@ -314,6 +368,21 @@ impl ModuleConfig {
         for r in &mut reports {
             if r.name == "fs_propagate" {
                 r.shared_bytes += self.dynamic_shared_bytes;
+            }
+        }
+        reports
+    }
+
+    /// [`Self::with_launch_shared`], and for `fs_propagate` its variant, warps per SM on `arch`
+    /// ([`super::occupancy`]) and instruction mix: the rows of `flowsteer info --kernels`.
+    pub fn annotate(&self, reports: Vec<super::nvrtc::KernelReport>, arch: &str) -> Vec<super::nvrtc::KernelReport> {
+        let mut reports = self.with_launch_shared(reports);
+        if let (Some(variant), Some(mix)) = (self.propagate, self.mix) {
+            for r in reports.iter_mut().filter(|r| r.name == "fs_propagate") {
+                r.variant = Some(variant.name());
+                r.warps_per_sm = super::occupancy::limits(arch).map(|l| super::occupancy::warps_per_sm(&l, r.registers, variant.block, r.shared_bytes));
+                r.lds_per_ffma = Some(mix.lds_per_ffma());
+                r.fp32_bound = Some(mix.fp32_bound());
             }
         }
         reports
@@ -398,6 +467,15 @@ pub fn coverage() -> Vec<ModuleConfig> {
         ModuleConfig::propagate(&shape(2, 32, 3, Activation::Tanh), &mid),
         ModuleConfig::propagate(&shape(1, 16, 1, Activation::Relu), &euler),
     ];
+    // The other propagate variants (PropagateVariant::ALL): the default model, the smallest
+    // width, and a width that is not a multiple of 4 (kernels/mlp.cuh's scalar path).
+    for v in PropagateVariant::ALL.into_iter().filter(|&v| v != PropagateVariant::default_for(&shape(2, 64, 3, Activation::Elu))) {
+        out.push(ModuleConfig::propagate_variant(&shape(2, 64, 3, Activation::Elu), &mid, v));
+        out.push(ModuleConfig::propagate_variant(&shape(1, 16, 1, Activation::Relu), &euler, v));
+        out.push(ModuleConfig::propagate_variant(&shape(3, 30, 2, Activation::Silu), &legacy, v));
+    }
+    // And the default variant at H % 4 ≠ 0 too.
+    out.push(ModuleConfig::propagate(&shape(3, 30, 2, Activation::Silu), &legacy));
     let point = |d: usize| Term::Point { c: vec![0.5; d] };
     let line = Term::Line { axis: 0, c: 1.0 };
     let gauss = |d: usize| Term::Gaussian { c: vec![-1.0; d], sigma: 0.5 };
@@ -436,6 +514,27 @@ mod tests {
         let reward_at = src.find("fs_reward(const float x[FS_D]) {").unwrap();
         assert!(reward_at > src.find("struct fs_lse").unwrap());
         assert!(reward_at < src.find("fs_weigh(").unwrap());
+    }
+
+    #[test]
+    fn instruction_mix_of_the_default_model() {
+        let shape = MlpShape { dim: 2, hidden: 64, hidden_layers: 3, activation: Activation::Elu };
+        assert_eq!(shape_macs(&shape) * 2 * 2, 34_048, "FLOP per midpoint step");
+        let one = PropagateVariant::ONE.instruction_mix(&shape);
+        assert_eq!((one.ffma, one.lds_broadcast, one.shared_per_thread), (8_512, 2_177, 0));
+        let two = PropagateVariant::TWO.instruction_mix(&shape);
+        // Two hidden layers, each storing and reloading 2 × 64 floats as 32 + 32 float4.
+        assert_eq!((two.ffma, two.lds_broadcast, two.shared_per_thread), (17_024, 2_177, 128));
+        assert!((one.fp32_bound() - 8_512.0 / 4.0 / (2.0 * 2_177.0)).abs() < 1e-12);
+        assert!(two.lds_per_ffma() < 0.6 * one.lds_per_ffma() && two.fp32_bound() > 1.5 * one.fp32_bound());
+    }
+
+    #[test]
+    fn persistent_launch_caps_the_grid_at_the_resident_blocks() {
+        let c = propagate_launch(PropagateVariant::TWO, 10_000, 6, 100);
+        assert_eq!((c.grid_dim.0, c.block_dim.0, c.shared_mem_bytes), (6, 128, 100));
+        assert_eq!(propagate_launch(PropagateVariant::TWO, 257, 6, 0).grid_dim.0, 2);
+        assert_eq!(propagate_launch(PropagateVariant::ONE, 0, 6, 0).grid_dim.0, 1);
     }
 
     #[test]
