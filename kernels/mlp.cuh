@@ -1,4 +1,4 @@
-// mlp.cuh — the velocity MLP v(t, x) as a device function (SPEC §1), one particle per thread.
+// mlp.cuh — the velocity MLP v(t, x) as a device function (SPEC §1), for 1 or FS_PPT particles per thread.
 //
 // Shape and activation arrive as -D defines: FS_D (data dimension), FS_H (hidden width), FS_L
 // (hidden layers), FS_ACT (0 elu, 1 silu, 2 gelu-tanh, 3 tanh, 4 relu). Every loop is unrolled
@@ -21,7 +21,8 @@
 //     floats) stays in registers; each layer's outputs go to a per-thread column of shared
 //     memory (`scratch`, FS_PPT·H floats per thread, thread-consecutive: no bank conflicts) and
 //     are read back as the next layer's input. Per particle the operations and their order are
-//     those of FS_PPT = 1, so the result is bitwise the same.
+//     those of FS_PPT = 1, so the result is bitwise the same. D = 2, H = 64, L = 3 on sm_90: 202
+//     registers, no spills, 0.135 shared accesses per FFMA against 0.256 (bench/propagate_variants.md).
 //
 // v1 (FS_PPT = 1) — activations in registers, weights in shared memory. Supports H ≤ 64:
 // beyond that the register arrays spill (checked by tests/kernels_compile.rs), and the host

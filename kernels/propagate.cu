@@ -1,10 +1,11 @@
 // propagate.cu — the integrators of SPEC §2 fused with the MLP (SPEC §1): every grid step of one
-// resampling interval in a single launch, one particle per thread, its state in registers, the
+// resampling interval in a single launch, FS_PPT particles per thread, their state in registers, the
 // weights in shared memory (mlp.cuh), SDE noise from Philox in-kernel (SPEC §3, purpose SdeNoise,
 // particle = global index, step = grid index, coordinate d from draw d/4 lane d%4).
 //
 // Defines: FS_SAMPLER (0 euler, 1 midpoint, 2 sde), FS_SDE_FORM (0 marginal, 1 legacy), plus the
-// MLP's FS_D/FS_H/FS_L/FS_ACT and FS_BLOCK (threads per block).
+// MLP's FS_D/FS_H/FS_L/FS_ACT, FS_BLOCK (threads per block), FS_PPT (particles per thread) and
+// FS_INIT_BLOCK (fs_init_noise's block).
 //
 // Per-launch scalars that change between intervals (the step range) are read from the device
 // array `iv` (see src/backend/cuda/mod.rs, IV_*), so one captured CUDA graph replays every
@@ -18,10 +19,12 @@
 //   emit = 1: x̂1 = x + (1−t)·v(t, x) at t = end/steps (one more MLP evaluation);
 //   emit = 2: x_t itself (copy).
 //
-// Variants: v1 (this): one particle per thread, MLP in registers (kernels/mlp.cuh). ptxas
-// (NVRTC 13.0, `flowsteer info --kernels --arch sm_90`): 182 registers, 0 spills, 34,824 bytes
-// of shared memory (the weights) for the default D = 2, H = 64, L = 3 model. Not yet timed on a
-// GPU; the next variant to try is warp-cooperative tensor-core (TF32/BF16) layers.
+// Variants (compile time: FS_PPT particles per thread, FS_BLOCK threads per block; run time:
+// FLOWSTEER_PROPAGATE=PxB, src/backend/cuda/modules.rs PropagateVariant): 1x256 (default) keeps
+// one particle's MLP in registers; 2x128 shares every weight load between two particles
+// (kernels/mlp.cuh). ptxas (NVRTC 13.0, sm_90, D = 2, H = 64, L = 3, midpoint): 184 and 202
+// registers, no spills, 8 warps/SM each; 0.256 and 0.135 shared loads per FFMA. Numbers, the
+// FP32 bounds and how to time both on a GPU: bench/propagate_variants.md. Not yet timed.
 #ifndef FS_BLOCK
 #define FS_BLOCK 256
 #endif
