@@ -11,14 +11,17 @@ fn main() {
     let arch = a.first().cloned().unwrap_or_else(|| "sm_90".into());
     let num = |i: usize, d: usize| a.get(i).map(|v| v.parse().unwrap()).unwrap_or(d);
     let (dim, hidden, layers) = (num(1, 2), num(2, 64), num(3, 3));
-    let kind = match a.get(4).map(String::as_str).unwrap_or("midpoint") {
-        "euler" => SamplerKind::Euler,
-        "sde" => SamplerKind::Sde,
-        _ => SamplerKind::Midpoint,
+    // `sde-legacy` also switches to SiLU: tests/kernels_compile.rs's D = 3, H = 30 configuration.
+    let name = a.get(4).map(String::as_str).unwrap_or("midpoint");
+    let (kind, form, activation) = match name {
+        "euler" => (SamplerKind::Euler, SdeForm::Marginal, Activation::Elu),
+        "sde" => (SamplerKind::Sde, SdeForm::Marginal, Activation::Elu),
+        "sde-legacy" => (SamplerKind::Sde, SdeForm::Legacy, Activation::Silu),
+        _ => (SamplerKind::Midpoint, SdeForm::Marginal, Activation::Elu),
     };
     let out = a.get(5).cloned();
-    let shape = MlpShape { dim, hidden, hidden_layers: layers, activation: Activation::Elu };
-    let sampler = Sampler { kind, form: SdeForm::Marginal, ..Sampler::default() };
+    let shape = MlpShape { dim, hidden, hidden_layers: layers, activation };
+    let sampler = Sampler { kind, form, ..Sampler::default() };
     let variants: Vec<PropagateVariant> = PropagateVariant::ALL.into_iter().filter(|v| v.supports(&shape)).collect();
     std::thread::scope(|s| {
         for v in variants {

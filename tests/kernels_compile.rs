@@ -4,8 +4,11 @@
 //!
 //! Skipped with a printed reason when NVRTC cannot be loaded, unless CI asks for it ([`ci`]):
 //! then a missing NVRTC fails (CI installs it from PyPI: bench/ci_nvrtc_snippet.sh in .ci/run).
-//! Takes ~2.5 min on two cores (NVRTC needs 10–25 s per H = 64 propagate module): it is the
-//! only check that every kernel configuration compiles without spills.
+//! Takes minutes on two cores (NVRTC needs 10–25 s per H = 64 propagate module; 23 min on a
+//! machine shared by six builds), with every propagate variant (modules::PropagateVariant): it is
+//! the only check that every kernel configuration compiles without spills. The 2x128 variant
+//! stays inside the same budget (202 registers at D = 2, H = 64: its layer input, 2·H floats,
+//! is as large as v1's two activation vectors).
 
 use flowsteer::backend::cuda::modules::{coverage, ModuleConfig, ModuleKind};
 use flowsteer::backend::cuda::nvrtc;
