@@ -84,19 +84,17 @@ fn panels<'a>(spec: &RunSpec, r: &'a RunResult) -> Vec<Panel<'a>> {
     out
 }
 
-/// Renders the run's panels to PNG bytes.
-pub fn render_png(spec: &RunSpec, r: &RunResult) -> anyhow::Result<Vec<u8>> {
+/// Renders the run's panels as a PNG file at `path` (plotters encodes PNG only to a path; the
+/// run layer passes a path inside the run's temporary directory, so nothing lands in /tmp).
+pub fn write_png(spec: &RunSpec, r: &RunResult, path: &std::path::Path) -> anyhow::Result<()> {
     register_font();
     let dim = r.dim;
     let panels = panels(spec, r);
     let cols = panels.len().min(3);
     let rows = panels.len().div_ceil(cols);
     let (w, h) = (400 * cols as u32, 400 * rows as u32 + TITLE_HEIGHT);
-    // Plotters encodes PNG only to a path: render into a private temporary file, read it back,
-    // and let the caller stage the bytes with the other outputs.
-    let tmp = std::env::temp_dir().join(format!("flowsteer-plot-{}-{:?}.png", std::process::id(), std::thread::current().id()));
-    let result = (|| -> anyhow::Result<()> {
-        let root = BitMapBackend::new(&tmp, (w, h)).into_drawing_area();
+    (|| -> anyhow::Result<()> {
+        let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
         let heading = format!("{}: reward {}, λ = {}", r.method, spec.reward, spec.potential.lambda);
         let root = root.titled(&heading, ("sans-serif", 18)).map_err(|e| anyhow!("plot: {e}"))?;
@@ -106,10 +104,7 @@ pub fn render_png(spec: &RunSpec, r: &RunResult) -> anyhow::Result<Vec<u8>> {
         }
         root.present().map_err(|e| anyhow!("plot: {e}"))?;
         Ok(())
-    })();
-    let bytes = result.and_then(|()| std::fs::read(&tmp).map_err(|e| anyhow!("plot: cannot read the rendered image back: {e}")));
-    let _ = std::fs::remove_file(&tmp);
-    bytes
+    })()
 }
 
 /// A square window holding the checkerboard, the reward's features and most of the points.

@@ -411,7 +411,7 @@ fn finite(x: f64) -> Value {
 }
 
 /// Stages every output of a run in `dir` (summary.json as given), to be written together.
-pub fn stage_outputs(dir: &Path, spec: &RunSpec, summary: Value, r: &RunResult, outputs: Outputs) -> anyhow::Result<OutputSet> {
+pub fn stage_outputs<'a>(dir: &Path, spec: &'a RunSpec, summary: Value, r: &'a RunResult, outputs: Outputs) -> anyhow::Result<OutputSet<'a>> {
     let mut set = OutputSet::default();
     stage_samples_and_summary(&mut set, dir, &r.positions, r.dim, &summary)?;
     let total = r.layout.total();
@@ -423,7 +423,7 @@ pub fn stage_outputs(dir: &Path, spec: &RunSpec, summary: Value, r: &RunResult, 
         set.add(dir.join("ancestry.npy"), crate::npy::to_bytes(&[rows.len(), total], &flat));
     }
     if outputs.plot {
-        set.add(dir.join("plot.png"), crate::plot::render_png(spec, r)?);
+        set.add_rendered(dir.join("plot.png"), move |path| crate::plot::write_png(spec, r, path));
     }
     Ok(set)
 }

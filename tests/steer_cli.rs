@@ -99,7 +99,7 @@ fn same_seed_same_files() {
         let out = dir.path().join(name);
         let o = run(
             dir.path(),
-            &["steer", "--model", model.to_str().unwrap(), "--particles", "40", "--steps", "8", "--sampler", "sde", "--seed", seed, "--no-baseline", "--quiet", "--out", out.to_str().unwrap()],
+            &["steer", "--model", model.to_str().unwrap(), "--particles", "40", "--steps", "8", "--sampler", "sde", "--seed", seed, "--no-baseline", "--quiet", "--force", "--out", out.to_str().unwrap()],
         );
         assert!(o.status.success(), "{}", text(&o.stderr));
         (std::fs::read(out.join("samples.npy")).unwrap(), std::fs::read(out.join("log_weights.npy")).unwrap())
@@ -206,4 +206,39 @@ fn profile_runs_the_first_intervals_and_writes_nothing() {
     a.extend(["--profile", "0"]);
     let o = run(dir.path(), &a);
     assert!(!o.status.success() && text(&o.stderr).contains("--profile takes a number of intervals ≥ 1"), "{}", text(&o.stderr));
+}
+
+/// Issue 13, items 2–3: a non-empty `--out` is refused (the older run untouched) unless
+/// `--force`, which replaces it whole; nothing is left beside it either way.
+#[test]
+fn a_non_empty_out_is_refused_unless_force() {
+    let (dir, model) = setup();
+    let m = model.to_str().unwrap();
+    let cases: [&[&str]; 4] = [
+        &["steer", "--particles", "16", "--no-baseline"],
+        &["search", "bon", "--particles", "16"],
+        &["search", "zeroth", "--candidates", "4", "--cycles", "2"],
+        &["sample", "--particles", "16"],
+    ];
+    for (k, args) in cases.iter().enumerate() {
+        let parent = dir.path().join(format!("p{k}"));
+        let out = parent.join("run");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("plot.png"), b"an older run").unwrap();
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--model", m, "--steps", "5", "--backend", "cpu", "--out", out.to_str().unwrap()]);
+        let o = run(dir.path(), &a);
+        assert!(!o.status.success(), "{args:?} wrote into a non-empty --out");
+        let err = text(&o.stderr);
+        assert!(err.contains("not empty") && err.contains("--force"), "{args:?}: {err}");
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["plot.png"], "{args:?}: the older run must be untouched");
+        a.push("--force");
+        let o = run(dir.path(), &a);
+        assert!(o.status.success(), "{args:?} --force: {}", text(&o.stderr));
+        assert!(!out.join("plot.png").exists(), "{args:?} --force: the older run's file is still there");
+        assert!(out.join("samples.npy").exists() && out.join("summary.json").exists(), "{args:?}");
+        let beside: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(beside, ["run"], "{args:?}: temporaries left beside --out");
+    }
 }

@@ -31,6 +31,10 @@ pub struct Args {
     /// or not at all.
     #[arg(long, value_name = "DIR", default_value = "runs/sample")]
     pub out: PathBuf,
+    /// Replace a non-empty --out directory whole (its old files are deleted); without it such a
+    /// directory is refused, so that two runs never mix their files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl Args {
@@ -44,6 +48,7 @@ impl Args {
             init: self.init.clone(),
             backend: self.backend.backend,
             out: self.out.clone(),
+            force: self.force,
         }
     }
 }

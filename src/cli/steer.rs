@@ -37,6 +37,10 @@ pub struct CommonArgs {
     /// Write summary.json, samples.npy, trace.csv and log_weights.npy into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace a non-empty --out directory whole (its old files are deleted); without it such a
+    /// directory is refused, so that two runs never mix their files.
+    #[arg(long)]
+    pub force: bool,
     /// Also write plot.png (needs --out).
     #[arg(long)]
     pub plot: bool,
@@ -114,6 +118,7 @@ impl CommonArgs {
             backend: self.backend.backend,
             no_graph: self.backend.no_graph,
             out: self.out.clone(),
+            force: self.force,
             plot: self.plot,
             quiet: self.quiet,
         }

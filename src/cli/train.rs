@@ -19,6 +19,10 @@ pub struct Args {
     /// the activation in the metadata). Written only when training finishes.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing --out file (otherwise refused, so that a trained model is never
+    /// overwritten by accident).
+    #[arg(long)]
+    pub force: bool,
     /// Adam iterations (the default is what the shipped models/checkerboard.safetensors used:
     /// about 7 minutes on 2 busy cores).
     #[arg(long, default_value_t = 30_000)]
@@ -95,6 +99,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     if args.out.is_dir() {
         bail!("--out {} is a directory; give a file name such as {}/checkerboard.safetensors", args.out.display(), args.out.display());
+    }
+    if args.out.exists() && !args.force {
+        bail!("--out {} already exists; pass --force to replace it, or choose another file name", args.out.display());
     }
     if args.eval_samples == 1 {
         bail!("--eval-samples must be 0 (no evaluation) or at least 2 (the energy distance needs two points)");
@@ -184,6 +191,7 @@ mod tests {
     fn args(out: PathBuf) -> Args {
         Args {
             out,
+            force: false,
             iters: 20,
             batch: 300,
             lr: 1e-2,
@@ -233,5 +241,20 @@ mod tests {
             assert!(err.contains(want), "error `{err}` should mention `{want}`");
         }
         assert!(!out.exists());
+    }
+
+    /// An existing --out file is refused (untouched) unless --force, which replaces it.
+    #[test]
+    fn an_existing_out_file_is_refused_unless_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.safetensors");
+        std::fs::write(&out, b"an older model").unwrap();
+        let err = format!("{:#}", run(args(out.clone())).unwrap_err());
+        assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"an older model");
+        run(Args { force: true, ..args(out.clone()) }).unwrap();
+        assert!(Mlp::load(&out).is_ok());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["m.safetensors"], "no temporaries");
     }
 }

@@ -29,6 +29,8 @@ pub struct CommonConfig {
     pub no_graph: bool,
     /// Where to write the run's files; None writes nothing.
     pub out: Option<PathBuf>,
+    /// Replace a non-empty `out` whole instead of refusing it.
+    pub force: bool,
     /// Also write plot.png (needs `out`).
     pub plot: bool,
     /// Print nothing but errors.
@@ -47,6 +49,7 @@ impl Default for CommonConfig {
             backend: BackendChoice::Auto,
             no_graph: false,
             out: None,
+            force: false,
             plot: false,
             quiet: false,
         }
@@ -120,4 +123,6 @@ pub struct SampleConfig {
     pub backend: BackendChoice,
     /// Where samples.npy and summary.json go.
     pub out: PathBuf,
+    /// Replace a non-empty `out` whole instead of refusing it.
+    pub force: bool,
 }

@@ -25,6 +25,8 @@ pub struct Outcome {
     pub files: Outputs,
     /// Where [`Outcome::report`] writes the files; None writes nothing.
     pub out: Option<PathBuf>,
+    /// Replace a non-empty output directory whole (`--force`).
+    pub force: bool,
     /// [`Outcome::report`] prints nothing but errors.
     pub quiet: bool,
     /// A profiled run (cut short): nothing to summarise or write.
@@ -43,14 +45,15 @@ impl Outcome {
     }
 
     /// Every file of the run in `dir`, staged in memory (nothing touches the disk).
-    pub fn stage(&self, dir: &Path) -> anyhow::Result<OutputSet> {
+    pub fn stage(&self, dir: &Path) -> anyhow::Result<OutputSet<'_>> {
         summary::stage_outputs(dir, &self.prepared.spec, self.summary_json(), &self.result, self.files)
     }
 
-    /// Writes every file of the run into `dir`, whole or not at all; lists them on stderr when
+    /// Writes every file of the run into `dir`, whole or not at all (`dir` must be missing or
+    /// empty, unless `force` was set: then it is replaced whole); lists them on stderr when
     /// `announce` is set. Returns the paths written.
     pub fn write(&self, dir: &Path, announce: bool) -> anyhow::Result<Vec<PathBuf>> {
-        crate::output::commit_outputs_announcing(self.stage(dir)?, announce)
+        crate::output::commit_outputs_announcing(self.stage(dir)?, self.force, announce)
     }
 
     /// What the command line does with an outcome: print the summary (unless quiet) and write

@@ -228,7 +228,7 @@ impl Prepared {
             bail!("--plot writes plot.png into the output directory; give --out DIR");
         }
         if let Some(out) = &common.out {
-            crate::output::prepare_out_dir(out)?;
+            crate::output::prepare_out_dir(out, common.force)?;
         }
         let backend = resolve_backend_announcing(common.backend, !common.quiet)?;
         let model = load_model(&common.model)?;

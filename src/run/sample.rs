@@ -171,15 +171,17 @@ pub struct SampleOutcome {
     pub summary: SampleSummary,
     /// Where [`SampleOutcome::report`] writes.
     pub out: PathBuf,
+    /// Replace a non-empty output directory whole (`--force`).
+    pub force: bool,
 }
 
 impl SampleOutcome {
-    /// Writes `samples.npy` and `summary.json` into `dir`, whole or not at all; lists them on
-    /// stderr when `announce` is set.
+    /// Writes `samples.npy` and `summary.json` into `dir`, whole or not at all (`dir` must be
+    /// missing or empty unless `force` was set); lists them on stderr when `announce` is set.
     pub fn write(&self, dir: &Path, announce: bool) -> anyhow::Result<Vec<PathBuf>> {
         let mut set = crate::output::OutputSet::default();
         crate::output::stage_samples_and_summary(&mut set, dir, &self.rows, self.dim, &self.summary)?;
-        crate::output::commit_outputs_announcing(set, announce)
+        crate::output::commit_outputs_announcing(set, self.force, announce)
     }
 
     /// What the command line does with an outcome: write the files into `out`.
@@ -196,7 +198,7 @@ pub fn sample(cfg: &SampleConfig) -> anyhow::Result<SampleOutcome> {
     let sampler = cfg.sampler;
     sampler.validate().map_err(anyhow::Error::msg)?;
     let resolved = prepare::resolve_backend_announcing(cfg.backend, true)?;
-    crate::output::prepare_out_dir(&cfg.out)?;
+    crate::output::prepare_out_dir(&cfg.out, cfg.force)?;
 
     let clock = Instant::now();
     let model = prepare::load_model(&cfg.model)?;
@@ -275,5 +277,5 @@ pub fn sample(cfg: &SampleConfig) -> anyhow::Result<SampleOutcome> {
         nonfinite_samples,
         quality,
     };
-    Ok(SampleOutcome { rows, dim, summary, out: cfg.out.clone() })
+    Ok(SampleOutcome { rows, dim, summary, out: cfg.out.clone(), force: cfg.force })
 }

@@ -75,6 +75,7 @@ pub fn search(cfg: &SearchConfig) -> anyhow::Result<Outcome> {
         config,
         files: Outputs { ancestry: false, plot: common.plot },
         out: common.out.clone(),
+        force: common.force,
         quiet: common.quiet,
         profiled: false,
     })

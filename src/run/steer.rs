@@ -97,6 +97,7 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
         config,
         files: Outputs { ancestry, plot },
         out: common.out,
+        force: common.force,
         quiet,
         profiled,
     })

@@ -184,8 +184,7 @@ impl SweepCsv {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        file.write_all(header().as_bytes())?;
-        file.flush()?;
+        file.write_all(header().as_bytes()).and_then(|()| file.flush()).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(Self { path: path.to_path_buf(), file })
     }
 
@@ -218,9 +217,10 @@ impl SweepCsv {
         }
         if complete.len() != rest.len() {
             // A torn last row: keep only the whole ones.
-            crate::output::write_atomic(path, format!("{first}\n{complete}").as_bytes())?;
+            crate::output::write_atomic(path, format!("{first}\n{complete}").as_bytes())
+                .with_context(|| format!("cannot rewrite {} without its torn last row", path.display()))?;
         }
-        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("cannot append to {}", path.display()))?;
         Ok((Self { path: path.to_path_buf(), file }, rows))
     }
 
@@ -236,7 +236,7 @@ impl SweepCsv {
 /// The settings every point of a sweep shares, kept in sweep.json; `--resume` requires them equal.
 pub fn check_or_write_settings(path: &Path, settings: &serde_json::Value, resume: bool) -> anyhow::Result<()> {
     if resume && path.exists() {
-        let old: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)
+        let old: serde_json::Value = serde_json::from_slice(&std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
             .with_context(|| format!("{} is not valid JSON: delete it to resume with the current settings", path.display()))?;
         if let (Some(o), Some(n)) = (old.as_object(), settings.as_object()) {
             for (k, v) in n {
@@ -251,7 +251,7 @@ pub fn check_or_write_settings(path: &Path, settings: &serde_json::Value, resume
         }
         return Ok(());
     }
-    crate::output::write_atomic(path, serde_json::to_string_pretty(settings)?.as_bytes())?;
+    crate::output::write_atomic(path, serde_json::to_string_pretty(settings)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
