@@ -1,4 +1,4 @@
-// mlp.cuh — the velocity MLP v(t, x) as a device function (SPEC §1), one particle per thread.
+// mlp.cuh — the velocity MLP v(t, x) as a device function (SPEC §1), for 1 or FS_PPT particles per thread.
 //
 // Shape and activation arrive as -D defines: FS_D (data dimension), FS_H (hidden width), FS_L
 // (hidden layers), FS_ACT (0 elu, 1 silu, 2 gelu-tanh, 3 tanh, 4 relu). Every loop is unrolled
@@ -14,7 +14,17 @@
 // so the linear algebra is bitwise equal to the CPU's; the activations are the CPU hot loop's own
 // polynomials (below), so v(t, x) is bitwise the CPU's.
 //
-// Variants: v1 (this) — activations in registers, weights in shared memory. Supports H ≤ 64:
+// Variants (FS_PPT, particles per thread; chosen at compile time, see propagate.cu):
+//   FS_PPT = 1: `fs_mlp_velocity`, one particle, both activation vectors in registers (2·H).
+//   FS_PPT ≥ 2: `fs_mlp_velocities`, FS_PPT particles per thread sharing every weight load (one
+//     broadcast LDS.128 feeds 4·FS_PPT FFMAs instead of 4). Only the layer's input (FS_PPT·H
+//     floats) stays in registers; each layer's outputs go to a per-thread column of shared
+//     memory (`scratch`, FS_PPT·H floats per thread, thread-consecutive: no bank conflicts) and
+//     are read back as the next layer's input. Per particle the operations and their order are
+//     those of FS_PPT = 1, so the result is bitwise the same. D = 2, H = 64, L = 3 on sm_90: 202
+//     registers, no spills, 0.135 shared accesses per FFMA against 0.256 (bench/propagate_variants.md).
+//
+// v1 (FS_PPT = 1) — activations in registers, weights in shared memory. Supports H ≤ 64:
 // beyond that the register arrays spill (checked by tests/kernels_compile.rs), and the host
 // refuses such models with a message. Measured with ptxas only (no GPU run yet): v0, the same
 // code fully inlined with plain loads, had the compiler hoist every weight load out of the step
@@ -41,6 +51,14 @@ static_assert(FS_ACT >= 0 && FS_ACT <= 4, "FS_ACT must be 0..4 (elu, silu, gelu,
 
 // Floats in the packed weight array.
 #define FS_MLP_PARAMS ((FS_D + 1) * FS_H + FS_H + (FS_L - 1) * (FS_H * FS_H + FS_H) + FS_H * FS_D + FS_D)
+// Floats the weights occupy in shared memory, rounded up to 16 bytes (the scratch follows them).
+#define FS_MLP_PARAMS_ALIGNED ((FS_MLP_PARAMS + 3) / 4 * 4)
+
+#ifndef FS_PPT
+#define FS_PPT 1
+#endif
+static_assert(FS_PPT >= 1 && FS_PPT <= 4, "FS_PPT (particles per thread) must be in 1..=4");
+static_assert(FS_PPT == 1 || FS_PPT * FS_H <= 128, "FS_PPT·FS_H must be ≤ 128: the layer input lives in registers");
 
 // The activations exactly as the CPU hot loop computes them (src/backend/cpu/propagate.rs,
 // `activation_f32`): Cephes-style exp/expm1 polynomials with the same constants and the same
@@ -185,6 +203,138 @@ __device__ FS_MLP_INLINE fs_vec fs_mlp_velocity(const float* __restrict__ w0, fl
     }
     return v;
 }
+
+#if FS_PPT > 1
+#ifndef FS_BLOCK
+#error "FS_BLOCK (threads per block) must be defined before mlp.cuh when FS_PPT > 1 (scratch stride)"
+#endif
+// FS_PPT points or velocities, one per particle of the thread.
+struct fs_vecs { fs_vec p[FS_PPT]; };
+
+// acc[q] = fmaf(row[i], a[q][i], acc[q]) for i = 0..H−1 in order, each weight loaded once for all q.
+__device__ __forceinline__ void fs_dot_multi(const float* __restrict__ row, const float (&a)[FS_PPT][FS_H], float (&acc)[FS_PPT]) {
+#if FS_H % 4 == 0
+    const float4* r4 = reinterpret_cast<const float4*>(row);
+#pragma unroll
+    for (int i = 0; i < FS_H / 4; ++i) {
+        const float4 w = r4[i];
+#pragma unroll
+        for (int q = 0; q < FS_PPT; ++q) {
+            acc[q] = fmaf(w.x, a[q][4 * i], acc[q]);
+            acc[q] = fmaf(w.y, a[q][4 * i + 1], acc[q]);
+            acc[q] = fmaf(w.z, a[q][4 * i + 2], acc[q]);
+            acc[q] = fmaf(w.w, a[q][4 * i + 3], acc[q]);
+        }
+    }
+#else
+#pragma unroll
+    for (int i = 0; i < FS_H; ++i) {
+        const float w = row[i];
+#pragma unroll
+        for (int q = 0; q < FS_PPT; ++q) acc[q] = fmaf(w, a[q][i], acc[q]);
+    }
+#endif
+}
+
+// v(t, x_q) for the thread's FS_PPT particles. `w0`: the weights in shared memory; `scratch`:
+// this block's FS_PPT·FS_H·FS_BLOCK floats of shared memory (16-byte aligned).
+__device__ FS_MLP_INLINE fs_vecs fs_mlp_velocities(const float* __restrict__ w0, float* __restrict__ scratch, float t, fs_vecs x) {
+    unsigned int off = 0;
+    asm volatile("" : "+r"(off));  // see fs_mlp_velocity: keeps weight loads inside the step loop
+    off &= ~3u;
+    const float* __restrict__ w = w0 + off;
+    float a[FS_PPT][FS_H];
+    {
+        const float* W = w;
+        const float* B = w + (FS_D + 1) * FS_H;
+#pragma unroll
+        for (int o = 0; o < FS_H; ++o) {
+#pragma unroll
+            for (int q = 0; q < FS_PPT; ++q) {
+                float acc = B[o];
+                acc = fmaf(W[o * (FS_D + 1)], t, acc);
+#pragma unroll
+                for (int i = 0; i < FS_D; ++i) acc = fmaf(W[o * (FS_D + 1) + 1 + i], x.p[q].c[i], acc);
+                a[q][o] = fs_activation(acc);
+            }
+        }
+    }
+    const float* p = w + (FS_D + 1) * FS_H + FS_H;
+#pragma unroll 1
+    for (int l = 1; l < FS_L; ++l) {
+#if FS_H % 4 == 0
+        // Column layout: float4 k of particle q of thread j at s4[(q·H/4 + k)·FS_BLOCK + j].
+        float4* s4 = reinterpret_cast<float4*>(scratch) + threadIdx.x;
+        // Not unrolled: one chunk of 4 outputs at a time keeps the scheduler from hoisting the
+        // next chunks' loads and activations (unrolled: 255 registers and 520 B of spills at
+        // H = 64 on sm_90; the input a[][] is indexed by the inner, unrolled loops only).
+#pragma unroll 1
+        for (int k = 0; k < FS_H / 4; ++k) {
+            float out[FS_PPT][4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int o = 4 * k + j;
+                float acc[FS_PPT];
+#pragma unroll
+                for (int q = 0; q < FS_PPT; ++q) acc[q] = p[FS_H * FS_H + o];
+                fs_dot_multi(p + o * FS_H, a, acc);
+#pragma unroll
+                for (int q = 0; q < FS_PPT; ++q) out[q][j] = fs_activation(acc[q]);
+            }
+#pragma unroll
+            for (int q = 0; q < FS_PPT; ++q) {
+                float4 v;  // (no make_float4: kernels/emulator.hpp's float4 is a plain struct)
+                v.x = out[q][0];
+                v.y = out[q][1];
+                v.z = out[q][2];
+                v.w = out[q][3];
+                s4[(q * (FS_H / 4) + k) * FS_BLOCK] = v;
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < FS_PPT; ++q) {
+#pragma unroll
+            for (int k = 0; k < FS_H / 4; ++k) {
+                const float4 v = s4[(q * (FS_H / 4) + k) * FS_BLOCK];
+                a[q][4 * k] = v.x;
+                a[q][4 * k + 1] = v.y;
+                a[q][4 * k + 2] = v.z;
+                a[q][4 * k + 3] = v.w;
+            }
+        }
+#else
+        float* s = scratch + threadIdx.x;
+        // Not unrolled either (D = 3, H = 30, L = 2 silu on sm_80 spilled 24 B unrolled).
+#pragma unroll 1
+        for (int o = 0; o < FS_H; ++o) {
+            float acc[FS_PPT];
+#pragma unroll
+            for (int q = 0; q < FS_PPT; ++q) acc[q] = p[FS_H * FS_H + o];
+            fs_dot_multi(p + o * FS_H, a, acc);
+#pragma unroll
+            for (int q = 0; q < FS_PPT; ++q) s[(q * FS_H + o) * FS_BLOCK] = fs_activation(acc[q]);
+        }
+#pragma unroll
+        for (int q = 0; q < FS_PPT; ++q) {
+#pragma unroll
+            for (int o = 0; o < FS_H; ++o) a[q][o] = s[(q * FS_H + o) * FS_BLOCK];
+        }
+#endif
+        p += FS_H * FS_H + FS_H;
+    }
+    fs_vecs v;
+#pragma unroll
+    for (int o = 0; o < FS_D; ++o) {
+        float acc[FS_PPT];
+#pragma unroll
+        for (int q = 0; q < FS_PPT; ++q) acc[q] = p[FS_H * FS_D + o];
+        fs_dot_multi(p + o * FS_H, a, acc);
+#pragma unroll
+        for (int q = 0; q < FS_PPT; ++q) v.p[q].c[o] = acc[q];
+    }
+    return v;
+}
+#endif
 
 // Copies the packed weights from global to shared memory; every thread of the block helps.
 __device__ __forceinline__ void fs_load_weights(float* __restrict__ dst, const float* __restrict__ src) {

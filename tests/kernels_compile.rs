@@ -4,8 +4,11 @@
 //!
 //! Skipped with a printed reason when NVRTC cannot be loaded, unless CI asks for it ([`ci`]):
 //! then a missing NVRTC fails (CI installs it from PyPI: bench/ci_nvrtc_snippet.sh in .ci/run).
-//! Takes ~2.5 min on two cores (NVRTC needs 10–25 s per H = 64 propagate module): it is the
-//! only check that every kernel configuration compiles without spills.
+//! Takes minutes on two cores (NVRTC needs 10–25 s per H = 64 propagate module; 23 min on a
+//! machine shared by six builds), with every propagate variant (modules::PropagateVariant): it is
+//! the only check that every kernel configuration compiles without spills. The 2x128 variant
+//! stays inside the same budget (202 registers at D = 2, H = 64: its layer input, 2·H floats,
+//! is as large as v1's two activation vectors).
 
 use flowsteer::backend::cuda::modules::{coverage, ModuleConfig, ModuleKind};
 use flowsteer::backend::cuda::nvrtc;
@@ -89,7 +92,10 @@ fn check_arch(arch: &str) -> (Vec<String>, Vec<String>) {
                 continue;
             }
         };
-        let reports = config.with_launch_shared(compiled.kernels);
+        let reports = config.annotate(compiled.kernels, arch);
+        if let Some(f) = check_propagate_report(arch, &config, &reports) {
+            failures.push(f);
+        }
         // Non-inlined device functions (their own rows in the report) must not spill either.
         for r in reports.iter().filter(|r| r.name.ends_with("(device function)")) {
             lines.push(format!("{arch} {:<48} {:<26} {:>4} B spill {:>4} B stack", config.label, r.name, r.spill_bytes, r.stack_bytes));
@@ -116,4 +122,24 @@ fn check_arch(arch: &str) -> (Vec<String>, Vec<String>) {
         }
     }
     (lines, failures)
+}
+
+/// fs_propagate's row carries its variant, a non-zero occupancy on sm_90/sm_80 (both in the
+/// occupancy table), and an instruction mix; and the rows survive the JSON of `info --json`.
+fn check_propagate_report(arch: &str, config: &ModuleConfig, reports: &[nvrtc::KernelReport]) -> Option<String> {
+    let variant = config.propagate?;
+    let r = reports.iter().find(|r| r.name == "fs_propagate")?;
+    let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(r).ok()?).ok()?;
+    let warps = json["warps_per_sm"].as_u64().unwrap_or(0);
+    let ratio = json["lds_per_ffma"].as_f64().unwrap_or(0.0);
+    let bound = json["fp32_bound"].as_f64().unwrap_or(0.0);
+    let fits = r.shared_bytes <= flowsteer::backend::cuda::occupancy::limits(arch)?.shared_per_block;
+    let ok = json["variant"].as_str() == Some(variant.name().as_str())
+        && (warps > 0 || !fits)
+        && warps % (variant.block as u64 / 32) == 0
+        && ratio > 0.0
+        && bound > 0.0
+        && bound <= 1.0;
+    println!("{arch} {:<48} variant {}: {warps} warps/SM, {ratio:.3} LDS/FFMA, FP32 <= {:.0}%", config.label, variant.name(), 100.0 * bound);
+    (!ok).then(|| format!("{arch} {}: malformed propagate report {json}", config.label))
 }

@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long)]
     pub arch: Option<String>,
     /// Print the kernel reports as a JSON list of {name, config, registers, shared_bytes,
-    /// spill_bytes} (implies --kernels).
+    /// spill_bytes, stack_bytes, variant, warps_per_sm, lds_per_ffma, fp32_bound} (implies --kernels).
     #[arg(long)]
     pub json: bool,
     /// Recompile even when the disk cache holds a module.
@@ -95,14 +95,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut reports = Vec::new();
     for c in &configs {
         let compiled = nvrtc::compile(&c.label, &c.source(), &c.defines, &arch, !args.no_cache)?;
-        reports.extend(c.with_launch_shared(compiled.kernels));
+        reports.extend(c.annotate(compiled.kernels, &arch));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         println!("kernels for {arch} (registers, shared bytes incl. dynamic, spill bytes, stack bytes):");
         for r in &reports {
-            println!("  {:<50} {:<26} {:>4} regs {:>7} B smem {:>5} B spill {:>5} B stack", r.config, r.name, r.registers, r.shared_bytes, r.spill_bytes, r.stack_bytes);
+            println!("  {:<56} {:<26} {:>4} regs {:>7} B smem {:>5} B spill {:>5} B stack", r.config, r.name, r.registers, r.shared_bytes, r.spill_bytes, r.stack_bytes);
+            // fs_propagate's variant, occupancy and instruction mix (bench/propagate_variants.md).
+            if let (Some(v), Some(ratio), Some(bound)) = (&r.variant, r.lds_per_ffma, r.fp32_bound) {
+                let warps = r.warps_per_sm.map_or("?".to_string(), |w| w.to_string());
+                println!("  {:<56} variant {v}: {warps} warps/SM, {ratio:.3} LDS per FFMA, FP32 ≤ {:.0}% by the mix", "", 100.0 * bound);
+            }
         }
     }
     Ok(())

@@ -215,12 +215,13 @@ impl CudaBackend {
     fn kernels(&mut self, spec: &RunSpec) -> anyhow::Result<Kernels> {
         let shape = spec.model.shape();
         modules::check_shape(&shape).map_err(anyhow::Error::msg)?;
-        let propagate = self.load(ModuleConfig::propagate(&shape, &spec.sampler))?;
+        let variant = modules::PropagateVariant::selected(&shape).map_err(anyhow::Error::msg)?;
+        let propagate = self.load(ModuleConfig::propagate_variant(&shape, &spec.sampler, variant))?;
         let potential = self.load(ModuleConfig::potential(shape.dim, &spec.reward, spec.potential.kind))?;
         let resample = self.load(ModuleConfig::resample())?;
         let search = self.load(ModuleConfig::search(shape.dim))?;
-        // Weights beyond the default 48 KiB of dynamic shared memory need an opt-in.
-        let smem = (modules::mlp_params(&shape) * 4) as u32;
+        // Weights (and scratch) beyond the default 48 KiB of dynamic shared memory need an opt-in.
+        let smem = variant.shared_bytes(&shape);
         if smem > 48 * 1024 {
             self.device.allow_shared(&self.func(&propagate, "fs_propagate")?, smem)?;
         }
@@ -316,8 +317,10 @@ impl CudaBackend {
         let (x, iv, w, alt) = (self.ptr(&p.x), self.ptr(&p.iv), self.ptr(&p.weights), self.ptr(&p.alt));
         let steps = spec.sampler.steps as u32;
         let kk = spec.sampler.k;
-        let smem = (modules::mlp_params(&spec.model.shape()) * 4) as u32;
-        let cfg = LaunchConfig { grid_dim: (blocks(p.total(), PROPAGATE_BLOCK), 1, 1), block_dim: (PROPAGATE_BLOCK, 1, 1), shared_mem_bytes: smem };
+        let config = &self.loaded[&k.propagate].config;
+        let (variant, smem) = (config.propagate.expect("the propagate module has a variant"), config.dynamic_shared_bytes);
+        let resident = self.device.resident_blocks(&f, variant.block, smem)?;
+        let cfg = modules::propagate_launch(variant, p.total(), resident, smem);
         self.device.launch(&f, cfg, args![x, total, stride, iv, steps, kk, k0, k1, w, alt, emit], "fs_propagate")
     }
 

@@ -310,6 +310,21 @@ impl Device {
         }
     }
 
+    /// How many blocks of `kernel` (launched with `block` threads and `shared` bytes of dynamic
+    /// shared memory) the whole device runs at once: multiprocessors × resident blocks per
+    /// multiprocessor. The emulator answers 2 (a pretend device of 2 × 1), small so that the
+    /// tests exercise the persistent kernels' grid-stride loops (kernels/propagate.cu).
+    pub fn resident_blocks(&self, kernel: &Kernel, block: u32, shared: u32) -> anyhow::Result<u32> {
+        match (self, kernel) {
+            (Device::Driver(d), Kernel::Driver(f)) => {
+                let sms = drv(d.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT), "reading the multiprocessor count")?;
+                let per_sm = drv(f.occupancy_max_active_blocks_per_multiprocessor(block, shared as usize, None), "computing the occupancy")?;
+                Ok((sms.max(1) as u32) * per_sm.max(1))
+            }
+            _ => Ok(2),
+        }
+    }
+
     /// Enqueues one launch (recorded instead while the emulator captures a graph).
     pub fn launch(&self, kernel: &Kernel, config: LaunchConfig, args: &[KernelArg], what: &str) -> anyhow::Result<()> {
         match (self, kernel) {

@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod modules;
 pub mod nvrtc;
 pub mod nvtx;
+pub mod occupancy;
 pub mod reward_codegen;
 
 pub use device::{CudaBackend, CudaParticles};

@@ -20,8 +20,9 @@ const POTENTIAL_CU: &str = include_str!("../../../kernels/potential.cu");
 const RESAMPLE_CU: &str = include_str!("../../../kernels/resample.cu");
 const SEARCH_CU: &str = include_str!("../../../kernels/search.cu");
 
-/// Threads per block of the propagate kernels (one particle each).
-pub const PROPAGATE_BLOCK: u32 = 128;
+/// Threads per block of `fs_init_noise` (one particle each; the propagate module's FS_BLOCK is
+/// its variant's [`PropagateVariant::block`]).
+pub const PROPAGATE_BLOCK: u32 = 256;
 /// Threads per block of the reduction, scan and gather kernels.
 pub const RBLOCK: u32 = 256;
 /// Particles per thread in the tiled kernels; a tile is `RBLOCK · ITEMS` particles.
@@ -48,8 +49,146 @@ pub struct ModuleConfig {
     pub prelude: String,
     /// Entry points, for loading and for checking that ptxas reported each.
     pub kernels: &'static [&'static str],
-    /// Dynamic shared memory `fs_propagate` is launched with (the MLP weights); 0 elsewhere.
+    /// Dynamic shared memory `fs_propagate` is launched with (the MLP weights and, for two or
+    /// more particles per thread, the activation scratch); 0 elsewhere.
     pub dynamic_shared_bytes: u32,
+    /// The propagate kernel's variant and its instruction mix (`None` for the other modules).
+    pub propagate: Option<PropagateVariant>,
+    pub mix: Option<InstructionMix>,
+}
+
+/// The work of one MLP evaluation in one thread of `fs_propagate`, counted from the kernel's
+/// structure (kernels/mlp.cuh), the counts nvdisasm confirms in the static SASS
+/// (bench/propagate_variants.md: 1,136 LDS.128 = layer 0 + one hidden layer + output at D = 2,
+/// H = 64, and 2,176 = 8,706 / 4 dynamically with both hidden layers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InstructionMix {
+    /// Multiply-adds of the linear layers (particles per thread × the model's MACs); the
+    /// activations' polynomial FFMAs come on top and are not counted.
+    pub ffma: u64,
+    /// Weight loads, the same address in every lane (broadcast): LDS.128 where H % 4 = 0.
+    pub lds_broadcast: u64,
+    /// Per-thread loads and stores of the activation scratch (two or more particles per thread).
+    pub shared_per_thread: u64,
+}
+
+impl InstructionMix {
+    /// Shared-memory instructions per FFMA.
+    pub fn lds_per_ffma(&self) -> f64 {
+        (self.lds_broadcast + self.shared_per_thread) as f64 / self.ffma as f64
+    }
+
+    /// The largest share of FP32 peak this mix allows, from two per-SM throughputs: 4 warp-FFMA
+    /// per cycle (one per scheduler), and the shared-memory pipe at 2 cycles per broadcast
+    /// LDS.128 (the issue's figure: 1,136 LDS.128 against 5,769 FFMA "caps FP32 near 50 %") and
+    /// 4 cycles per per-thread 128-bit access (512 bytes at 128 bytes per cycle). An upper bound
+    /// from the mix alone (latency, occupancy and the activations' other instructions come on
+    /// top), to be confirmed by timing on a GPU.
+    pub fn fp32_bound(&self) -> f64 {
+        let ffma_cycles = self.ffma as f64 / 4.0;
+        let shared_cycles = 2.0 * self.lds_broadcast as f64 + 4.0 * self.shared_per_thread as f64;
+        (ffma_cycles / shared_cycles).min(1.0)
+    }
+}
+
+/// How `fs_propagate` maps particles to threads (kernels/propagate.cu FS_PPT and FS_BLOCK): a
+/// compile-time choice, so every variant is its own module. `FLOWSTEER_PROPAGATE=2x128` (particles
+/// per thread × threads per block) picks one at run time, so that one GPU session can time each
+/// (bench/propagate_variants.md); without it [`PropagateVariant::default_for`] decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PropagateVariant {
+    pub particles_per_thread: u32,
+    pub block: u32,
+}
+
+/// The environment variable that selects the propagate variant.
+pub const PROPAGATE_VARIANT_ENV: &str = "FLOWSTEER_PROPAGATE";
+
+impl PropagateVariant {
+    /// One particle per thread, 256 threads: both activation vectors in registers.
+    pub const ONE: Self = Self { particles_per_thread: 1, block: 256 };
+    /// Two particles per thread sharing each weight load, 128 threads (the activation scratch is
+    /// 512 bytes per thread at H = 64: 64 KiB per block, so two blocks still fit an SM).
+    pub const TWO: Self = Self { particles_per_thread: 2, block: 128 };
+    /// Every variant `info --kernels` reports and tests/kernels_compile.rs compiles.
+    pub const ALL: [Self; 2] = [Self::ONE, Self::TWO];
+
+    /// `1x256`, `2x128`.
+    pub fn name(&self) -> String {
+        format!("{}x{}", self.particles_per_thread, self.block)
+    }
+
+    /// Whether this variant can run the model: with two or more particles per thread the layer
+    /// inputs (particles × H floats) live in registers, at most 128 of them.
+    pub fn supports(&self, shape: &MlpShape) -> bool {
+        self.particles_per_thread == 1 || self.particles_per_thread as usize * shape.hidden <= 128
+    }
+
+    /// Per MLP evaluation and thread (see [`InstructionMix`]).
+    pub fn instruction_mix(&self, shape: &MlpShape) -> InstructionMix {
+        let (p, h, l) = (self.particles_per_thread as u64, shape.hidden as u64, shape.hidden_layers as u64);
+        let width = if h % 4 == 0 { 4 } else { 1 };
+        let scratch = if p > 1 { 2 * (l - 1) * p * h / width } else { 0 };
+        InstructionMix { ffma: p * shape_macs(shape), lds_broadcast: (mlp_params(shape) as u64).div_ceil(width), shared_per_thread: scratch }
+    }
+
+    /// Dynamic shared memory: the weights (rounded up to 16 bytes), then for two or more particles
+    /// per thread one column of particles × H floats per thread (kernels/mlp.cuh `scratch`).
+    pub fn shared_bytes(&self, shape: &MlpShape) -> u32 {
+        let weights = mlp_params(shape).div_ceil(4) * 16;
+        let scratch = if self.particles_per_thread > 1 { self.particles_per_thread as usize * shape.hidden * self.block as usize * 4 } else { 0 };
+        (weights + scratch) as u32
+    }
+
+    /// The variant used when none is asked for: see bench/propagate_variants.md for the counts
+    /// behind the choice (to be replaced by the faster on the device once timed on a GPU).
+    pub fn default_for(_shape: &MlpShape) -> Self {
+        Self::ONE
+    }
+
+    /// Parses `PxB` (e.g. `2x128`): 1–4 particles per thread, a block of 32–1,024 threads in
+    /// whole warps.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{PROPAGATE_VARIANT_ENV}={text:?} is not a propagate variant: give particles per thread × threads per block \
+                 as PxB with P in 1..=4 and B a multiple of 32 up to 1024, e.g. 1x256 or 2x128"
+            )
+        };
+        let (p, b) = text.trim().split_once('x').ok_or_else(bad)?;
+        let (p, b): (u32, u32) = (p.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        if !(1..=4).contains(&p) || b == 0 || b > 1024 || b % 32 != 0 {
+            return Err(bad());
+        }
+        Ok(Self { particles_per_thread: p, block: b })
+    }
+
+    /// The variant for this model: `$FLOWSTEER_PROPAGATE` if set (an error if it is malformed or
+    /// cannot run the model), else [`Self::default_for`].
+    pub fn selected(shape: &MlpShape) -> Result<Self, String> {
+        let Some(v) = std::env::var_os(PROPAGATE_VARIANT_ENV) else { return Ok(Self::default_for(shape)) };
+        let v = Self::parse(&v.to_string_lossy())?;
+        if !v.supports(shape) {
+            return Err(format!(
+                "{PROPAGATE_VARIANT_ENV}={} keeps {} × H = {} activations per thread in registers, more than 128: \
+                 use 1 particle per thread for this model (H = {}), e.g. {PROPAGATE_VARIANT_ENV}=1x256",
+                v.name(),
+                v.particles_per_thread,
+                v.particles_per_thread as usize * shape.hidden,
+                shape.hidden
+            ));
+        }
+        Ok(v)
+    }
+}
+
+/// The launch of `fs_propagate`: persistent, at most `resident` blocks (what the device runs at
+/// once, [`super::gpu::Device::resident_blocks`]) walking `total` particles in a grid-stride loop.
+pub fn propagate_launch(variant: PropagateVariant, total: usize, resident: u32, shared_bytes: u32) -> cudarc::driver::LaunchConfig {
+    let per_block = variant.block as usize * variant.particles_per_thread as usize;
+    let needed = total.div_ceil(per_block).max(1);
+    let grid = needed.min(resident.max(1) as usize) as u32;
+    cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (variant.block, 1, 1), shared_mem_bytes: shared_bytes }
 }
 
 fn activation_code(a: Activation) -> u32 {
@@ -92,6 +231,13 @@ pub fn check_shape(shape: &MlpShape) -> Result<(), String> {
     Ok(())
 }
 
+/// Multiply-adds of one MLP evaluation: (D+1)·H + (L−1)·H² + H·D (8,512 for D = 2, H = 64,
+/// L = 3: 34,048 FLOP per midpoint step, two evaluations).
+pub fn shape_macs(shape: &MlpShape) -> u64 {
+    let (d, h, l) = (shape.dim as u64, shape.hidden as u64, shape.hidden_layers as u64);
+    (d + 1) * h + (l - 1) * h * h + h * d
+}
+
 /// Floats of the packed weights (kernels/mlp.cuh FS_MLP_PARAMS).
 pub fn mlp_params(shape: &MlpShape) -> usize {
     let (d, h, l) = (shape.dim, shape.hidden, shape.hidden_layers);
@@ -99,7 +245,12 @@ pub fn mlp_params(shape: &MlpShape) -> usize {
 }
 
 impl ModuleConfig {
+    /// The propagate module in the default variant for this model.
     pub fn propagate(shape: &MlpShape, sampler: &Sampler) -> Self {
+        Self::propagate_variant(shape, sampler, PropagateVariant::default_for(shape))
+    }
+
+    pub fn propagate_variant(shape: &MlpShape, sampler: &Sampler, variant: PropagateVariant) -> Self {
         let (kind, form) = match sampler.kind {
             SamplerKind::Euler => (0, 0),
             SamplerKind::Midpoint => (1, 0),
@@ -114,8 +265,12 @@ impl ModuleConfig {
         Self {
             kind: ModuleKind::Propagate,
             label: format!(
-                "propagate D={} H={} L={} {} {sampler_name}",
-                shape.dim, shape.hidden, shape.hidden_layers, shape.activation
+                "propagate D={} H={} L={} {} {sampler_name} {}",
+                shape.dim,
+                shape.hidden,
+                shape.hidden_layers,
+                shape.activation,
+                variant.name()
             ),
             defines: vec![
                 format!("-DFS_D={}", shape.dim),
@@ -124,11 +279,15 @@ impl ModuleConfig {
                 format!("-DFS_ACT={}", activation_code(shape.activation)),
                 format!("-DFS_SAMPLER={kind}"),
                 format!("-DFS_SDE_FORM={form}"),
-                format!("-DFS_BLOCK={PROPAGATE_BLOCK}"),
+                format!("-DFS_BLOCK={}", variant.block),
+                format!("-DFS_PPT={}", variant.particles_per_thread),
+                format!("-DFS_INIT_BLOCK={PROPAGATE_BLOCK}"),
             ],
             prelude: String::new(),
             kernels: &["fs_propagate", "fs_init_noise"],
-            dynamic_shared_bytes: (mlp_params(shape) * 4) as u32,
+            dynamic_shared_bytes: variant.shared_bytes(shape),
+            propagate: Some(variant),
+            mix: Some(variant.instruction_mix(shape)),
         }
     }
 
@@ -145,6 +304,8 @@ impl ModuleConfig {
             prelude: reward_codegen::generate(reward),
             kernels: &["fs_weigh", "fs_weigh_finalize", "fs_score"],
             dynamic_shared_bytes: 0,
+            propagate: None,
+            mix: None,
         }
     }
 
@@ -172,6 +333,8 @@ impl ModuleConfig {
                 "fs_root_init",
             ],
             dynamic_shared_bytes: 0,
+            propagate: None,
+            mix: None,
         }
     }
 
@@ -194,6 +357,8 @@ impl ModuleConfig {
                 "fs_replicate_index",
             ],
             dynamic_shared_bytes: 0,
+            propagate: None,
+            mix: None,
         }
     }
 
@@ -203,6 +368,21 @@ impl ModuleConfig {
         for r in &mut reports {
             if r.name == "fs_propagate" {
                 r.shared_bytes += self.dynamic_shared_bytes;
+            }
+        }
+        reports
+    }
+
+    /// [`Self::with_launch_shared`], and for `fs_propagate` its variant, warps per SM on `arch`
+    /// ([`super::occupancy`]) and instruction mix: the rows of `flowsteer info --kernels`.
+    pub fn annotate(&self, reports: Vec<super::nvrtc::KernelReport>, arch: &str) -> Vec<super::nvrtc::KernelReport> {
+        let mut reports = self.with_launch_shared(reports);
+        if let (Some(variant), Some(mix)) = (self.propagate, self.mix) {
+            for r in reports.iter_mut().filter(|r| r.name == "fs_propagate") {
+                r.variant = Some(variant.name());
+                r.warps_per_sm = super::occupancy::limits(arch).map(|l| super::occupancy::warps_per_sm(&l, r.registers, variant.block, r.shared_bytes));
+                r.lds_per_ffma = Some(mix.lds_per_ffma());
+                r.fp32_bound = Some(mix.fp32_bound());
             }
         }
         reports
@@ -287,6 +467,15 @@ pub fn coverage() -> Vec<ModuleConfig> {
         ModuleConfig::propagate(&shape(2, 32, 3, Activation::Tanh), &mid),
         ModuleConfig::propagate(&shape(1, 16, 1, Activation::Relu), &euler),
     ];
+    // The other propagate variants (PropagateVariant::ALL): the default model, the smallest
+    // width, and a width that is not a multiple of 4 (kernels/mlp.cuh's scalar path).
+    for v in PropagateVariant::ALL.into_iter().filter(|&v| v != PropagateVariant::default_for(&shape(2, 64, 3, Activation::Elu))) {
+        out.push(ModuleConfig::propagate_variant(&shape(2, 64, 3, Activation::Elu), &mid, v));
+        out.push(ModuleConfig::propagate_variant(&shape(1, 16, 1, Activation::Relu), &euler, v));
+        out.push(ModuleConfig::propagate_variant(&shape(3, 30, 2, Activation::Silu), &legacy, v));
+    }
+    // And the default variant at H % 4 ≠ 0 too.
+    out.push(ModuleConfig::propagate(&shape(3, 30, 2, Activation::Silu), &legacy));
     let point = |d: usize| Term::Point { c: vec![0.5; d] };
     let line = Term::Line { axis: 0, c: 1.0 };
     let gauss = |d: usize| Term::Gaussian { c: vec![-1.0; d], sigma: 0.5 };
@@ -325,6 +514,27 @@ mod tests {
         let reward_at = src.find("fs_reward(const float x[FS_D]) {").unwrap();
         assert!(reward_at > src.find("struct fs_lse").unwrap());
         assert!(reward_at < src.find("fs_weigh(").unwrap());
+    }
+
+    #[test]
+    fn instruction_mix_of_the_default_model() {
+        let shape = MlpShape { dim: 2, hidden: 64, hidden_layers: 3, activation: Activation::Elu };
+        assert_eq!(shape_macs(&shape) * 2 * 2, 34_048, "FLOP per midpoint step");
+        let one = PropagateVariant::ONE.instruction_mix(&shape);
+        assert_eq!((one.ffma, one.lds_broadcast, one.shared_per_thread), (8_512, 2_177, 0));
+        let two = PropagateVariant::TWO.instruction_mix(&shape);
+        // Two hidden layers, each storing and reloading 2 × 64 floats as 32 + 32 float4.
+        assert_eq!((two.ffma, two.lds_broadcast, two.shared_per_thread), (17_024, 2_177, 128));
+        assert!((one.fp32_bound() - 8_512.0 / 4.0 / (2.0 * 2_177.0)).abs() < 1e-12);
+        assert!(two.lds_per_ffma() < 0.6 * one.lds_per_ffma() && two.fp32_bound() > 1.5 * one.fp32_bound());
+    }
+
+    #[test]
+    fn persistent_launch_caps_the_grid_at_the_resident_blocks() {
+        let c = propagate_launch(PropagateVariant::TWO, 10_000, 6, 100);
+        assert_eq!((c.grid_dim.0, c.block_dim.0, c.shared_mem_bytes), (6, 128, 100));
+        assert_eq!(propagate_launch(PropagateVariant::TWO, 257, 6, 0).grid_dim.0, 2);
+        assert_eq!(propagate_launch(PropagateVariant::ONE, 0, 6, 0).grid_dim.0, 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys};
 use sha2::{Digest, Sha256};
 
 /// One kernel's resource use, from ptxas.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct KernelReport {
     pub name: String,
     /// The module configuration the kernel was compiled in (e.g. `propagate D=2 H=64 ...`).
@@ -27,6 +27,16 @@ pub struct KernelReport {
     pub spill_bytes: u32,
     /// Stack frame (local memory) bytes.
     pub stack_bytes: u32,
+    /// `fs_propagate` only (filled by `ModuleConfig::annotate`): the variant (particles per
+    /// thread × threads per block, e.g. `2x128`), ...
+    pub variant: Option<String>,
+    /// ... resident warps per SM from registers, block size and shared memory
+    /// (super::occupancy; `None` for an architecture its table lacks), ...
+    pub warps_per_sm: Option<u32>,
+    /// ... shared-memory instructions per FFMA of one MLP evaluation, and the FP32 share the
+    /// instruction mix allows (modules::InstructionMix).
+    pub lds_per_ffma: Option<f64>,
+    pub fp32_bound: Option<f64>,
 }
 
 /// A compiled module: the cubin and what ptxas said.
