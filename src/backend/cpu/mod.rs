@@ -84,18 +84,10 @@ impl CpuBackend {
             hat = p.x.iter().zip(&v).map(|(&x, &v)| sampler::predicted_data(x, v, t)).collect::<Vec<f32>>();
             &hat
         };
-        (0..total)
-            .into_par_iter()
-            .map_init(
-                || vec![0f32; dim],
-                |row, i| {
-                    for d in 0..dim {
-                        row[d] = x[d * total + i];
-                    }
-                    spec.reward.eval(row)
-                },
-            )
-            .collect()
+        // The reward's time t: that of the step (1 for the final sample, docs/rewards.md).
+        let mut out = vec![0f32; total];
+        spec.reward.eval_soa(x, dim, total, spec.sampler.time(step), &mut out);
+        out
     }
 }
 
