@@ -294,3 +294,6 @@ mod tests {
         assert_eq!(far.eval(&x, eps), 0.0);
     }
 }
+
+#[cfg(test)]
+mod expr_tests;
