@@ -350,6 +350,7 @@ pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunR
                 "mean_reward": finite(t.mean_reward), "best_reward": finite(t.best_reward),
                 "resampled": t.resampled, "distinct_parents": t.distinct_parents,
                 "nonfinite": t.nonfinite, "all_neg_inf": t.all_neg_inf, "nfe": t.nfe,
+                "lambda": finite(t.lambda),
             })
         })
         .collect();

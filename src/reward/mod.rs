@@ -9,7 +9,6 @@
 
 pub mod command;
 pub mod expr;
-pub mod tempering;
 
 use std::sync::{Arc, Mutex};
 
