@@ -131,7 +131,8 @@ fn adaptive_tempering_reaches_the_target_with_more_ancestors() {
     eprintln!("final ESS: adaptive {:.0}, constant {:.0}", final_ess(&adaptive), final_ess(&fixed));
     // Every intermediate point that tempered below λ kept the ESS target (≥ N/2 in every group).
     for t in adaptive.trace.iter().filter(|t| t.lambda > 0.0 && t.index + 1 < lambdas.len()) {
-        assert!(t.ess >= 0.5 * n as f64 - 1e-6, "{t:?}");
+        // (λ_k is rounded to f32 after the bisection: allow a relative 1e-4 below the target.)
+        assert!(t.ess >= 0.5 * n as f64 * (1.0 - 1e-4), "{t:?}");
     }
     assert!(methods::trace_csv(&adaptive.trace).lines().next().unwrap().ends_with(",lambda"));
 }
