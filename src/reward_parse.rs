@@ -71,6 +71,7 @@ impl fmt::Display for Term {
             Term::Gaussian { c, sigma } => write!(f, "gaussian({}, {sigma})", vec(c)),
             Term::Obstacle { c, rho, q_star, eta } => write!(f, "obstacle({}, {rho}, {q_star}, {eta})", vec(c)),
             Term::Expr(e) => f.write_str(&e.source),
+            Term::Command(c) => write!(f, "the program `{}`", c.command),
         }
     }
 }

@@ -246,7 +246,7 @@ impl Builder {
                 let zero = self.c(0.0);
                 self.push(Op::Select(near, v, zero))
             }
-            Term::Expr { .. } => unreachable!("a shape node never holds an expression"),
+            Term::Expr(_) | Term::Command(_) => unreachable!("a shape node holds only a built-in term"),
         }
     }
 }

@@ -42,6 +42,13 @@ pub enum Term {
     /// A general expression (docs/writing-a-reward.md).
     #[serde(rename = "expression")]
     Expr(#[serde(serialize_with = "serialize_expr")] Arc<ExprReward>),
+    /// The user's own program (`--reward-cmd`), evaluated on the host in batches.
+    #[serde(rename = "command")]
+    Command(#[serde(serialize_with = "serialize_command")] Arc<command::RewardCommand>),
+}
+
+fn serialize_command<S: serde::Serializer>(c: &Arc<command::RewardCommand>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(c.as_ref(), s)
 }
 
 fn serialize_expr<S: serde::Serializer>(e: &Arc<ExprReward>, s: S) -> Result<S::Ok, S::Error> {
@@ -130,6 +137,9 @@ impl Term {
                 // Unchecked against this D (checks_dim refuses it before any run): no value.
                 Err(_) => f32::NAN,
             },
+            // One point at a time (plots, sweeps); a failed program has no value here, and the
+            // run's batched evaluation ([`Reward::eval_soa`]) reports why.
+            Term::Command(c) => c.eval(x, x.len(), t).map_or(f32::NAN, |v| v[0]),
             Term::Point { c } => 1.0 / (sq_dist(x, c) + eps),
             Term::Line { axis, c } => 1.0 / ((x[*axis] - c).abs() + eps),
             Term::Gaussian { c, sigma } => -sq_dist(x, c) / (2.0 * sigma * sigma),
@@ -149,7 +159,7 @@ impl Term {
     pub fn centre(&self) -> Option<&[f32]> {
         match self {
             Term::Point { c } | Term::Gaussian { c, .. } | Term::Obstacle { c, .. } => Some(c),
-            Term::Line { .. } | Term::Expr(_) => None,
+            Term::Line { .. } | Term::Expr(_) | Term::Command(_) => None,
         }
     }
 
@@ -161,6 +171,7 @@ impl Term {
             Term::Gaussian { .. } => "gaussian",
             Term::Obstacle { .. } => "obstacle",
             Term::Expr(_) => "expression",
+            Term::Command(_) => "command",
         }
     }
 }
@@ -193,11 +204,35 @@ impl Reward {
         }
     }
 
+    /// The reward program when the reward is `--reward-cmd`.
+    pub fn command(&self) -> Option<&Arc<command::RewardCommand>> {
+        match self.terms.as_slice() {
+            [(_, Term::Command(c))] => Some(c),
+            _ => None,
+        }
+    }
+
+    /// A reward computed by the program `command` (`--reward-cmd`).
+    pub fn from_command(command: command::RewardCommand) -> Self {
+        Reward { terms: vec![(1.0, Term::Command(Arc::new(command)))], eps: DEFAULT_EPS }
+    }
+
     /// Rewards of `out.len()` points stored coordinate-major (`x[d·stride + i]`, D = `dim`) at
-    /// time `t`, in parallel. Each value is bitwise [`Reward::eval_at`] of the point.
-    pub fn eval_soa(&self, x: &[f32], dim: usize, stride: usize, t: f32, out: &mut [f32]) {
+    /// time `t`, in parallel. Each value is bitwise [`Reward::eval_at`] of the point. Fails only
+    /// for a reward program that fails (the run must end).
+    pub fn eval_soa(&self, x: &[f32], dim: usize, stride: usize, t: f32, out: &mut [f32]) -> anyhow::Result<()> {
         use rayon::prelude::*;
         const CHUNK: usize = 1024;
+        if let Some(c) = self.command() {
+            // One batch for the whole population: the program sees [B, D] rows.
+            let rows = crate::backend::soa_to_rows(x, dim, stride, out.len());
+            let r = c.eval(&rows, dim, t)?;
+            let w = self.terms[0].0;
+            for (o, v) in out.iter_mut().zip(r) {
+                *o = if w == 1.0 { v } else { w * v };
+            }
+            return Ok(());
+        }
         if let Some(e) = self.expression() {
             match e.program(dim) {
                 Ok(p) => out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
@@ -207,7 +242,7 @@ impl Reward {
                 }),
                 Err(_) => out.fill(f32::NAN),
             }
-            return;
+            return Ok(());
         }
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
             let mut row = vec![0f32; dim];
@@ -219,6 +254,7 @@ impl Reward {
                 *v = self.eval_at(&row, t);
             }
         });
+        Ok(())
     }
 
     /// The dimension every vector argument has, if any term fixes it.

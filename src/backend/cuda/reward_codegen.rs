@@ -111,6 +111,9 @@ fn try_generate(reward: &Reward, dim: usize) -> Result<String, String> {
                 let _ = writeln!(s, "            t = -0.5f * {} * g * g;", lit(*eta));
                 let _ = writeln!(s, "        }}");
             }
+            Term::Command(_) => {
+                return Err("a --reward-cmd program runs on the host; the CUDA backend does not call it yet (use --backend cpu)".into())
+            }
             Term::Expr(e) => {
                 // A weighted expression inside a sum (built by hand, not by the parser).
                 let p = e.program(dim).map_err(|err| e.located(err))?;
