@@ -355,7 +355,13 @@ pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunR
         })
         .collect();
     let t = &r.times;
+    // Time spent in a --reward-cmd program (host round trips included).
+    let reward_command = spec.reward.command().map(|c| {
+        let (seconds, batches) = c.time_spent();
+        json!({ "command": c.command, "seconds": seconds, "batches": batches })
+    });
     json!({
+        "reward_command": reward_command,
         "method": r.method,
         "config": {
             "run": config,

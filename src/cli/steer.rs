@@ -22,11 +22,20 @@ use crate::summary::{self, Baseline, Outputs};
 pub struct CommonArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The reward (SPEC §4): point([x,y]), line(axis, c), gaussian([x,y], sigma),
-    /// obstacle([x,y], rho, q_star, eta), and weighted sums, e.g.
-    /// "gaussian([2,0.5], 0.5) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)".
+    /// The reward (docs/writing-a-reward.md): an expression over x, x[0], t and numbers with
+    /// + - * / ^, comparisons, where(c,a,b), abs sqrt exp log min max clamp sin cos tanh norm dot,
+    /// and the shapes point([x,y]), line(axis, c), gaussian([x,y], sigma),
+    /// obstacle([x,y], rho, q_star, eta), e.g. "-norm(x - [2, 0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)".
     #[arg(long, default_value = "point([2,0.5])", allow_hyphen_values = true)]
     pub reward: String,
+    /// A program that computes the reward (instead of --reward), e.g. "python3 my_reward.py":
+    /// started once, it reads batches ("<t> <nbytes>\n" + a [B, D] float32 .npy) on stdin and
+    /// answers "<nbytes>\n" + a [B] float32 .npy on stdout (docs/writing-a-reward.md). CPU backend.
+    #[arg(long, value_name = "CMD", conflicts_with = "reward")]
+    pub reward_cmd: Option<String>,
+    /// Seconds the --reward-cmd program may take to answer one batch before the run ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub reward_timeout: f64,
     /// Where intermediate rewards are evaluated: the predicted data x̂1 or the noisy state.
     #[arg(long, value_enum, default_value_t)]
     pub reward_on: RewardOn,
@@ -95,6 +104,14 @@ pub struct Args {
     /// Run each resampling interval as one backend call (no per-phase times).
     #[arg(long)]
     pub fused: bool,
+    /// λ per resampling point (docs/steering.md "Tempering"): constant (λ everywhere), linear
+    /// (λ·k/K), geometric (doubling to λ), or adaptive (increments chosen so that the ESS after
+    /// each point is --target-ess·N; potential rt). The final point always uses --lambda.
+    #[arg(long, value_enum, default_value_t)]
+    pub lambda_schedule: crate::methods::LambdaSchedule,
+    /// The ESS fraction adaptive tempering keeps at each resampling point, in (0, 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub target_ess: f32,
     /// Skip the unsteered run of the same noises that the summary compares against.
     #[arg(long)]
     pub no_baseline: bool,
@@ -153,6 +170,19 @@ impl CommonArgs {
         let backend = self.backend.resolve_announcing(!self.quiet)?;
         let model = self.model.load()?;
         reward.checks_dim(model.dim).map_err(|e| anyhow::anyhow!("--reward {:?}: {e}", self.reward))?;
+        let reward = match &self.reward_cmd {
+            None => reward,
+            Some(cmd) => {
+                if !(self.reward_timeout.is_finite() && self.reward_timeout > 0.0) {
+                    bail!("--reward-timeout must be a number of seconds > 0, got {}", self.reward_timeout);
+                }
+                if backend.choice != crate::backend::BackendChoice::Cpu {
+                    bail!("--reward-cmd runs the program on the host, which only the CPU backend calls so far; add --backend cpu");
+                }
+                let timeout = std::time::Duration::from_secs_f64(self.reward_timeout);
+                Reward::from_command(crate::reward::command::RewardCommand::start(cmd, timeout)?)
+            }
+        };
         let spec = RunSpec { model, sampler, reward, reward_on: self.reward_on, potential, resample, adaptive_ess, seed: self.seed };
         Ok(Prepared { spec, model_path: self.model.model.clone(), backend, no_graph: self.backend.no_graph })
     }
@@ -177,6 +207,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         args.ancestry = false;
     }
     let potential = Potential { kind: args.potential, lambda: args.lambda, r_min: args.r_min };
+    let tempering = methods::Tempering::new(args.lambda_schedule, args.target_ess).map_err(anyhow::Error::msg)?;
+    tempering.check(args.potential).map_err(anyhow::Error::msg)?;
     let layout = check_layout(args.particles, args.groups, "--particles")?;
     let schedule = ScheduleSpec { t_start: args.t_start, t_end: args.t_end, count: args.resample_count, every: args.resample_every };
     schedule.validate().map_err(anyhow::Error::msg)?;
@@ -209,7 +241,11 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         println!("  resampling at grid steps {resolved}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
-    let result = methods::steer(&mut backend, &prep.spec, &cfg, init)?;
+    let result = methods::steer_tempered(&mut backend, &prep.spec, &cfg, tempering, init)?;
+    if let (Some(c), false) = (prep.spec.reward.command(), quiet) {
+        let (seconds, batches) = c.time_spent();
+        println!("  reward program: {seconds:.3} s in {batches} batches");
+    }
     if args.profile.is_some() {
         let t = &result.times;
         println!(
@@ -241,6 +277,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         "t_start": args.t_start,
         "t_end": args.t_end,
         "adaptive_ess": args.adaptive_ess,
+        "lambda_schedule": tempering,
         "init": args.init.as_ref().map(|p| p.display().to_string()),
         "fused": args.fused,
     });
