@@ -61,6 +61,21 @@ impl FromStr for Reward {
     }
 }
 
+/// `s` as one expression, never lowered to built-in terms (for benchmarks and tests that want
+/// the expression evaluator on a weighted sum of shapes).
+pub fn parse_expression(s: &str) -> Result<Reward, RewardParseError> {
+    let mut p = Parser { chars: s.chars().collect(), pos: 0, input: s, eps: None, vec_len: None };
+    p.skip_ws();
+    let mut tree = p.expr(0)?;
+    p.skip_ws();
+    if p.peek().is_some() {
+        return p.err(p.pos, format!("expected an operator or the end, {}", p.found()));
+    }
+    let eps = p.eps.map_or(DEFAULT_EPS, |e| e.0);
+    set_eps(&mut tree, eps);
+    Ok(Reward { terms: vec![(1.0, Term::Expr(Arc::new(ExprReward::new(s.to_string(), tree))))], eps })
+}
+
 impl fmt::Display for Term {
     /// The command-line form of the term, e.g. `obstacle([1,0], 0.4, 0.5, 1)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
