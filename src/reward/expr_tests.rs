@@ -74,7 +74,7 @@ fn shapes_inside_expressions_are_the_built_in_terms() {
         assert!(inside.expression().is_some());
         inside.checks_dim(2).unwrap();
         for _ in 0..2000 {
-            let x = [rng.gen_range(-3.0f32..3.0), rng.gen_range(-3.0f32..3.0)];
+            let x = [rng.random_range(-3.0f32..3.0), rng.random_range(-3.0f32..3.0)];
             assert_eq!(builtin.eval(&x).to_bits(), inside.eval(&x).to_bits(), "{s} at {x:?}");
         }
     }
@@ -82,7 +82,7 @@ fn shapes_inside_expressions_are_the_built_in_terms() {
     let r = parse("-norm(x - [2, 0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)");
     let ob = Term::Obstacle { c: vec![1.0, 0.0], rho: 0.4, q_star: 0.5, eta: 1.0 };
     for _ in 0..1000 {
-        let x = [rng.gen_range(-3.0f32..3.0), rng.gen_range(-3.0f32..3.0)];
+        let x = [rng.random_range(-3.0f32..3.0), rng.random_range(-3.0f32..3.0)];
         let n = ((x[0] - 2.0) * (x[0] - 2.0) + (x[1] - 0.5) * (x[1] - 0.5)).sqrt();
         assert_eq!(r.eval(&x).to_bits(), (-n + 0.5 * ob.eval(&x, DEFAULT_EPS)).to_bits());
     }
@@ -157,8 +157,8 @@ fn fuzzed_strings_never_panic_and_every_error_is_located() {
     ];
     let (mut ok, mut errors) = (0, 0);
     for _ in 0..20_000 {
-        let len = rng.gen_range(0..12);
-        let s: String = (0..len).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect();
+        let len = rng.random_range(0..12);
+        let s: String = (0..len).map(|_| pieces[rng.random_range(0..pieces.len())]).collect();
         match s.parse::<Reward>() {
             Ok(r) => {
                 ok += 1;
