@@ -2,7 +2,8 @@
 // step, with the per-group reductions the host reports and the resampler needs (SPEC §4–5).
 //
 // The reward is generated from the run's reward terms (src/backend/cuda/reward_codegen.rs) and
-// pasted above this file as `fs_reward(const float x[FS_D])`; FS_POTENTIAL selects the potential
+// pasted above this file as `fs_reward(const float x[FS_D], float t)` (t: the time of the
+// resampling step, iv[FS_IV_REWARD_T] as f32 bits); FS_POTENTIAL selects the potential
 // (0 max, 1 add, 2 diff, 3 rt, 4 is, 5 bon) with λ and r_min as kernel arguments.
 //
 // fs_weigh (grid: tiles × groups, FS_RBLOCK threads, FS_ITEMS particles per thread):
@@ -55,6 +56,7 @@ static_assert(FS_POTENTIAL >= 0 && FS_POTENTIAL <= 5, "FS_POTENTIAL must be 0..5
 #define FS_GR_SLOTS 8
 
 #define FS_IV_IS_FINAL 3
+#define FS_IV_REWARD_T 5
 
 // One potential update (src/potential.rs, Potential::update). Returns log G; updates the state.
 __device__ __forceinline__ float fs_potential_update(float lambda, float* carried, float* acc, float r, int is_final) {
@@ -88,6 +90,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
     double* __restrict__ tile_part, unsigned int tiles) {
     const unsigned int tile = blockIdx.x, g = blockIdx.y;
     const int is_final = (int)iv[FS_IV_IS_FINAL];
+    const float t = __int_as_float((int)iv[FS_IV_REWARD_T]);
     double m_new = FS_NEG_INF_D, m_old = FS_NEG_INF_D;
     float lw_new[FS_ITEMS], lw_old[FS_ITEMS];
     double rsum = 0.0;
@@ -102,7 +105,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
         float xr[FS_D];
 #pragma unroll
         for (int d = 0; d < FS_D; ++d) xr[d] = rin[d * stride + i];
-        const float r = fs_reward(xr);
+        const float r = fs_reward(xr, t);
         float c = carried[i], a = acc[i];
         const float log_g = fs_potential_update(lambda, &c, &a, r, is_final);
         carried[i] = c;
@@ -206,11 +209,12 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh_finalize(
 
 // The reward of every particle's reward input (score for the search methods); NaN stays NaN.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_score(const float* __restrict__ rin, unsigned long long stride,
-                                                                 unsigned long long total, float* __restrict__ out) {
+                                                                 unsigned long long total, float* __restrict__ out,
+                                                                 const unsigned int* __restrict__ iv) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     float xr[FS_D];
 #pragma unroll
     for (int d = 0; d < FS_D; ++d) xr[d] = rin[d * stride + i];
-    out[i] = fs_reward(xr);
+    out[i] = fs_reward(xr, __int_as_float((int)iv[FS_IV_REWARD_T]));
 }

@@ -185,6 +185,7 @@ fn draw_panel<DB: DrawingBackend>(
                 chart.draw_series(std::iter::once(circle_path(centre, *rho, BLACK.stroke_width(2))))?;
                 chart.draw_series(dashed_circle(centre, rho + q_star, BLACK.mix(0.5).stroke_width(1)))?;
             }
+            Term::Expr(_) | Term::Command(_) => {}
         }
     }
     let blue = RGBColor(31, 90, 180);

@@ -352,11 +352,18 @@ pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunR
                 "mean_reward": finite(t.mean_reward), "best_reward": finite(t.best_reward),
                 "resampled": t.resampled, "distinct_parents": t.distinct_parents,
                 "nonfinite": t.nonfinite, "all_neg_inf": t.all_neg_inf, "nfe": t.nfe,
+                "lambda": finite(t.lambda),
             })
         })
         .collect();
     let t = &r.times;
+    // Time spent in a --reward-cmd program (host round trips included).
+    let reward_command = spec.reward.command().map(|c| {
+        let (seconds, batches) = c.time_spent();
+        json!({ "command": c.command, "seconds": seconds, "batches": batches })
+    });
     json!({
+        "reward_command": reward_command,
         "method": r.method,
         "config": {
             "run": config,

@@ -19,11 +19,20 @@ use crate::run::{CommonConfig, SteerConfig};
 pub struct CommonArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The reward (SPEC §4): point([x,y]), line(axis, c), gaussian([x,y], sigma),
-    /// obstacle([x,y], rho, q_star, eta), and weighted sums, e.g.
-    /// "gaussian([2,0.5], 0.5) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)".
+    /// The reward (docs/writing-a-reward.md): an expression over x, x[0], t and numbers with
+    /// + - * / ^, comparisons, where(c,a,b), abs sqrt exp log min max clamp sin cos tanh norm dot,
+    /// and the shapes point([x,y]), line(axis, c), gaussian([x,y], sigma),
+    /// obstacle([x,y], rho, q_star, eta), e.g. "-norm(x - [2, 0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)".
     #[arg(long, default_value = "point([2,0.5])", allow_hyphen_values = true)]
     pub reward: String,
+    /// A program that computes the reward (instead of --reward), e.g. "python3 my_reward.py":
+    /// started once, it reads batches ("<t> <nbytes>\n" + a [B, D] float32 .npy) on stdin and
+    /// answers "<nbytes>\n" + a [B] float32 .npy on stdout (docs/writing-a-reward.md). CPU backend.
+    #[arg(long, value_name = "CMD", conflicts_with = "reward")]
+    pub reward_cmd: Option<String>,
+    /// Seconds the --reward-cmd program may take to answer one batch before the run ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub reward_timeout: f64,
     /// Where intermediate rewards are evaluated: the predicted data x̂1 or the noisy state.
     #[arg(long, value_enum, default_value_t)]
     pub reward_on: RewardOn,
@@ -96,6 +105,14 @@ pub struct Args {
     /// Run each resampling interval as one backend call (no per-phase times).
     #[arg(long)]
     pub fused: bool,
+    /// λ per resampling point (docs/steering.md "Tempering"): constant (λ everywhere), linear
+    /// (λ·k/K), geometric (doubling to λ), or adaptive (increments chosen so that the ESS after
+    /// each point is --target-ess·N; potential rt). The final point always uses --lambda.
+    #[arg(long, value_enum, default_value_t)]
+    pub lambda_schedule: crate::methods::LambdaSchedule,
+    /// The ESS fraction adaptive tempering keeps at each resampling point, in (0, 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub target_ess: f32,
     /// Skip the unsteered run of the same noises that the summary compares against.
     #[arg(long)]
     pub no_baseline: bool,
@@ -112,6 +129,8 @@ impl CommonArgs {
         CommonConfig {
             model: self.model.model.clone(),
             reward: self.reward.clone(),
+            reward_cmd: self.reward_cmd.clone(),
+            reward_timeout: self.reward_timeout,
             reward_on: self.reward_on,
             sampler: self.sampler.sampler(),
             seed: self.seed,
@@ -127,8 +146,8 @@ impl CommonArgs {
 
 impl Args {
     /// The run layer's configuration of a steering run.
-    pub fn config(&self) -> SteerConfig {
-        SteerConfig {
+    pub fn config(&self) -> anyhow::Result<SteerConfig> {
+        Ok(SteerConfig {
             common: self.common.config(),
             particles: self.particles,
             groups: self.groups,
@@ -141,10 +160,11 @@ impl Args {
             fused: self.fused,
             baseline: !self.no_baseline,
             profile: self.profile,
-        }
+            tempering: crate::methods::Tempering::new(self.lambda_schedule, self.target_ess).map_err(anyhow::Error::msg)?,
+        })
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::run::steer(&args.config())?.report()
+    crate::run::steer(&args.config()?)?.report()
 }

@@ -8,7 +8,7 @@ use crate::backend::{Backend, Init, IntervalPlan, Layout, RunSpec, ScoreOn, Weig
 use crate::potential::PotentialKind;
 use crate::reward::RewardOn;
 
-use super::{distinct_roots, timed, Clock, RunResult, Schedule, ScheduleSpec, TraceRow};
+use super::{distinct_roots, timed, Clock, RunResult, Schedule, ScheduleSpec, Tempering, TraceRow};
 
 /// What an FK run needs besides the [`RunSpec`].
 #[derive(Clone, Debug)]
@@ -38,7 +38,14 @@ pub fn resolve_schedule(spec: &RunSpec, schedule: &ScheduleSpec) -> Result<Sched
 /// Runs FK steering from `init` (SPEC §5). For `bon` the final particles are sorted by reward,
 /// best first.
 pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<RunResult> {
+    steer_tempered(backend, spec, cfg, Tempering::Constant, init)
+}
+
+/// [`steer`] with λ per resampling point from `tempering` (`methods::tempering`); the final
+/// point always uses `spec.potential.lambda`, so the target stays `p·exp(λ r)`.
+pub fn steer_tempered<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, tempering: Tempering, init: Init<'_>) -> anyhow::Result<RunResult> {
     let clock = Clock::start();
+    tempering.check(spec.potential.kind).map_err(anyhow::Error::msg)?;
     let schedule = resolve_schedule(spec, &cfg.schedule).map_err(anyhow::Error::msg)?;
     let mut res = RunResult::new(format!("fk-{}", spec.potential.kind), spec.model.dim);
     res.times.fused = cfg.fused;
@@ -53,11 +60,43 @@ pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: 
     let mut ancestry = cfg.keep_ancestors.then(Vec::new);
     let mut prev = 0usize;
     let limit = cfg.max_intervals.unwrap_or(usize::MAX);
+    let points = schedule.steps.len();
+    let (mut lambda_prev, mut level) = (0f32, 0f32);
+    // The spec of one point: λ_k in place of λ (a run-time kernel argument on the device).
+    let mut point_spec = spec.clone();
     for (k, &step) in schedule.steps.iter().enumerate().take(limit) {
         let is_final = step == spec.sampler.steps;
         let at = WeighAt { step, index: k, is_final };
         let plan = IntervalPlan { steps: prev..step, weigh: at, resample: !is_final, keep_ancestors: cfg.keep_ancestors };
-        let report = if cfg.fused {
+        let adaptive = match tempering {
+            Tempering::Adaptive { target_ess } if !is_final => Some(target_ess),
+            _ => None,
+        };
+        point_spec.potential.lambda = if is_final { spec.potential.lambda } else { tempering.fixed(spec.potential.lambda, k, points) };
+        let spec = &point_spec;
+        let report = if let Some(target) = adaptive {
+            // λ_k by bisection on this point's rewards (one extra reward evaluation).
+            timed(&mut res.times.propagate, || backend.propagate(spec, &mut p, plan.steps.clone()))?;
+            if cfg.snapshots {
+                res.snapshots.push((step, backend.read_positions(&p)?));
+            }
+            let r = timed(&mut res.times.potential, || backend.score(spec, &mut p, ScoreOn::Intermediate { step }))?;
+            if spec.reward_on == RewardOn::X1Hat {
+                res.nfe += total;
+            }
+            let lw = backend.read_log_weights(&p)?;
+            // rt compounds across resamplings: the level reached is Σ λ_j, so λ_k is an increment
+            // within what is left of the final λ (methods::tempering).
+            let left = (spec.potential.lambda - level).max(0.0);
+            let lambda = super::tempering::adaptive_lambda(&lw, &r, layout.n, 0.0, left, target);
+            level += lambda;
+            let mut sp = spec.clone();
+            sp.potential.lambda = lambda;
+            let weights = timed(&mut res.times.potential, || backend.weigh(&sp, &mut p, at))?;
+            let (resample, ancestors) = timed(&mut res.times.resample, || backend.resample(&sp, &mut p, step, cfg.keep_ancestors))?;
+            lambda_prev = lambda;
+            crate::backend::IntervalReport { weights, resample, ancestors }
+        } else if cfg.fused {
             let r = timed(&mut res.times.fused_intervals, || backend.interval(spec, &mut p, &plan))?;
             if cfg.snapshots {
                 res.snapshots.push((step, backend.read_positions(&p)?));
@@ -97,6 +136,7 @@ pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: 
                 resampled: r.resampled,
                 distinct_parents: r.distinct_parents,
                 nfe: res.nfe,
+                lambda: if adaptive.is_some() { lambda_prev as f64 } else { spec.potential.lambda as f64 },
                 ..TraceRow::blank(k, step, step as f64 / spec.sampler.steps as f64, g, layout.n)
             });
         }

@@ -6,12 +6,14 @@
 pub mod fk;
 pub mod schedule;
 pub mod search;
+pub mod tempering;
 
 use std::time::Instant;
 
 use crate::backend::Layout;
 
-pub use fk::{steer, FkConfig};
+pub use fk::{steer, steer_tempered, FkConfig};
+pub use tempering::{LambdaSchedule, Tempering};
 pub use schedule::{Schedule, ScheduleSpec};
 pub use search::{best_of_n, search_over_paths, zeroth_order, BonConfig, PathsConfig, ZerothConfig};
 
@@ -64,15 +66,17 @@ pub struct TraceRow {
     pub distinct_parents: u64,
     /// Model evaluations so far (all groups).
     pub nfe: u64,
+    /// λ of the potential at this point (FK steering; docs/steering.md "Tempering").
+    pub lambda: f64,
 }
 
 impl TraceRow {
     pub const CSV_HEADER: &'static str =
-        "index,step,t,group,particles,ess,log_z_increment,max_log_weight,mean_reward,best_reward,nonfinite,all_neg_inf,resampled,distinct_parents,nfe";
+        "index,step,t,group,particles,ess,log_z_increment,max_log_weight,mean_reward,best_reward,nonfinite,all_neg_inf,resampled,distinct_parents,nfe,lambda";
 
     pub fn csv_line(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             self.index,
             self.step,
             self.t,
@@ -87,7 +91,8 @@ impl TraceRow {
             self.all_neg_inf as u8,
             self.resampled as u8,
             self.distinct_parents,
-            self.nfe
+            self.nfe,
+            self.lambda
         )
     }
 
@@ -103,6 +108,7 @@ impl TraceRow {
             max_log_weight: f64::NAN,
             mean_reward: f64::NAN,
             best_reward: f64::NAN,
+            lambda: f64::NAN,
             ..Self::default()
         }
     }

@@ -21,6 +21,10 @@ pub struct CommonConfig {
     pub model: PathBuf,
     /// The reward expression (docs/rewards.md), e.g. `point([2,0.5])`.
     pub reward: String,
+    /// `--reward-cmd`: a program that computes the reward instead (docs/writing-a-reward.md).
+    pub reward_cmd: Option<String>,
+    /// Seconds the program may take to answer one batch.
+    pub reward_timeout: f64,
     pub reward_on: RewardOn,
     pub sampler: Sampler,
     pub seed: u64,
@@ -43,6 +47,8 @@ impl Default for CommonConfig {
         CommonConfig {
             model: PathBuf::from(DEFAULT_MODEL),
             reward: "point([2,0.5])".into(),
+            reward_cmd: None,
+            reward_timeout: 60.0,
             reward_on: RewardOn::default(),
             sampler: Sampler::default(),
             seed: 0,
@@ -78,6 +84,8 @@ pub struct SteerConfig {
     pub baseline: bool,
     /// Run only the first INTERVALS resampling intervals, write nothing (Nsight profiling).
     pub profile: Option<usize>,
+    /// λ per resampling point (docs/steering.md "Tempering").
+    pub tempering: crate::methods::Tempering,
 }
 
 /// A search baseline (docs/search.md).

@@ -9,8 +9,8 @@ use crate::summary::Baseline;
 /// A method with its configuration (its layout included).
 #[derive(Clone, Debug)]
 pub enum Method {
-    /// FK steering (docs/steering.md).
-    Steer(FkConfig),
+    /// FK steering (docs/steering.md), λ per resampling point from the tempering schedule.
+    Steer(FkConfig, methods::Tempering),
     /// Best-of-N (docs/search.md).
     BestOfN(BonConfig),
     /// Zeroth-order noise search; it draws its own starting points.
@@ -22,7 +22,7 @@ pub enum Method {
 /// Runs `method` on `backend` from `init` (ignored by zeroth-order search).
 pub fn execute<B: Backend>(backend: &mut B, spec: &RunSpec, method: &Method, init: Init<'_>) -> anyhow::Result<RunResult> {
     match method {
-        Method::Steer(cfg) => methods::steer(backend, spec, cfg, init),
+        Method::Steer(cfg, tempering) => methods::steer_tempered(backend, spec, cfg, *tempering, init),
         Method::BestOfN(cfg) => methods::best_of_n(backend, spec, cfg, init),
         Method::Zeroth(cfg) => methods::zeroth_order(backend, spec, cfg),
         Method::Paths(cfg) => methods::search_over_paths(backend, spec, cfg, init),

@@ -31,6 +31,7 @@
 //!     fused: false,
 //!     baseline: false,
 //!     profile: None,
+//!     tempering: Default::default(),
 //! };
 //! let outcome = run::steer(&cfg)?;
 //! println!("best reward {:?}", outcome.result.rewards.iter().cloned().fold(f32::MIN, f32::max));

@@ -233,6 +233,20 @@ impl Prepared {
         let backend = resolve_backend_announcing(common.backend, !common.quiet)?;
         let model = load_model(&common.model)?;
         reward.checks_dim(model.dim).map_err(|e| anyhow::anyhow!("--reward {:?}: {e}", common.reward))?;
+        let reward = match &common.reward_cmd {
+            None => reward,
+            // Started last, once every other option is known to be good.
+            Some(cmd) => {
+                if !(common.reward_timeout.is_finite() && common.reward_timeout > 0.0) {
+                    bail!("--reward-timeout must be a number of seconds > 0, got {}", common.reward_timeout);
+                }
+                if backend.choice != crate::backend::BackendChoice::Cpu {
+                    bail!("--reward-cmd runs the program on the host, which only the CPU backend calls so far; add --backend cpu");
+                }
+                let timeout = std::time::Duration::from_secs_f64(common.reward_timeout);
+                Reward::from_command(crate::reward::command::RewardCommand::start(cmd, timeout)?)
+            }
+        };
         let spec = RunSpec { model, sampler, reward, reward_on: common.reward_on, potential, resample, adaptive_ess, seed: common.seed };
         Ok(Prepared { spec, model_path: common.model.clone(), backend, no_graph: common.no_graph })
     }

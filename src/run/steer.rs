@@ -31,6 +31,7 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
     if ancestry && common.out.is_none() {
         bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
     }
+    cfg.tempering.check(cfg.potential.kind).map_err(anyhow::Error::msg)?;
     let prep = Prepared::new(&common, cfg.potential, cfg.resample, cfg.adaptive_ess)?;
     let init_rows = cfg.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
     let mut backend = prep.engine()?;
@@ -57,7 +58,11 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
         println!("  resampling at grid steps {resolved}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
-    let result = method::execute(&mut backend, &prep.spec, &Method::Steer(fk), init)?;
+    let result = method::execute(&mut backend, &prep.spec, &Method::Steer(fk, cfg.tempering), init)?;
+    if let (Some(c), false) = (prep.spec.reward.command(), quiet) {
+        let (seconds, batches) = c.time_spent();
+        println!("  reward program: {seconds:.3} s in {batches} batches");
+    }
     let profiled = cfg.profile.is_some();
     if profiled {
         let t = &result.times;
@@ -85,6 +90,7 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
         "t_start": schedule.t_start,
         "t_end": schedule.t_end,
         "adaptive_ess": cfg.adaptive_ess,
+        "lambda_schedule": cfg.tempering,
         "init": cfg.init.as_ref().map(|p| p.display().to_string()),
         "fused": cfg.fused,
     });

@@ -73,7 +73,7 @@ impl CpuBackend {
 
     /// Rewards of every particle at grid index `step`: on the state itself when `on_sample`
     /// (the final reward, SPEC §4) or `reward_on = xt`, else on `x̂1 = x + (1−t)·v(t, x)`.
-    fn rewards(&self, spec: &RunSpec, p: &CpuParticles, step: usize, on_sample: bool) -> Vec<f32> {
+    fn rewards(&self, spec: &RunSpec, p: &CpuParticles, step: usize, on_sample: bool) -> anyhow::Result<Vec<f32>> {
         let (total, dim) = (p.total(), p.dim);
         let hat;
         let x: &[f32] = if on_sample || spec.reward_on == RewardOn::Xt {
@@ -84,18 +84,10 @@ impl CpuBackend {
             hat = p.x.iter().zip(&v).map(|(&x, &v)| sampler::predicted_data(x, v, t)).collect::<Vec<f32>>();
             &hat
         };
-        (0..total)
-            .into_par_iter()
-            .map_init(
-                || vec![0f32; dim],
-                |row, i| {
-                    for d in 0..dim {
-                        row[d] = x[d * total + i];
-                    }
-                    spec.reward.eval(row)
-                },
-            )
-            .collect()
+        // The reward's time t: that of the step (1 for the final sample, docs/rewards.md).
+        let mut out = vec![0f32; total];
+        spec.reward.eval_soa(x, dim, total, spec.sampler.time(step), &mut out)?;
+        Ok(out)
     }
 }
 
@@ -274,7 +266,7 @@ impl Backend for CpuBackend {
     /// finite rewards. The ESS is kept for [`Backend::resample`]'s adaptive decision.
     fn weigh(&mut self, spec: &RunSpec, p: &mut CpuParticles, at: WeighAt) -> anyhow::Result<Vec<GroupWeights>> {
         ensure!(at.step <= spec.sampler.steps, "weighing at grid index {} past the last {}", at.step, spec.sampler.steps);
-        let rewards = self.rewards(spec, p, at.step, at.is_final);
+        let rewards = self.rewards(spec, p, at.step, at.is_final)?;
         let n = p.layout.n;
         let potential = spec.potential;
         let out: Vec<GroupWeights> = p
@@ -371,10 +363,10 @@ impl Backend for CpuBackend {
     /// x_t as `spec.reward_on` says. NaN stays NaN.
     fn score(&mut self, spec: &RunSpec, p: &mut CpuParticles, on: ScoreOn) -> anyhow::Result<Vec<f32>> {
         Ok(match on {
-            ScoreOn::Sample => self.rewards(spec, p, spec.sampler.steps, true),
+            ScoreOn::Sample => self.rewards(spec, p, spec.sampler.steps, true)?,
             ScoreOn::Intermediate { step } => {
                 ensure!(step <= spec.sampler.steps, "scoring at grid index {step} past the last {}", spec.sampler.steps);
-                self.rewards(spec, p, step, false)
+                self.rewards(spec, p, step, false)?
             }
         })
     }

@@ -42,6 +42,8 @@ const IV_STEP_BEGIN: usize = 0;
 const IV_STEP_END: usize = 1;
 const IV_IS_FINAL: usize = 3;
 const IV_RESAMPLE_STEP: usize = 4;
+/// f32 bits of the reward's time `t` at the resampling step (an expression may read `t`).
+const IV_REWARD_T: usize = 5;
 const IV_LEN: usize = 16;
 
 // Per-group result slots (kernels/potential.cu FS_GR_*).
@@ -293,8 +295,9 @@ impl CudaBackend {
         })
     }
 
-    fn write_iv(&self, p: &mut CudaParticles, begin: usize, end: usize, is_final: bool, resample_step: usize) -> anyhow::Result<()> {
+    fn write_iv(&self, spec: &RunSpec, p: &mut CudaParticles, begin: usize, end: usize, is_final: bool, resample_step: usize) -> anyhow::Result<()> {
         let mut iv = [0u32; IV_LEN];
+        iv[IV_REWARD_T] = spec.sampler.time(resample_step).to_bits();
         iv[IV_STEP_BEGIN] = begin as u32;
         iv[IV_STEP_END] = end as u32;
         iv[IV_IS_FINAL] = is_final as u32;
@@ -495,7 +498,7 @@ impl CudaBackend {
         if p.rin == Some((step, emit)) {
             return Ok(());
         }
-        self.write_iv(p, step, step, false, step)?;
+        self.write_iv(spec, p, step, step, false, step)?;
         self.launch_propagate(k, spec, p, emit)?;
         p.rin = Some((step, emit));
         Ok(())
@@ -533,10 +536,12 @@ impl CudaBackend {
         // A sample score reads x itself; force a fresh copy (x may have moved since).
         p.rin = None;
         self.ensure_rin(k, spec, p, step, emit)?;
-        let (alt, anc) = (self.ptr(&p.alt), self.ptr(&p.anc));
+        // The reward's time t is read from the interval parameters.
+        self.write_iv(spec, p, step, step, false, step)?;
+        let (alt, anc, iv) = (self.ptr(&p.alt), self.ptr(&p.anc), self.ptr(&p.iv));
         let stride = p.capacity as u64;
         let total = p.total() as u64;
-        self.launch_flat(&k.potential, "fs_score", p.total(), args![alt, stride, total, anc])
+        self.launch_flat(&k.potential, "fs_score", p.total(), args![alt, stride, total, anc, iv])
     }
 }
 
@@ -598,7 +603,7 @@ impl Backend for CudaBackend {
 
     fn propagate(&mut self, spec: &RunSpec, p: &mut CudaParticles, steps: Range<usize>) -> anyhow::Result<()> {
         let k = self.kernels(spec)?;
-        self.write_iv(p, steps.start, steps.end, false, steps.end)?;
+        self.write_iv(spec, p, steps.start, steps.end, false, steps.end)?;
         self.launch_propagate(&k, spec, p, 0)?;
         p.rin = None;
         // The methods time each primitive on the host: finish the work inside the call.
@@ -609,7 +614,7 @@ impl Backend for CudaBackend {
         let k = self.kernels(spec)?;
         let emit = Self::emit_for(spec, at.is_final);
         self.ensure_rin(&k, spec, p, at.step, emit)?;
-        self.write_iv(p, at.step, at.step, at.is_final, at.step)?;
+        self.write_iv(spec, p, at.step, at.step, at.is_final, at.step)?;
         self.launch_weigh(&k, spec, p)?;
         let gr = self.read_groups(p)?;
         Ok(Self::group_weights(&gr))
@@ -617,7 +622,7 @@ impl Backend for CudaBackend {
 
     fn resample(&mut self, spec: &RunSpec, p: &mut CudaParticles, step: usize, keep_ancestors: bool) -> anyhow::Result<(Vec<GroupResample>, Option<Vec<u32>>)> {
         let k = self.kernels(spec)?;
-        self.write_iv(p, step, step, false, step)?;
+        self.write_iv(spec, p, step, step, false, step)?;
         self.launch_resample(&k, spec, p)?;
         p.rin = None;
         let gr = self.read_groups(p)?;
@@ -637,7 +642,7 @@ impl Backend for CudaBackend {
                 if plan.resample { self.resample(spec, p, plan.weigh.step, plan.keep_ancestors)? } else { (Vec::new(), None) };
             return Ok(IntervalReport { weights, resample, ancestors });
         }
-        self.write_iv(p, plan.steps.start, plan.steps.end, plan.weigh.is_final, step_end)?;
+        self.write_iv(spec, p, plan.steps.start, plan.steps.end, plan.weigh.is_final, step_end)?;
         if self.use_graph {
             let key = GraphKey {
                 particles: p.id,

@@ -301,7 +301,7 @@ impl ModuleConfig {
                 format!("-DFS_RBLOCK={RBLOCK}"),
                 format!("-DFS_ITEMS={ITEMS}"),
             ],
-            prelude: reward_codegen::generate(reward),
+            prelude: reward_codegen::generate(reward, dim),
             kernels: &["fs_weigh", "fs_weigh_finalize", "fs_score"],
             dynamic_shared_bytes: 0,
             propagate: None,
@@ -511,7 +511,7 @@ mod tests {
         let src = ModuleConfig::potential(2, &reward, PotentialKind::Max).source();
         assert!(!src.contains("#include"));
         assert_eq!(src.matches("fs_block_sum(T v)").count(), 1);
-        let reward_at = src.find("fs_reward(const float x[FS_D]) {").unwrap();
+        let reward_at = src.find("fs_reward(const float x[FS_D], float t) {").unwrap();
         assert!(reward_at > src.find("struct fs_lse").unwrap());
         assert!(reward_at < src.find("fs_weigh(").unwrap());
     }

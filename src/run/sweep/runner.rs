@@ -71,7 +71,7 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
             fused: true,
             snapshots: false,
             max_intervals: None,
-        }),
+        }, crate::methods::Tempering::Constant),
         SweepMethod::Bon => Method::BestOfN(BonConfig { layout, top_k: 1 }),
         SweepMethod::Plain => Method::BestOfN(BonConfig { layout, top_k: n }),
         SweepMethod::Zeroth => Method::Zeroth(ZerothConfig { layout, cycles: shared.cycles, radius: shared.radius, pivot: None }),
