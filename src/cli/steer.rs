@@ -168,6 +168,9 @@ pub fn check_layout(particles: usize, groups: usize, what: &str) -> anyhow::Resu
 }
 
 pub fn run(mut args: Args) -> anyhow::Result<()> {
+    if let Some(world) = crate::distributed::driver::world() {
+        return crate::distributed::driver::steer(&*world, args);
+    }
     if args.profile.is_some() {
         // A cut run is not a result: write nothing (and create no --out directory).
         if let Some(dir) = args.common.out.take() {

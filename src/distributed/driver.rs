@@ -1,0 +1,281 @@
+//! What one rank does under `mpirun`/`srun` (docs/distributed.md): find out whether it was
+//! launched as one of several processes, check that every rank runs the same configuration, run
+//! its share, and let rank 0 alone print and write the files of a single-process run. Errors name
+//! the rank; one that only some ranks meet ends the whole job (`MPI_Abort`).
+//!
+//! Without a launcher (no `OMPI_COMM_WORLD_SIZE`, `PMI_SIZE` or `PMIX_RANK` in the environment)
+//! nothing here runs and flowsteer behaves exactly as a single process.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+use super::comm::{decode_f32s, Bytes, Communicator};
+use super::fk::{self, gather_concat, CommReport};
+use super::population::Population;
+use crate::backend::{Backend, Init, Layout, RunSpec, ScoreOn};
+use crate::cli::steer::{self, Args};
+use crate::methods::{self, FkConfig, ScheduleSpec};
+use crate::potential::{Potential, PotentialKind};
+use crate::summary::{self, Baseline, Outputs};
+
+type Shared = Arc<dyn Communicator + Send + Sync>;
+
+static WORLD: Mutex<Option<Shared>> = Mutex::new(None);
+#[cfg(feature = "mpi")]
+static MPI: Mutex<Option<Arc<super::mpi::MpiComm>>> = Mutex::new(None);
+
+/// The number of processes a launcher started, when one did (0: launched, size unknown).
+pub fn launched_size() -> Option<usize> {
+    let var = |k: &str| std::env::var(k).ok();
+    if let Some(s) = var("OMPI_COMM_WORLD_SIZE").or_else(|| var("PMI_SIZE")) {
+        return Some(s.parse().unwrap_or(0));
+    }
+    var("PMIX_RANK").map(|_| 0)
+}
+
+/// Joins the launcher's world, when there is one. Called once by `main` before anything else.
+pub fn start() -> anyhow::Result<()> {
+    let Some(size) = launched_size() else { return Ok(()) };
+    #[cfg(feature = "mpi")]
+    {
+        let _ = size;
+        let comm = Arc::new(super::mpi::MpiComm::init().context("MPI was already initialised")?);
+        *MPI.lock().unwrap() = Some(comm.clone());
+        *WORLD.lock().unwrap() = Some(comm);
+        Ok(())
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        if size > 1 {
+            bail!(
+                "started by mpirun/srun as one of {size} processes, but this flowsteer was built without MPI, so each \
+                 process would run the whole job alone; rebuild with `cargo build --release --features mpi` (needs an MPI \
+                 library, e.g. Debian's libopenmpi-dev) or run it without mpirun"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The world this process runs in, when launched by MPI.
+pub fn world() -> Option<Shared> {
+    WORLD.lock().unwrap().clone()
+}
+
+/// Leaves the world (`MPI_Finalize`). Called once by `main` at the end.
+pub fn finish() {
+    WORLD.lock().unwrap().take();
+    #[cfg(feature = "mpi")]
+    MPI.lock().unwrap().take();
+}
+
+/// An error every rank meets identically (it came out of a collective check): only rank 0
+/// prints it, and the job ends without `MPI_Abort`.
+#[derive(Debug)]
+pub struct Collective(pub String);
+
+impl std::fmt::Display for Collective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Collective {}
+
+/// Reports `e` and ends this process (and, for an error of this rank alone, the whole job).
+pub fn fail(e: &anyhow::Error) -> std::process::ExitCode {
+    let Some(w) = world() else {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    };
+    let (rank, size) = (w.rank(), w.size());
+    if e.downcast_ref::<Collective>().is_some() {
+        if rank == 0 {
+            eprintln!("error: {e:#}");
+        }
+        drop(w);
+        finish();
+        return std::process::ExitCode::FAILURE;
+    }
+    eprintln!("error on MPI rank {rank} of {size}: {e:#}");
+    #[cfg(feature = "mpi")]
+    if size > 1 {
+        if let Some(m) = MPI.lock().unwrap().clone() {
+            m.abort(1);
+        }
+    }
+    drop(w);
+    finish();
+    std::process::ExitCode::FAILURE
+}
+
+/// Every rank's local result → the same result on every rank: Ok only if all succeeded, else a
+/// [`Collective`] error naming the first rank that failed and its message.
+pub fn agree(comm: &dyn Communicator, local: anyhow::Result<()>) -> anyhow::Result<()> {
+    let mine = match &local {
+        Ok(()) => Vec::new(),
+        Err(e) => format!("{e:#}").into_bytes(),
+    };
+    for (r, msg) in comm.all_gather(&mine).into_iter().enumerate() {
+        if !msg.is_empty() {
+            let msg = String::from_utf8_lossy(&msg);
+            return Err(Collective(if comm.size() > 1 { format!("MPI rank {r}: {msg}") } else { msg.into_owned() }).into());
+        }
+    }
+    Ok(())
+}
+
+/// Rank 0's SHA-256 of the command line and the model file against every rank's own: the
+/// ranks that differ are named in a [`Collective`] error.
+pub fn check_same_configuration(comm: &dyn Communicator, args: &[String], model: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(model).with_context(|| format!("reading the model file {}", model.display()))?;
+    let mut h = Sha256::new();
+    for a in args {
+        h.update(a.as_bytes());
+        h.update([0]);
+    }
+    h.update(Sha256::digest(&bytes));
+    let mine = h.finalize().to_vec();
+    let mut root = mine.clone();
+    comm.broadcast(0, &mut root);
+    let differ: Vec<String> = comm
+        .all_gather(&[(mine != root) as u8])
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f[0] == 1)
+        .map(|(r, _)| r.to_string())
+        .collect();
+    if !differ.is_empty() {
+        return Err(Collective(format!(
+            "MPI rank(s) {} run a different command line or model file than rank 0; start every rank with the same \
+             arguments and the same model file",
+            differ.join(", ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The unsteered run of the same starting points, across ranks (rank 0 gets it).
+pub fn baseline(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Option<Baseline>> {
+    let mut plain = spec.clone();
+    plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
+    let mut pop = Population::new(&plain, layout, comm, init)?;
+    pop.propagate(&plain, 0..plain.sampler.steps);
+    let rewards = pop.rewards(&plain, plain.sampler.steps, true);
+    let _ = ScoreOn::Sample;
+    let rewards = gather_concat(comm, &Bytes::f32s(&rewards));
+    let positions = gather_concat(comm, &Bytes::f32s(&pop.rows()));
+    Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
+}
+
+/// `flowsteer steer` on every rank of `comm`.
+pub fn steer(comm: &dyn Communicator, mut args: Args) -> anyhow::Result<()> {
+    let rank = comm.rank();
+    let out = args.common.out.clone();
+    if rank != 0 {
+        // Rank 0 alone prints and writes.
+        args.common.quiet = true;
+        args.common.out = None;
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    let prepared = (|| {
+        if args.profile.is_some() {
+            bail!("--profile does not run across MPI ranks; profile one process");
+        }
+        let potential = Potential { kind: args.potential, lambda: args.lambda, r_min: args.r_min };
+        let layout = steer::check_layout(args.particles, args.groups, "--particles")?;
+        let schedule = ScheduleSpec { t_start: args.t_start, t_end: args.t_end, count: args.resample_count, every: args.resample_every };
+        schedule.validate().map_err(anyhow::Error::msg)?;
+        if args.ancestry && out.is_none() {
+            bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
+        }
+        let prep = args.common.prepare(potential, args.resample, args.adaptive_ess)?;
+        if prep.engine()?.info().backend != "cpu" {
+            bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
+        }
+        let init_rows = args.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+        Ok((prep, layout, schedule, init_rows))
+    })();
+    let prepared = match prepared {
+        Ok(p) => {
+            agree(comm, Ok(()))?;
+            p
+        }
+        Err(e) => {
+            agree(comm, Err(e))?;
+            unreachable!("agree returns this rank's error")
+        }
+    };
+    let (prep, layout, schedule, init_rows) = prepared;
+    check_same_configuration(comm, &argv, &prep.model_path)?;
+    let cfg = FkConfig { layout, schedule, keep_ancestors: args.ancestry, fused: false, snapshots: args.common.plot, max_intervals: None };
+    let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
+    let quiet = args.common.quiet;
+    let info = prep.engine()?.info();
+    if !quiet {
+        let spec = &prep.spec;
+        let groups = if layout.groups > 1 { format!(" × {} groups", layout.groups) } else { String::new() };
+        println!("flowsteer steer: FK steering towards {} (larger is better), potential {}, λ = {}", spec.reward, spec.potential.kind, spec.potential.lambda);
+        let setup = format!(
+            "{} particles{groups} on {} MPI ranks, sampler {}, seed {}; model {}; {} backend on {} per rank",
+            layout.n,
+            comm.size(),
+            spec.sampler,
+            spec.seed,
+            prep.model_path.display(),
+            info.backend,
+            info.device
+        );
+        println!("{}", summary::wrap(&setup));
+        println!("  resampling at grid steps {resolved}");
+    }
+    let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
+    let run = fk::steer(comm, &prep.spec, &cfg, init);
+    let (result, report) = match run {
+        Ok(r) => {
+            agree(comm, Ok(()))?;
+            r
+        }
+        Err(e) => {
+            agree(comm, Err(e))?;
+            unreachable!("agree returns this rank's error")
+        }
+    };
+    let baseline = if args.no_baseline { None } else { baseline(comm, &prep.spec, layout, init)? };
+    let Some(result) = result else { return Ok(()) };
+    let config = serde_json::json!({
+        "command": "steer",
+        "particles": layout.n,
+        "groups": layout.groups,
+        "potential": prep.spec.potential,
+        "resample": prep.spec.resample,
+        "resample_count": args.resample_count,
+        "resample_every": args.resample_every,
+        "t_start": args.t_start,
+        "t_end": args.t_end,
+        "adaptive_ess": args.adaptive_ess,
+        "init": args.init.as_ref().map(|p| p.display().to_string()),
+        "fused": false,
+        "mpi": report,
+    });
+    if !quiet {
+        print!("{}", summary::human_summary(&prep.spec, &result, baseline.as_ref()));
+        println!("{}", comm_line(&report));
+    }
+    let outputs = Outputs { ancestry: args.ancestry, plot: args.common.plot };
+    if let Some(dir) = &out {
+        summary::write_outputs(dir, &prep, &args.common, config, &info, &result, baseline.as_ref(), outputs)?;
+    }
+    Ok(())
+}
+
+/// The summary's line on communication against compute.
+pub fn comm_line(r: &CommReport) -> String {
+    format!(
+        "  MPI: {} ranks; rank 0 spent {:.3} s in communication and {:.3} s computing; {:.0} bytes moved per resampling ({} resamplings, {} bytes in all)",
+        r.ranks, r.comm_seconds, r.compute_seconds, r.bytes_per_resampling, r.resamplings, r.bytes_total
+    )
+}
