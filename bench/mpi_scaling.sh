@@ -21,7 +21,7 @@ row() { # kind P N
         --reward "gaussian([2,0.5], 0.5)" --lambda 1 --potential rt --backend cpu --no-baseline --quiet --out "$out" >/dev/null
     python3 - "$out/summary.json" "$1" "$2" "$3" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1])); m = s["config"]["run"]["mpi"]; t = s["times"]
+s = json.load(open(sys.argv[1])); m = s["config"]["run"]["mpi"]; t = s["times_s"]
 total = t["total"]
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {int(sys.argv[4]):,} | {total:.3f} | {m['comm_seconds']:.4f} | {m['compute_seconds']:.3f} | "
       f"{100*m['comm_seconds']/total:.2f} % | {m['bytes_per_resampling']:,.0f} | {s['throughput']['particle_steps_per_s']:.3e} |")
