@@ -132,4 +132,27 @@ mod with_mpi {
         assert!(err.contains("MPI rank 1:") && err.contains("m1.safetensors"), "{err}");
         assert!(!out.exists());
     }
+
+    /// A rank killed mid-run ends the job: mpirun names the rank, the status is a failure, and
+    /// rank 0 has written nothing (it writes only after the last collective).
+    #[test]
+    fn a_rank_that_dies_ends_the_job_with_no_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        // 200,000 particles run for a minute or more here; rank 1 is killed after 2 s.
+        let script = format!(
+            "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then (sleep 2; kill -9 $$) & fi; exec {BIN} steer --particles 200000 --backend cpu --quiet --out {}",
+            out.display()
+        );
+        let o = Command::new("mpirun")
+            .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", "sh", "-c", &script])
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(all.contains("rank 1") && all.contains("signal 9"), "{all}");
+        assert!(!out.exists());
+    }
 }
