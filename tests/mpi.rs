@@ -155,4 +155,22 @@ mod with_mpi {
         assert!(all.contains("rank 1") && all.contains("signal 9"), "{all}");
         assert!(!out.exists());
     }
+
+    /// `sample` across 3 ranks writes the samples of a plain single-process run, bit for bit.
+    #[test]
+    fn sample_across_ranks_equals_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |out: &Path| -> Vec<String> {
+            ["sample", "--particles", "999", "--steps", "10", "--sampler", "sde", "--backend", "cpu", "--out", out.to_str().unwrap()]
+                .map(String::from)
+                .to_vec()
+        };
+        let (plain, three) = (dir.path().join("plain"), dir.path().join("three"));
+        let o = Command::new(BIN).args(args(&plain)).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let a = args(&three);
+        let o = mpirun(3, &a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(read(&plain, "samples.npy") == read(&three, "samples.npy"));
+    }
 }

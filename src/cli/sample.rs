@@ -218,13 +218,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("model {}: {}; {sampler}; {n} particles, seed {}", args.model.model.display(), model.shape(), args.seed);
 
     let spec = sampling_spec(model, sampler, args.seed);
-    let (rows, info) = match resolved.choice {
-        BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
-        choice @ (BackendChoice::Cuda | BackendChoice::CudaEmulated) => match crate::backend::cuda::AnyBackend::resolve(choice)? {
-            crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
-            crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
-        },
-        BackendChoice::Auto => unreachable!("resolve() never returns auto"),
+    let world = crate::distributed::driver::world();
+    let (rows, info) = if let Some(w) = world {
+        // Under mpirun: the CPU backend on every rank, rank 0 writes (docs/distributed.md).
+        if resolved.choice != BackendChoice::Cpu {
+            anyhow::bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
+        }
+        let Some(rows) = crate::distributed::driver::sample_rows(&*w, &spec, n, init.as_deref(), &args.model.model, &mut times)? else {
+            return Ok(());
+        };
+        let mut info = CpuBackend::new().info();
+        info.device = format!("{} per rank, {} MPI ranks", info.device, w.size());
+        (rows, info)
+    } else {
+        match resolved.choice {
+            BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
+            choice @ (BackendChoice::Cuda | BackendChoice::CudaEmulated) => match crate::backend::cuda::AnyBackend::resolve(choice)? {
+                crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
+                crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
+            },
+            BackendChoice::Auto => unreachable!("resolve() never returns auto"),
+        }
     };
 
     let clock = Instant::now();

@@ -279,3 +279,31 @@ pub fn comm_line(r: &CommReport) -> String {
         r.ranks, r.comm_seconds, r.compute_seconds, r.bytes_per_resampling, r.resamplings, r.bytes_total
     )
 }
+
+/// `flowsteer sample` across ranks: each rank integrates its share; rank 0 gets every sample,
+/// `[n, D]` in global order (the same bits as one process: every draw is keyed by the global
+/// index). `None` on the other ranks, which then stop.
+pub fn sample_rows(
+    comm: &dyn Communicator,
+    spec: &RunSpec,
+    n: usize,
+    init: Option<&[f32]>,
+    model: &std::path::Path,
+    times: &mut crate::cli::sample::PhaseTimes,
+) -> anyhow::Result<Option<Vec<f32>>> {
+    let local = if n < comm.size() {
+        Err(anyhow::anyhow!("{n} particles cannot be shared by {} MPI ranks: give at least one particle per rank (--particles ≥ {})", comm.size(), comm.size()))
+    } else {
+        Ok(())
+    };
+    agree(comm, local)?;
+    check_same_configuration(comm, &std::env::args().collect::<Vec<_>>(), model)?;
+    let clock = std::time::Instant::now();
+    let mut pop = Population::new(spec, Layout { n, groups: 1 }, comm, init.map_or(Init::Noise, Init::Given))?;
+    times.init = clock.elapsed().as_secs_f64();
+    let clock = std::time::Instant::now();
+    pop.propagate(spec, 0..spec.sampler.steps);
+    let rows = gather_concat(comm, &Bytes::f32s(&pop.rows()));
+    times.propagate = clock.elapsed().as_secs_f64();
+    Ok(rows.map(|r| decode_f32s(&r)))
+}
