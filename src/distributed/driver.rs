@@ -15,8 +15,9 @@ use super::comm::{decode_f32s, Bytes, Communicator};
 use super::fk::{self, gather_concat, CommReport};
 use super::population::Population;
 use crate::backend::{Backend, Init, Layout, RunSpec, ScoreOn};
-use crate::cli::steer::{self, Args};
-use crate::methods::{self, FkConfig, ScheduleSpec};
+use crate::methods::{self, FkConfig};
+use crate::run::prepare::check_layout;
+use crate::run::{Outcome, Prepared, SteerConfig};
 use crate::potential::{Potential, PotentialKind};
 use crate::summary::{self, Baseline, Outputs};
 
@@ -83,6 +84,17 @@ impl std::fmt::Display for Collective {
 }
 
 impl std::error::Error for Collective {}
+
+/// Under mpirun/srun with several ranks, refuses the commands that do not run across ranks yet
+/// (each rank would run the whole job alone and write the same files).
+pub fn refuse_unless_distributed(command: &str) -> anyhow::Result<()> {
+    let Some(w) = world() else { return Ok(()) };
+    if w.size() > 1 && !matches!(command, "steer" | "sample" | "info") {
+        let e = format!("`flowsteer {command}` does not run across MPI ranks yet (steer and sample do); run it without mpirun");
+        return Err(Collective(e).into());
+    }
+    Ok(())
+}
 
 /// Reports `e` and ends this process (and, for an error of this rank alone, the whole job).
 pub fn fail(e: &anyhow::Error) -> std::process::ExitCode {
@@ -171,51 +183,46 @@ pub fn baseline(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: I
     Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
 }
 
-/// `flowsteer steer` on every rank of `comm`.
-pub fn steer(comm: &dyn Communicator, mut args: Args) -> anyhow::Result<()> {
-    let rank = comm.rank();
-    let out = args.common.out.clone();
-    if rank != 0 {
+/// `flowsteer steer` on every rank of `comm` (the run layer's `run::steer` for one population
+/// across ranks): `Some(outcome)` on rank 0, which reports it as a single process would.
+pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Option<Outcome>> {
+    let mut common = cfg.common.clone();
+    let out = common.out.clone();
+    if comm.rank() != 0 {
         // Rank 0 alone prints and writes.
-        args.common.quiet = true;
-        args.common.out = None;
+        common.quiet = true;
+        common.out = None;
     }
     let argv: Vec<String> = std::env::args().collect();
     let prepared = (|| {
-        if args.profile.is_some() {
+        if cfg.profile.is_some() {
             bail!("--profile does not run across MPI ranks; profile one process");
         }
-        let potential = Potential { kind: args.potential, lambda: args.lambda, r_min: args.r_min };
-        let layout = steer::check_layout(args.particles, args.groups, "--particles")?;
-        let schedule = ScheduleSpec { t_start: args.t_start, t_end: args.t_end, count: args.resample_count, every: args.resample_every };
-        schedule.validate().map_err(anyhow::Error::msg)?;
-        if args.ancestry && out.is_none() {
+        let layout = check_layout(cfg.particles, cfg.groups, "--particles")?;
+        cfg.schedule.validate().map_err(anyhow::Error::msg)?;
+        if cfg.ancestry && out.is_none() {
             bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
         }
-        let prep = args.common.prepare(potential, args.resample, args.adaptive_ess)?;
+        let prep = Prepared::new(&common, cfg.potential, cfg.resample, cfg.adaptive_ess)?;
         if prep.engine()?.info().backend != "cpu" {
             bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
         }
-        let init_rows = args.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
-        Ok((prep, layout, schedule, init_rows))
+        let init_rows = cfg.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+        Ok((prep, layout, init_rows))
     })();
-    let prepared = match prepared {
+    let (prep, layout, init_rows) = match prepared {
         Ok(p) => {
             agree(comm, Ok(()))?;
             p
         }
-        Err(e) => {
-            agree(comm, Err(e))?;
-            unreachable!("agree returns this rank's error")
-        }
+        Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
-    let (prep, layout, schedule, init_rows) = prepared;
     check_same_configuration(comm, &argv, &prep.model_path)?;
-    let cfg = FkConfig { layout, schedule, keep_ancestors: args.ancestry, fused: false, snapshots: args.common.plot, max_intervals: None };
+    let schedule = cfg.schedule;
+    let fk_cfg = FkConfig { layout, schedule, keep_ancestors: cfg.ancestry, fused: false, snapshots: common.plot, max_intervals: None };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
-    let quiet = args.common.quiet;
     let info = prep.engine()?.info();
-    if !quiet {
+    if !common.quiet {
         let spec = &prep.spec;
         let groups = if layout.groups > 1 { format!(" × {} groups", layout.groups) } else { String::new() };
         println!("flowsteer steer: FK steering towards {} (larger is better), potential {}, λ = {}", spec.reward, spec.potential.kind, spec.potential.lambda);
@@ -233,43 +240,44 @@ pub fn steer(comm: &dyn Communicator, mut args: Args) -> anyhow::Result<()> {
         println!("  resampling at grid steps {resolved}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
-    let run = fk::steer(comm, &prep.spec, &cfg, init);
-    let (result, report) = match run {
+    let (result, report) = match fk::steer(comm, &prep.spec, &fk_cfg, init) {
         Ok(r) => {
             agree(comm, Ok(()))?;
             r
         }
-        Err(e) => {
-            agree(comm, Err(e))?;
-            unreachable!("agree returns this rank's error")
-        }
+        Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
-    let baseline = if args.no_baseline { None } else { baseline(comm, &prep.spec, layout, init)? };
-    let Some(result) = result else { return Ok(()) };
+    let baseline = if cfg.baseline { baseline(comm, &prep.spec, layout, init)? } else { None };
+    let Some(result) = result else { return Ok(None) };
+    if !common.quiet {
+        eprintln!("{}", comm_line(&report));
+    }
     let config = serde_json::json!({
         "command": "steer",
         "particles": layout.n,
         "groups": layout.groups,
         "potential": prep.spec.potential,
         "resample": prep.spec.resample,
-        "resample_count": args.resample_count,
-        "resample_every": args.resample_every,
-        "t_start": args.t_start,
-        "t_end": args.t_end,
-        "adaptive_ess": args.adaptive_ess,
-        "init": args.init.as_ref().map(|p| p.display().to_string()),
+        "resample_count": schedule.count,
+        "resample_every": schedule.every,
+        "t_start": schedule.t_start,
+        "t_end": schedule.t_end,
+        "adaptive_ess": cfg.adaptive_ess,
+        "init": cfg.init.as_ref().map(|p| p.display().to_string()),
         "fused": false,
         "mpi": report,
     });
-    if !quiet {
-        print!("{}", summary::human_summary(&prep.spec, &result, baseline.as_ref()));
-        println!("{}", comm_line(&report));
-    }
-    let outputs = Outputs { ancestry: args.ancestry, plot: args.common.plot };
-    if let Some(dir) = &out {
-        summary::write_outputs(dir, &prep, &args.common, config, &info, &result, baseline.as_ref(), outputs)?;
-    }
-    Ok(())
+    Ok(Some(Outcome {
+        prepared: prep,
+        info,
+        result,
+        baseline,
+        config,
+        files: Outputs { ancestry: cfg.ancestry, plot: common.plot },
+        out: common.out,
+        quiet: common.quiet,
+        profiled: false,
+    }))
 }
 
 /// The summary's line on communication against compute.
@@ -289,7 +297,7 @@ pub fn sample_rows(
     n: usize,
     init: Option<&[f32]>,
     model: &std::path::Path,
-    times: &mut crate::cli::sample::PhaseTimes,
+    times: &mut crate::run::sample::PhaseTimes,
 ) -> anyhow::Result<Option<Vec<f32>>> {
     let local = if n < comm.size() {
         Err(anyhow::anyhow!("{n} particles cannot be shared by {} MPI ranks: give at least one particle per rank (--particles ≥ {})", comm.size(), comm.size()))
