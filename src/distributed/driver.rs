@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::comm::{decode_f32s, Bytes, Communicator};
 use super::fk::{self, gather_concat, CommReport};
 use super::population::Population;
-use crate::backend::{Backend, Init, Layout, RunSpec, ScoreOn};
+use crate::backend::{Backend, Init, Layout, RunSpec};
 use crate::methods::{self, FkConfig};
 use crate::run::prepare::check_layout;
 use crate::run::{Outcome, Prepared, SteerConfig};
@@ -177,7 +177,6 @@ pub fn baseline(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: I
     let mut pop = Population::new(&plain, layout, comm, init)?;
     pop.propagate(&plain, 0..plain.sampler.steps);
     let rewards = pop.rewards(&plain, plain.sampler.steps, true);
-    let _ = ScoreOn::Sample;
     let rewards = gather_concat(comm, &Bytes::f32s(&rewards));
     let positions = gather_concat(comm, &Bytes::f32s(&pop.rows()));
     Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
