@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod checkerboard;
 pub mod cli;
+pub mod distributed;
 pub mod methods;
 pub mod model;
 pub mod npy;

@@ -41,6 +41,16 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let name = match &cli.command {
+        Command::Steer(_) => "steer",
+        Command::Sample(_) => "sample",
+        Command::Info(_) => "info",
+        Command::Train(_) => "train",
+        Command::Search(_) => "search",
+        Command::Bench(_) => "bench",
+        Command::Sweep(_) => "sweep",
+    };
+    crate::distributed::driver::refuse_unless_distributed(name)?;
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),

@@ -54,5 +54,6 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::run::sample(&args.config())?.report()
+    // Under mpirun/srun only rank 0 gets an outcome (docs/distributed.md).
+    crate::run::sample::sample_ranked(&args.config())?.map_or(Ok(()), |o| o.report())
 }

@@ -166,5 +166,9 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::run::steer(&args.config()?)?.report()
+    match crate::distributed::driver::world() {
+        // Under mpirun/srun: one population across the ranks; rank 0 reports (docs/distributed.md).
+        Some(w) => crate::distributed::driver::steer(&*w, &args.config()?)?.map_or(Ok(()), |o| o.report()),
+        None => crate::run::steer(&args.config()?)?.report(),
+    }
 }

@@ -96,7 +96,7 @@ impl TraceRow {
         )
     }
 
-    fn blank(index: usize, step: usize, t: f64, group: usize, particles: usize) -> Self {
+    pub(crate) fn blank(index: usize, step: usize, t: f64, group: usize, particles: usize) -> Self {
         Self {
             index,
             step,

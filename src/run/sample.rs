@@ -193,11 +193,19 @@ impl SampleOutcome {
 
 /// Samples as `cfg` says, printing the model, throughput and quality on stderr.
 pub fn sample(cfg: &SampleConfig) -> anyhow::Result<SampleOutcome> {
+    Ok(sample_ranked(cfg)?.expect("one process is rank 0"))
+}
+
+/// [`sample`], also under mpirun/srun (docs/distributed.md): each rank integrates its share and
+/// rank 0 alone gets the outcome (None on the other ranks).
+pub fn sample_ranked(cfg: &SampleConfig) -> anyhow::Result<Option<SampleOutcome>> {
+    let world = crate::distributed::driver::world();
+    let rank0 = world.as_ref().is_none_or(|w| w.rank() == 0);
     let start = Instant::now();
     let mut times = PhaseTimes::default();
     let sampler = cfg.sampler;
     sampler.validate().map_err(anyhow::Error::msg)?;
-    let resolved = prepare::resolve_backend_announcing(cfg.backend, true)?;
+    let resolved = prepare::resolve_backend_announcing(cfg.backend, rank0)?;
     crate::output::prepare_out_dir(&cfg.out, cfg.force)?;
 
     let clock = Instant::now();
@@ -215,16 +223,30 @@ pub fn sample(cfg: &SampleConfig) -> anyhow::Result<SampleOutcome> {
         None => (None, prepare::validate_particles(cfg.particles.unwrap_or(DEFAULT_PARTICLES), "--particles")?),
     };
     times.load = clock.elapsed().as_secs_f64();
-    eprintln!("model {}: {}; {sampler}; {n} particles, seed {}", cfg.model.display(), model.shape(), cfg.seed);
+    if rank0 {
+        eprintln!("model {}: {}; {sampler}; {n} particles, seed {}", cfg.model.display(), model.shape(), cfg.seed);
+    }
 
     let spec = sampling_spec(model, sampler, cfg.seed);
-    let (rows, info) = match resolved.choice {
-        BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
-        choice @ (BackendChoice::Cuda | BackendChoice::CudaEmulated) => match crate::backend::cuda::AnyBackend::resolve(choice)? {
-            crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
-            crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
-        },
-        BackendChoice::Auto => unreachable!("resolve() never returns auto"),
+    let (rows, info) = if let Some(w) = world {
+        if resolved.choice != BackendChoice::Cpu {
+            anyhow::bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
+        }
+        let Some(rows) = crate::distributed::driver::sample_rows(&*w, &spec, n, init.as_deref(), &cfg.model, &mut times)? else {
+            return Ok(None);
+        };
+        let mut info = CpuBackend::new().info();
+        info.device = format!("{} per rank, {} MPI ranks", info.device, w.size());
+        (rows, info)
+    } else {
+        match resolved.choice {
+            BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
+            choice @ (BackendChoice::Cuda | BackendChoice::CudaEmulated) => match crate::backend::cuda::AnyBackend::resolve(choice)? {
+                crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
+                crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
+            },
+            BackendChoice::Auto => unreachable!("resolve() never returns auto"),
+        }
     };
 
     let clock = Instant::now();
@@ -277,5 +299,5 @@ pub fn sample(cfg: &SampleConfig) -> anyhow::Result<SampleOutcome> {
         nonfinite_samples,
         quality,
     };
-    Ok(SampleOutcome { rows, dim, summary, out: cfg.out.clone(), force: cfg.force })
+    Ok(Some(SampleOutcome { rows, dim, summary, out: cfg.out.clone(), force: cfg.force }))
 }

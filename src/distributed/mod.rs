@@ -1,0 +1,18 @@
+//! One particle population across processes (issue 10; docs/distributed.md).
+//!
+//! The algorithm is written against the small [`comm::Communicator`] trait, so that it is tested
+//! in one process ([`comm::ThreadWorld`]) and runs under `mpirun`/`srun` with the `mpi` cargo
+//! feature ([`mpi`]). [`population`] holds a rank's share and the global weighing,
+//! [`resample`] the global resampling, [`fk`] the steering loop, [`driver`] what a rank does
+//! around it (configuration check, outputs on rank 0, errors naming the rank).
+
+pub mod comm;
+pub mod driver;
+pub mod fk;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod population;
+pub mod resample;
+pub mod share;
+#[cfg(test)]
+mod tests;
