@@ -8,6 +8,8 @@
 pub mod backend;
 pub mod checkerboard;
 pub mod cli;
+pub mod format;
+pub mod memory;
 pub mod methods;
 pub mod model;
 pub mod npy;
