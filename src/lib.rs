@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod checkerboard;
 pub mod cli;
+pub mod finite;
 pub mod format;
 pub mod memory;
 pub mod methods;
