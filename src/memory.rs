@@ -187,11 +187,18 @@ pub fn bench(side: Side, dim: usize) -> Estimate {
     e
 }
 
-/// `train`: per batch row the checkerboard draw, x1, x0 and t, and the loss's per-row values
-/// (the network's activations are processed in fixed-size chunks).
-pub fn train(dim: usize) -> Estimate {
-    let d = dim as u64;
-    Estimate::new("train", "batch rows", "--batch", 1).resident("batch (data, noise, times)", 3 * d * F32 + F32).transient("loss terms", 2 * F64)
+/// `train` of a D-dimensional MLP with L hidden layers of width H: per batch row the checkerboard
+/// draw, x1, x0 and t, the loss's per-row values, and the share of one gradient copy per
+/// chunk of `crate::train::CHUNK` rows (the chunks' gradients are summed afterwards, so that the
+/// result does not depend on the thread count).
+pub fn train(dim: usize, hidden: usize, layers: usize) -> Estimate {
+    let (d, h, l) = (dim as u64, hidden as u64, layers.max(1) as u64);
+    let params = (d + 1) * h + h + (l - 1) * (h * h + h) + h * d + d;
+    let chunk = crate::train::CHUNK as u64;
+    Estimate::new("train", "batch rows", "--batch", 1)
+        .resident("batch (data, noise, times)", 3 * d * F32 + F32)
+        .resident("per-chunk gradients", (params * F32 + F64).div_ceil(chunk))
+        .transient("loss terms", 2 * F64)
 }
 
 /// `--init` rows: the file's bytes (at most f64) and the f32 rows made from them.
@@ -352,6 +359,13 @@ mod tests {
     }
 
     #[test]
+    fn train_counts_the_gradient_copies() {
+        // The default model has 8,706 parameters: (8,706·4 + 8)/256 = 137 bytes per row, on top
+        // of 28 for the batch and 16 for the loss.
+        assert_eq!(train(2, 64, 3).per_item(), 28 + 137 + 16);
+    }
+
+    #[test]
     fn the_gpu_is_charged_only_its_host_copies() {
         let host = steer(Side::Host, 2, 6, false, false, false, 1);
         let dev = steer(Side::Device, 2, 6, false, false, false, 1);
@@ -395,7 +409,7 @@ mod tests {
             search_select(Side::Host, 2, false, "--candidates", 1),
             search_paths(Side::Host, 2, 4, false, 1),
             bench(Side::Host, 2),
-            train(2),
+            train(2, 64, 3),
         ] {
             assert!(e.per_item() >= 8, "{}: {} bytes per item", e.what, e.per_item());
             assert!(check_against(&e, 1 << 40, &avail(64 * GIB)).is_err(), "{}", e.what);

@@ -102,6 +102,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.eval_samples > 0 && args.eval_steps == 0 {
         bail!("--eval-steps must be at least 1");
     }
+    // Refused before any allocation: the batch, and the evaluation's samples (docs/quality.md).
+    crate::memory::check(&crate::memory::train(2, cfg.hidden, cfg.layers), cfg.batch as u64)?;
+    let mut evaluation = crate::memory::sample(crate::memory::Side::Host, 2, false);
+    (evaluation.what, evaluation.option) = ("train's evaluation".into(), "--eval-samples");
+    crate::memory::check(&evaluation, args.eval_samples as u64)?;
     let pool = match args.threads {
         Some(0) => bail!("--threads must be at least 1 (or left out for every core)"),
         Some(n) => rayon::ThreadPoolBuilder::new().num_threads(n).build()?,
@@ -132,17 +137,17 @@ fn run_in_pool(args: &Args, cfg: &TrainConfig) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut smoothed = f64::NAN;
-    let (model, losses) = train::train(cfg, |p| {
+    let result = train::train(cfg, |p| {
         smoothed = if smoothed.is_nan() { p.loss } else { 0.98 * smoothed + 0.02 * p.loss };
         if p.iter % 10 == 0 || p.iter + 1 == cfg.iters {
-            bar.set_message(format!("loss {smoothed:.4} lr {:.2e}", p.lr));
+            bar.set_message(format!("smoothed loss {smoothed:.4} lr {:.2e}", p.lr));
             bar.set_position(p.iter as u64 + 1);
         }
         // Without a terminal the bar is hidden: log a line every 10% instead.
         let tenth = cfg.iters.div_ceil(10);
         if bar.is_hidden() && (p.iter + 1) % tenth == 0 {
             eprintln!(
-                "iteration {}/{}: loss {smoothed:.4}, lr {:.2e}, {:.0} s",
+                "iteration {}/{}: smoothed loss {smoothed:.4} (running mean over ~50 iterations), lr {:.2e}, {:.0} s",
                 p.iter + 1,
                 cfg.iters,
                 p.lr,
@@ -151,6 +156,7 @@ fn run_in_pool(args: &Args, cfg: &TrainConfig) -> anyhow::Result<()> {
         }
     });
     bar.finish();
+    let (model, losses) = result?;
     let train_secs = started.elapsed().as_secs_f64();
     let tail = losses.len().min(100);
     let final_loss = losses[losses.len() - tail..].iter().sum::<f64>() / tail as f64;
