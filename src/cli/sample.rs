@@ -214,6 +214,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => (None, common::validate_particles(args.particles.unwrap_or(DEFAULT_PARTICLES), "--particles")?),
     };
+    let side = if resolved.choice == BackendChoice::Cuda { crate::memory::Side::Device } else { crate::memory::Side::Host };
+    crate::memory::check(&crate::memory::sample(side, dim, init.is_some()), n as u64)?;
     times.load = clock.elapsed().as_secs_f64();
     eprintln!("model {}: {}; {sampler}; {n} particles, seed {}", args.model.model.display(), model.shape(), args.seed);
 
@@ -228,10 +230,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let clock = Instant::now();
-    let nonfinite_samples = rows.chunks(dim).filter(|r| r.iter().any(|v| !v.is_finite())).count();
-    if nonfinite_samples > 0 {
-        eprintln!("warning: {nonfinite_samples} of {n} samples have NaN or infinite coordinates");
+    // All samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
+    if let Some(warning) = crate::finite::check_final_samples(&rows, dim, &spec.model, &spec.sampler)? {
+        eprintln!("{warning}");
     }
+    let nonfinite_samples = crate::finite::nonfinite_rows(&rows, dim);
     let quality = (dim == 2).then(|| quality(&rows, args.seed));
     times.quality = clock.elapsed().as_secs_f64();
     times.total = start.elapsed().as_secs_f64();
@@ -252,8 +255,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     if let Some(q) = &quality {
         eprintln!(
-            "on-square fraction {:.4}, energy distance {:.5} ± {:.5} ({} samples)",
-            q.on_square_fraction, q.energy_distance, q.energy_distance_std_error, q.energy_samples
+            "on-square fraction {:.4}, energy distance {} ({} samples)",
+            q.on_square_fraction,
+            checkerboard::energy_distance_text(q.energy_distance, q.energy_distance_std_error),
+            q.energy_samples
         );
     }
 

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
+use crate::memory;
+
 use crate::backend::{Backend, Init};
 use crate::cli::steer::{check_layout, CommonArgs, Prepared};
 use crate::methods::{self, BonConfig, PathsConfig, ZerothConfig};
@@ -33,9 +35,9 @@ pub enum Method {
 pub struct BonArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Samples per group N.
-    #[arg(long, default_value_t = 4096)]
-    pub particles: usize,
+    /// Samples per group N [default: 4096, or the rows of --init divided by --groups].
+    #[arg(long)]
+    pub particles: Option<usize>,
     /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
@@ -73,9 +75,10 @@ pub struct ZerothArgs {
 pub struct PathsArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Beam N: states kept each round, per group.
-    #[arg(long, default_value_t = 256)]
-    pub particles: usize,
+    /// Beam N: states kept each round, per group [default: 256, or the rows of --init divided by
+    /// --groups].
+    #[arg(long)]
+    pub particles: Option<usize>,
     /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
@@ -110,14 +113,15 @@ fn search_potential() -> Potential {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.method {
         Method::Bon(a) => {
-            let layout = check_layout(a.particles, a.groups, "--particles")?;
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
-            let rows = a.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+            let (layout, rows) = prep.layout_and_init(a.particles, 4096, a.groups, a.init.as_deref())?;
+            let needs = memory::search_select(prep.memory_side(), prep.spec.model.dim, false, "--particles", layout.groups);
+            memory::check(&needs, layout.total() as u64)?;
             let mut backend = prep.engine()?;
             let cfg = BonConfig { layout, top_k: a.top_k };
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::best_of_n(&mut backend, &prep.spec, &cfg, init)?;
-            let config = serde_json::json!({ "command": "search bon", "particles": a.particles, "groups": a.groups, "top_k": a.top_k,
+            let config = serde_json::json!({ "command": "search bon", "particles": layout.n, "groups": a.groups, "top_k": a.top_k,
                 "init": a.init.as_ref().map(|p| p.display().to_string()) });
             report(&mut backend, &a.common, &prep, config, &r)
         }
@@ -126,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
             let dim = prep.spec.model.dim;
             let pivot = a.pivot.as_deref().map(|s| parse_pivot(s, dim, a.groups)).transpose()?;
+            memory::check(&memory::search_select(prep.memory_side(), dim, false, "--candidates", layout.groups), layout.total() as u64)?;
             let mut backend = prep.engine()?;
             let cfg = ZerothConfig { layout, cycles: a.cycles, radius: a.radius, pivot };
             let r = methods::zeroth_order(&mut backend, &prep.spec, &cfg)?;
@@ -134,8 +139,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report(&mut backend, &a.common, &prep, config, &r)
         }
         Method::Paths(a) => {
-            let layout = check_layout(a.particles, a.groups, "--particles")?;
             let prep = a.common.prepare(search_potential(), ResampleScheme::default(), None)?;
+            let (layout, rows) = prep.layout_and_init(a.particles, 256, a.groups, a.init.as_deref())?;
             let cfg = PathsConfig {
                 layout,
                 candidates: a.candidates,
@@ -146,11 +151,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 top_k: a.top_k,
             };
             let grid = cfg.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
-            let rows = a.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+            let needs = memory::search_paths(prep.memory_side(), prep.spec.model.dim, a.candidates, false, layout.groups);
+            memory::check(&needs, layout.total() as u64)?;
             let mut backend = prep.engine()?;
             let init = rows.as_deref().map_or(Init::Noise, Init::Given);
             let r = methods::search_over_paths(&mut backend, &prep.spec, &cfg, init)?;
-            let config = serde_json::json!({ "command": "search paths", "particles": a.particles, "groups": a.groups,
+            let config = serde_json::json!({ "command": "search paths", "particles": layout.n, "groups": a.groups,
                 "candidates": a.candidates, "t_start": a.t_start, "delta_f": a.delta_f, "delta_b": a.delta_b,
                 "grid_steps": { "start": grid.start, "back": grid.back, "forward": grid.forward },
                 "renoise": a.renoise, "top_k": a.top_k, "init": a.init.as_ref().map(|p| p.display().to_string()) });
@@ -168,6 +174,10 @@ fn report<B: Backend>(
     r: &methods::RunResult,
 ) -> anyhow::Result<()> {
     let info = backend.info();
+    // All final samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
+    if let Some(warning) = crate::finite::check_final_samples(&r.positions, r.dim, &prep.spec.model, &prep.spec.sampler)? {
+        eprintln!("{warning}");
+    }
     if !common.quiet {
         println!("flowsteer search {}: towards {} (larger is better); {} backend on {}", r.method, prep.spec.reward, info.backend, info.device);
         if !r.schedule.is_empty() && r.method == "paths" {

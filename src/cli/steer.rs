@@ -17,6 +17,9 @@ use crate::resample::ResampleScheme;
 use crate::reward::{Reward, RewardOn};
 use crate::summary::{self, Baseline, Outputs};
 
+/// Particles per group when neither `--particles` nor `--init` is given.
+pub const DEFAULT_PARTICLES: usize = 4096;
+
 /// Options shared by `steer` and every `search` method.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
@@ -52,9 +55,9 @@ pub struct CommonArgs {
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Particles per group N.
-    #[arg(long, default_value_t = 4096)]
-    pub particles: usize,
+    /// Particles per group N [default: 4096, or the rows of --init divided by --groups].
+    #[arg(long)]
+    pub particles: Option<usize>,
     /// Independent populations run side by side (SPEC §5 `groups`).
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
@@ -73,8 +76,9 @@ pub struct Args {
     /// Resampling points between --t-start and --t-end (SPEC §7).
     #[arg(long, default_value_t = 5)]
     pub resample_count: usize,
-    /// Resample every K grid steps between --t-start and --t-end instead.
-    #[arg(long, value_name = "K")]
+    /// Resample every K grid steps between --t-start and --t-end instead (not with
+    /// --resample-count; docs/schedules.md).
+    #[arg(long, value_name = "K", conflicts_with = "resample_count")]
     pub resample_every: Option<usize>,
     /// Start of the resampling range: the first point (SPEC §7).
     #[arg(long, default_value_t = 0.6, allow_hyphen_values = true)]
@@ -123,6 +127,38 @@ impl Prepared {
             c.use_graph &= !self.no_graph;
         }
         Ok(b)
+    }
+
+    /// Where the particles live, for the memory estimate (docs: src/memory.rs): the CPU and the
+    /// emulator hold them in host memory.
+    pub fn memory_side(&self) -> crate::memory::Side {
+        match self.backend.choice {
+            crate::backend::BackendChoice::Cuda => crate::memory::Side::Device,
+            _ => crate::memory::Side::Host,
+        }
+    }
+
+    /// The layout of a run with `--particles` (None: `default`, or the rows of `--init` divided
+    /// by G) and `--groups`, with the `--init` rows when given (issue 13, item 5).
+    pub fn layout_and_init(&self, particles: Option<usize>, default: usize, groups: usize, init: Option<&std::path::Path>) -> anyhow::Result<(Layout, Option<Vec<f32>>)> {
+        let Some(path) = init else {
+            return Ok((check_layout(particles.unwrap_or(default), groups, "--particles")?, None));
+        };
+        common::validate_particles(groups, "--groups")?;
+        let rows = match particles {
+            Some(n) => InitRows { name: "N·G", count: Some(n.saturating_mul(groups)), from: "--particles × --groups =", fix: "set --particles and --groups to match the file, or leave --particles out" },
+            None => InitRows { name: "N·G", count: None, from: "", fix: "" },
+        };
+        let (data, total) = common::read_init_rows(path, self.spec.model.dim, &rows)?;
+        if total % groups != 0 {
+            bail!(
+                "--init {} holds {total} rows, not a multiple of --groups {groups}: with groups the file holds N·G rows, N particles per group; give a file of {} or {} rows, or another --groups",
+                path.display(),
+                total / groups * groups,
+                (total / groups + 1) * groups
+            );
+        }
+        Ok((check_layout(total / groups, groups, "--particles")?, Some(data)))
     }
 
     /// Reads `--init` for `total` = N·G particles, as `[N·G, D]`.
@@ -177,14 +213,16 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         args.ancestry = false;
     }
     let potential = Potential { kind: args.potential, lambda: args.lambda, r_min: args.r_min };
-    let layout = check_layout(args.particles, args.groups, "--particles")?;
     let schedule = ScheduleSpec { t_start: args.t_start, t_end: args.t_end, count: args.resample_count, every: args.resample_every };
     schedule.validate().map_err(anyhow::Error::msg)?;
     if args.ancestry && args.common.out.is_none() {
         bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
     }
     let prep = args.common.prepare(potential, args.resample, args.adaptive_ess)?;
-    let init_rows = args.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+    let (layout, init_rows) = prep.layout_and_init(args.particles, DEFAULT_PARTICLES, args.groups, args.init.as_deref())?;
+    let points = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?.steps.len();
+    let needs = crate::memory::steer(prep.memory_side(), prep.spec.model.dim, points, args.ancestry, !args.no_baseline, false, layout.groups);
+    crate::memory::check(&needs, layout.total() as u64)?;
     let mut backend = prep.engine()?;
     if let Some(n) = args.profile {
         super::profile::start(&mut backend, n);
@@ -224,6 +262,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
             t.total
         );
         return Ok(());
+    }
+    // All final samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
+    if let Some(warning) = crate::finite::check_final_samples(&result.positions, result.dim, &prep.spec.model, &prep.spec.sampler)? {
+        eprintln!("{warning}");
     }
     let baseline = if args.no_baseline {
         None

@@ -575,6 +575,9 @@ pub fn validate(args: &Args) -> anyhow::Result<()> {
     if args.methods.is_empty() {
         bail!("--methods is empty: give a comma list of fk-max, fk-add, fk-diff, bon, zeroth, paths, plain");
     }
+    if let Some((i, m)) = args.methods.iter().enumerate().find(|(i, m)| args.methods[..*i].contains(m)) {
+        bail!("--methods names {} twice (entry {}): each method runs once per point; drop the repeat", m.name(), i + 1);
+    }
     if args.seeds == 0 {
         bail!("--seeds must be at least 1 (the sweep runs seeds 0..N)");
     }
@@ -758,6 +761,18 @@ fn file_sha256(path: &Path) -> anyhow::Result<String> {
 pub fn run(args: Args) -> anyhow::Result<()> {
     validate(&args)?;
     let model = common::load_model(&args.model)?;
+    // The largest point must fit before the first one runs (counted as on the CPU, whose
+    // particles live in host memory): FK steering's state, or search over paths' M copies.
+    let largest = args.particles.counts().iter().copied().max().unwrap_or(0);
+    let mut needs = crate::memory::steer(crate::memory::Side::Host, model.dim, 6, false, false, false, 1);
+    if args.methods.contains(&SweepMethod::Paths) {
+        let paths = crate::memory::search_paths(crate::memory::Side::Host, model.dim, args.candidates, false, 1);
+        if paths.per_item() > needs.per_item() {
+            needs = paths;
+        }
+    }
+    needs.what = format!("sweep ({})", needs.what);
+    crate::memory::check(&needs, largest)?;
     let reward: Reward = args.reward.parse().map_err(|e: crate::reward_parse::RewardParseError| anyhow::anyhow!("{e}"))?;
     reward.checks_dim(model.dim).map_err(anyhow::Error::msg)?;
     if args.steps == 0 || args.steps >= 1 << 24 {

@@ -168,13 +168,12 @@ fn run_in_pool(args: &Args, cfg: &TrainConfig) -> anyhow::Result<()> {
         let started = Instant::now();
         let q = train::evaluate(&model, args.eval_samples, args.eval_steps, cfg.seed.wrapping_add(1));
         eprintln!(
-            "quality ({} samples, {} midpoint steps, {:.1} s): on-square fraction {:.4}, energy distance {:.5} ± {:.5}",
+            "quality ({} samples, {} midpoint steps, {:.1} s): on-square fraction {:.4}, energy distance {}",
             q.samples,
             q.steps,
             started.elapsed().as_secs_f64(),
             q.on_square_fraction,
-            q.energy_distance,
-            q.energy_distance_std_error
+            crate::checkerboard::energy_distance_text(q.energy_distance, q.energy_distance_std_error)
         );
     }
     model.save(&args.out, "net").with_context(|| format!("writing {}", args.out.display()))?;
