@@ -1,7 +1,9 @@
 //! flowsteer: inference-time scaling and steering of flow-matching models with particles.
 //!
-//! Layers (see `../shared/DESIGN.md`): the CLI (`cli`) parses and writes files; `methods` holds
-//! FK steering and the search baselines, written once against the [`backend::Backend`] trait;
+//! Layers, each importing only those below it (README, "Architecture"): the command line (`cli`)
+//! parses options into plain configuration; the run layer (`run`) prepares a run, executes it,
+//! reports it (`summary`, `plot`) and writes its files whole (`output`); `methods` holds FK
+//! steering and the search baselines, written once against the [`backend::Backend`] trait;
 //! `backend::cpu` (the reference) and `backend::cuda` implement it. Shared pieces: the model and
 //! its files, the samplers' formulas, Philox, rewards and potentials.
 
@@ -22,6 +24,7 @@ pub mod resample;
 pub mod reward;
 pub mod reward_parse;
 pub mod rng;
+pub mod run;
 pub mod sampler;
 pub mod stats;
 pub mod summary;

@@ -2,7 +2,9 @@
 //! rename, so a reader never sees a half-written file and a failed run leaves none behind.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -53,6 +55,59 @@ impl OutputSet {
     }
 }
 
+/// Stages `DIR/samples.npy` (float32 `[N, D]`) and `DIR/summary.json` in `set` (SPEC §9).
+/// Nothing touches the disk until `set.commit()`.
+pub fn stage_samples_and_summary<S: serde::Serialize>(
+    set: &mut OutputSet,
+    dir: &Path,
+    rows: &[f32],
+    dim: usize,
+    summary: &S,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(dim > 0 && rows.len().is_multiple_of(dim), "samples hold {} values, not a multiple of D = {dim}", rows.len());
+    set.add(dir.join("samples.npy"), crate::npy::to_bytes(&[rows.len() / dim, dim], rows));
+    let mut json = serde_json::to_vec_pretty(summary).context("serialising summary.json")?;
+    json.push(b'\n');
+    set.add(dir.join("summary.json"), json);
+    Ok(())
+}
+
+/// Checks, before any work, that `--out DIR` can be made (so a long run does not fail at the
+/// end): it must be a directory or not exist, and its nearest existing ancestor a directory.
+/// Nothing is created here; the directory appears when the outputs are committed.
+pub fn prepare_out_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("--out {} is a file; pass a directory (it is created if missing)", dir.display());
+    }
+    let mut ancestor = dir.parent();
+    while let Some(a) = ancestor {
+        if a.as_os_str().is_empty() || a.is_dir() {
+            break;
+        }
+        if a.exists() {
+            bail!("--out {}: {} is a file, so the directory cannot be created; pick another path", dir.display(), a.display());
+        }
+        ancestor = a.parent();
+    }
+    Ok(())
+}
+
+/// Commits a staged output set, saying which files were written.
+pub fn commit_outputs(set: OutputSet) -> anyhow::Result<Vec<PathBuf>> {
+    commit_outputs_announcing(set, true)
+}
+
+/// Commits a staged output set; lists the files written on stderr only when `announce` is set.
+pub fn commit_outputs_announcing(set: OutputSet, announce: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let written = set.commit().context("writing the output files")?;
+    if announce {
+        for p in &written {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -64,5 +119,21 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         let leftovers: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary files left behind");
+    }
+
+    use super::*;
+
+    #[test]
+    fn outputs_are_staged_then_written_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let mut set = OutputSet::default();
+        stage_samples_and_summary(&mut set, &out, &[1.0, 2.0, 3.0, 4.0], 2, &serde_json::json!({"a": 1})).unwrap();
+        assert!(!out.join("samples.npy").exists(), "nothing on disk before commit");
+        commit_outputs(set).unwrap();
+        let arr = crate::npy::read_f32(&out.join("samples.npy")).unwrap();
+        assert_eq!(arr.shape, vec![2, 2]);
+        let j: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(j["a"], 1);
     }
 }

@@ -1,15 +1,17 @@
 //! What a steering or search run reports (SPEC §9): the human summary, `summary.json`, and the
-//! staging of every output file (written whole or not at all, `output::OutputSet`).
+//! staging of every output file (written whole or not at all, `output::OutputSet`). The report
+//! step of the run layer (`crate::run`): it reads a run's result and its prepared
+//! configuration, never the command line.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
 use crate::backend::{BackendInfo, Layout, RunSpec};
 use crate::checkerboard;
-use crate::cli::common::{commit_outputs_announcing, stage_samples_and_summary};
-use crate::cli::steer::{CommonArgs, Prepared};
+use crate::output::stage_samples_and_summary;
+use crate::run::Prepared;
 use crate::methods::{trace_csv, RunResult};
 use sha2::Digest;
 use crate::output::OutputSet;
@@ -414,20 +416,9 @@ fn finite(x: f64) -> Value {
     }
 }
 
-/// Stages every output of a run and writes them together; returns the paths written.
-#[allow(clippy::too_many_arguments)]
-pub fn write_outputs(
-    dir: &Path,
-    prep: &Prepared,
-    common: &CommonArgs,
-    config: Value,
-    info: &BackendInfo,
-    r: &RunResult,
-    baseline: Option<&Baseline>,
-    outputs: Outputs,
-) -> anyhow::Result<Vec<PathBuf>> {
+/// Stages every output of a run in `dir` (summary.json as given), to be written together.
+pub fn stage_outputs(dir: &Path, spec: &RunSpec, summary: Value, r: &RunResult, outputs: Outputs) -> anyhow::Result<OutputSet> {
     let mut set = OutputSet::default();
-    let summary = summary_json(prep, config, info, r, baseline);
     stage_samples_and_summary(&mut set, dir, &r.positions, r.dim, &summary)?;
     let total = r.layout.total();
     set.add(dir.join("trace.csv"), trace_csv(&r.trace).into_bytes());
@@ -438,9 +429,9 @@ pub fn write_outputs(
         set.add(dir.join("ancestry.npy"), crate::npy::to_bytes(&[rows.len(), total], &flat));
     }
     if outputs.plot {
-        set.add(dir.join("plot.png"), crate::plot::render_png(&prep.spec, r)?);
+        set.add(dir.join("plot.png"), crate::plot::render_png(spec, r)?);
     }
-    commit_outputs_announcing(set, !common.quiet)
+    Ok(set)
 }
 
 #[cfg(test)]

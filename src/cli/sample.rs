@@ -1,27 +1,13 @@
 //! `flowsteer sample`: run the model's sampler (SPEC §2) on N particles and write
 //! `samples.npy` and `summary.json` (SPEC §9), with the checkerboard quality measures of SPEC §10
-//! when the model is 2-D.
+//! when the model is 2-D. The run itself is `crate::run::sample`.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
-use anyhow::Context;
+use super::common::{BackendArgs, ModelArgs, SamplerArgs};
+use crate::run::SampleConfig;
 
-use super::common::{self, BackendArgs, ModelArgs, ResolvedBackend, SamplerArgs};
-use crate::backend::cpu::CpuBackend;
-use crate::backend::{Backend, BackendChoice, BackendInfo, Init, Layout, RunSpec};
-use crate::checkerboard;
-use crate::model::{Mlp, MlpShape};
-use crate::potential::Potential;
-use crate::resample::ResampleScheme;
-use crate::reward::{Reward, RewardOn, DEFAULT_EPS};
-use crate::sampler::Sampler;
-
-/// Particles when neither `--particles` nor `--init` is given.
-pub const DEFAULT_PARTICLES: usize = 10_000;
-/// At most this many samples enter the energy distance (SPEC §10); more only cost time, since
-/// the estimator's standard error is already ≈ 3·10^-4 at this size (see `checkerboard`).
-pub const ENERGY_SAMPLES: usize = 100_000;
+pub use crate::run::sample::{sampling_spec, DEFAULT_PARTICLES};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -47,241 +33,21 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// The run specification of plain sampling: no reward, no resampling.
-pub fn sampling_spec(model: Mlp, sampler: Sampler, seed: u64) -> RunSpec {
-    RunSpec {
-        model,
-        sampler,
-        reward: Reward { terms: Vec::new(), eps: DEFAULT_EPS },
-        reward_on: RewardOn::default(),
-        potential: Potential::default(),
-        resample: ResampleScheme::default(),
-        adaptive_ess: None,
-        seed,
+impl Args {
+    /// The run layer's configuration of a sampling run.
+    pub fn config(&self) -> SampleConfig {
+        SampleConfig {
+            model: self.model.model.clone(),
+            sampler: self.sampler.sampler(),
+            particles: self.particles,
+            seed: self.seed,
+            init: self.init.clone(),
+            backend: self.backend.backend,
+            out: self.out.clone(),
+        }
     }
-}
-
-/// Wall-clock seconds of each phase (SPEC §9).
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct PhaseTimes {
-    pub load: f64,
-    /// Kernel compilation (0 on the CPU).
-    pub compile: f64,
-    pub init: f64,
-    pub propagate: f64,
-    pub readback: f64,
-    pub quality: f64,
-    pub total: f64,
-}
-
-/// Samples `n` particles (rows of `init` when given) through every step of `spec.sampler` on
-/// `backend`; returns the final positions row-major `[n, D]`, the backend's description and
-/// the phase times it measured (init, propagate, readback).
-pub fn sample_on<B: Backend>(
-    backend: &mut B,
-    spec: &RunSpec,
-    n: usize,
-    init: Option<&[f32]>,
-    times: &mut PhaseTimes,
-) -> anyhow::Result<(Vec<f32>, BackendInfo)> {
-    let clock = Instant::now();
-    let init = init.map_or(Init::Noise, Init::Given);
-    let mut particles = backend.init(spec, Layout { n, groups: 1 }, init)?;
-    times.init = clock.elapsed().as_secs_f64();
-
-    let clock = Instant::now();
-    let steps = spec.sampler.steps;
-    let bar = progress_bar(steps as u64);
-    // Chunks of steps give the same result as one call (every draw is addressed by particle and
-    // step, SPEC §3); they only let the progress bar move.
-    let chunk = (steps / 50).max(1);
-    let mut done = 0;
-    while done < steps {
-        let end = (done + chunk).min(steps);
-        backend.propagate(spec, &mut particles, done..end)?;
-        bar.inc((end - done) as u64);
-        done = end;
-    }
-    bar.finish_and_clear();
-    times.propagate = clock.elapsed().as_secs_f64();
-
-    let clock = Instant::now();
-    let rows = backend.read_positions(&particles)?;
-    times.readback = clock.elapsed().as_secs_f64();
-    Ok((rows, backend.info()))
-}
-
-fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("sampling {bar:40} {pos}/{len} steps ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar
-}
-
-/// The resolved configuration, as written to `summary.json`.
-#[derive(Debug, serde::Serialize)]
-pub struct SampleConfig {
-    pub model: String,
-    pub model_sha256: String,
-    pub model_shape: MlpShape,
-    pub sampler: Sampler,
-    pub particles: usize,
-    pub seed: u64,
-    pub init: Option<String>,
-    pub out: String,
-}
-
-/// Throughput of the propagate phase (SPEC §9).
-#[derive(Debug, serde::Serialize)]
-pub struct Throughput {
-    pub particle_steps: u64,
-    /// Velocity evaluations: particle-steps × evaluations per step (SPEC §8's NFE, all particles).
-    pub nfe: u64,
-    pub particle_steps_per_s: f64,
-    pub nfe_per_s: f64,
-    /// Multiply-adds per second in the MLP (2 FLOPs each).
-    pub gflops: f64,
-}
-
-/// Quality of 2-D samples against the checkerboard (SPEC §10).
-#[derive(Debug, serde::Serialize)]
-pub struct Quality {
-    /// Fraction of all samples on the data squares.
-    pub on_square_fraction: f64,
-    /// Energy distance between the first `energy_samples` samples and as many fresh data points
-    /// (seed = the run's seed, an independent Philox key); block estimator, see `checkerboard`.
-    pub energy_distance: f64,
-    pub energy_distance_std_error: f64,
-    pub energy_samples: usize,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct SampleSummary {
-    pub command: &'static str,
-    pub version: &'static str,
-    pub config: SampleConfig,
-    pub backend: BackendInfo,
-    pub backend_resolution: ResolvedBackend,
-    pub times_s: PhaseTimes,
-    pub throughput: Throughput,
-    /// Samples with a NaN or infinite coordinate (kept in samples.npy as they are).
-    pub nonfinite_samples: usize,
-    /// Present when the model is 2-D.
-    pub quality: Option<Quality>,
-}
-
-/// The SPEC §10 measures for 2-D samples.
-pub fn quality(rows: &[f32], seed: u64) -> Quality {
-    let on_square_fraction = checkerboard::on_square_fraction(rows);
-    let m = (rows.len() / 2).min(ENERGY_SAMPLES);
-    let (energy_distance, energy_distance_std_error) = if m >= 2 {
-        let data = checkerboard::sample_checkerboard(m, seed);
-        let e = checkerboard::energy_distance_blocks(&rows[..2 * m], &data, 2);
-        (e.value, e.std_error)
-    } else {
-        (f64::NAN, f64::NAN)
-    };
-    Quality { on_square_fraction, energy_distance, energy_distance_std_error, energy_samples: m }
-}
-
-fn sha256_hex(path: &Path) -> anyhow::Result<String> {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut times = PhaseTimes::default();
-    let sampler = args.sampler.sampler()?;
-    let resolved = args.backend.resolve()?;
-    common::prepare_out_dir(&args.out)?;
-
-    let clock = Instant::now();
-    let model = args.model.load()?;
-    let model_sha256 = sha256_hex(&args.model.model)?;
-    let dim = model.dim;
-    let (init, n) = match &args.init {
-        Some(path) => {
-            if let Some(p) = args.particles {
-                common::validate_particles(p, "--particles")?;
-            }
-            let (rows, n) = common::read_init(path, dim, args.particles)?;
-            (Some(rows), n)
-        }
-        None => (None, common::validate_particles(args.particles.unwrap_or(DEFAULT_PARTICLES), "--particles")?),
-    };
-    let side = if resolved.choice == BackendChoice::Cuda { crate::memory::Side::Device } else { crate::memory::Side::Host };
-    crate::memory::check(&crate::memory::sample(side, dim, init.is_some()), n as u64)?;
-    times.load = clock.elapsed().as_secs_f64();
-    eprintln!("model {}: {}; {sampler}; {n} particles, seed {}", args.model.model.display(), model.shape(), args.seed);
-
-    let spec = sampling_spec(model, sampler, args.seed);
-    let (rows, info) = match resolved.choice {
-        BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
-        choice @ (BackendChoice::Cuda | BackendChoice::CudaEmulated) => match crate::backend::cuda::AnyBackend::resolve(choice)? {
-            crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
-            crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
-        },
-        BackendChoice::Auto => unreachable!("resolve() never returns auto"),
-    };
-
-    let clock = Instant::now();
-    // All samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
-    if let Some(warning) = crate::finite::check_final_samples(&rows, dim, &spec.model, &spec.sampler)? {
-        eprintln!("{warning}");
-    }
-    let nonfinite_samples = crate::finite::nonfinite_rows(&rows, dim);
-    let quality = (dim == 2).then(|| quality(&rows, args.seed));
-    times.quality = clock.elapsed().as_secs_f64();
-    times.total = start.elapsed().as_secs_f64();
-
-    let particle_steps = (n * sampler.steps) as u64;
-    let nfe = particle_steps * sampler.evals_per_step() as u64;
-    let per_s = |x: u64| if times.propagate > 0.0 { x as f64 / times.propagate } else { f64::NAN };
-    let throughput = Throughput {
-        particle_steps,
-        nfe,
-        particle_steps_per_s: per_s(particle_steps),
-        nfe_per_s: per_s(nfe),
-        gflops: per_s(nfe) * 2.0 * spec.model.macs_per_eval() as f64 / 1e9,
-    };
-    eprintln!(
-        "{} on {}: {:.3} s propagate, {:.3e} particle-steps/s, {:.3e} NFE/s",
-        info.backend, info.device, times.propagate, throughput.particle_steps_per_s, throughput.nfe_per_s
-    );
-    if let Some(q) = &quality {
-        eprintln!(
-            "on-square fraction {:.4}, energy distance {} ({} samples)",
-            q.on_square_fraction,
-            checkerboard::energy_distance_text(q.energy_distance, q.energy_distance_std_error),
-            q.energy_samples
-        );
-    }
-
-    let summary = SampleSummary {
-        command: "sample",
-        version: env!("CARGO_PKG_VERSION"),
-        config: SampleConfig {
-            model: args.model.model.display().to_string(),
-            model_sha256,
-            model_shape: spec.model.shape(),
-            sampler,
-            particles: n,
-            seed: args.seed,
-            init: args.init.as_ref().map(|p| p.display().to_string()),
-            out: args.out.display().to_string(),
-        },
-        backend: info,
-        backend_resolution: resolved,
-        times_s: times,
-        throughput,
-        nonfinite_samples,
-        quality,
-    };
-    common::write_samples_and_summary(&args.out, &rows, dim, &summary)?;
-    Ok(())
+    crate::run::sample(&args.config())?.report()
 }

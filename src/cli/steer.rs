@@ -7,18 +7,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
-
-use crate::backend::{Backend, Init, Layout, RunSpec};
-use crate::cli::common::{self, BackendArgs, InitRows, ModelArgs, ResolvedBackend, SamplerArgs};
-use crate::methods::{self, FkConfig, ScheduleSpec};
+use super::common::{BackendArgs, ModelArgs, SamplerArgs};
+use crate::methods::ScheduleSpec;
 use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
-use crate::reward::{Reward, RewardOn};
-use crate::summary::{self, Baseline, Outputs};
-
-/// Particles per group when neither `--particles` nor `--init` is given.
-pub const DEFAULT_PARTICLES: usize = 4096;
+use crate::reward::RewardOn;
+use crate::run::{CommonConfig, SteerConfig};
 
 /// Options shared by `steer` and every `search` method.
 #[derive(clap::Args, Debug, Clone)]
@@ -109,201 +103,44 @@ pub struct Args {
     pub profile: Option<usize>,
 }
 
-/// Everything resolved from [`CommonArgs`] before any work starts.
-pub struct Prepared {
-    pub spec: RunSpec,
-    pub model_path: PathBuf,
-    /// The engine `--backend` resolved to, and why.
-    pub backend: ResolvedBackend,
-    /// `--no-graph`: plain kernel launches on the CUDA backend.
-    pub no_graph: bool,
-}
-
-impl Prepared {
-    /// The engine to run on: the CPU, or the CUDA backend (issue 4).
-    pub fn engine(&self) -> anyhow::Result<crate::backend::cuda::AnyBackend> {
-        let mut b = crate::backend::cuda::AnyBackend::resolve(self.backend.choice)?;
-        if let crate::backend::cuda::AnyBackend::Cuda(c) = &mut b {
-            c.use_graph &= !self.no_graph;
-        }
-        Ok(b)
-    }
-
-    /// Where the particles live, for the memory estimate (docs: src/memory.rs): the CPU and the
-    /// emulator hold them in host memory.
-    pub fn memory_side(&self) -> crate::memory::Side {
-        match self.backend.choice {
-            crate::backend::BackendChoice::Cuda => crate::memory::Side::Device,
-            _ => crate::memory::Side::Host,
-        }
-    }
-
-    /// The layout of a run with `--particles` (None: `default`, or the rows of `--init` divided
-    /// by G) and `--groups`, with the `--init` rows when given (issue 13, item 5).
-    pub fn layout_and_init(&self, particles: Option<usize>, default: usize, groups: usize, init: Option<&std::path::Path>) -> anyhow::Result<(Layout, Option<Vec<f32>>)> {
-        let Some(path) = init else {
-            return Ok((check_layout(particles.unwrap_or(default), groups, "--particles")?, None));
-        };
-        common::validate_particles(groups, "--groups")?;
-        let rows = match particles {
-            Some(n) => InitRows { name: "N·G", count: Some(n.saturating_mul(groups)), from: "--particles × --groups =", fix: "set --particles and --groups to match the file, or leave --particles out" },
-            None => InitRows { name: "N·G", count: None, from: "", fix: "" },
-        };
-        let (data, total) = common::read_init_rows(path, self.spec.model.dim, &rows)?;
-        if total % groups != 0 {
-            bail!(
-                "--init {} holds {total} rows, not a multiple of --groups {groups}: with groups the file holds N·G rows, N particles per group; give a file of {} or {} rows, or another --groups",
-                path.display(),
-                total / groups * groups,
-                (total / groups + 1) * groups
-            );
-        }
-        Ok((check_layout(total / groups, groups, "--particles")?, Some(data)))
-    }
-
-    /// Reads `--init` for `total` = N·G particles, as `[N·G, D]`.
-    pub fn read_init(&self, path: &std::path::Path, total: usize) -> anyhow::Result<Vec<f32>> {
-        let rows = InitRows { name: "N·G", count: Some(total), from: "--particles × --groups =", fix: "set --particles and --groups to match the file" };
-        Ok(common::read_init_rows(path, self.spec.model.dim, &rows)?.0)
-    }
-}
-
 impl CommonArgs {
-    /// Resolves the backend, loads the model, parses the reward, checks the sampler and `--out`;
-    /// `potential` and `resample` complete the run's specification.
-    pub fn prepare(&self, potential: Potential, resample: ResampleScheme, adaptive_ess: Option<f32>) -> anyhow::Result<Prepared> {
-        let reward: Reward = self.reward.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let sampler = self.sampler.sampler()?;
-        potential.validate().map_err(anyhow::Error::msg)?;
-        if let Some(tau) = adaptive_ess {
-            if !(tau.is_finite() && tau > 0.0 && tau <= 1.0) {
-                bail!("--adaptive-ess τ must lie in (0, 1], got {tau}; e.g. --adaptive-ess 0.5");
-            }
+    /// The run layer's configuration of these options.
+    pub fn config(&self) -> CommonConfig {
+        CommonConfig {
+            model: self.model.model.clone(),
+            reward: self.reward.clone(),
+            reward_on: self.reward_on,
+            sampler: self.sampler.sampler(),
+            seed: self.seed,
+            backend: self.backend.backend,
+            no_graph: self.backend.no_graph,
+            out: self.out.clone(),
+            plot: self.plot,
+            quiet: self.quiet,
         }
-        if self.plot && self.out.is_none() {
-            bail!("--plot writes plot.png into the output directory; give --out DIR");
-        }
-        if let Some(out) = &self.out {
-            common::prepare_out_dir(out)?;
-        }
-        let backend = self.backend.resolve_announcing(!self.quiet)?;
-        let model = self.model.load()?;
-        reward.checks_dim(model.dim).map_err(|e| anyhow::anyhow!("--reward {:?}: {e}", self.reward))?;
-        let spec = RunSpec { model, sampler, reward, reward_on: self.reward_on, potential, resample, adaptive_ess, seed: self.seed };
-        Ok(Prepared { spec, model_path: self.model.model.clone(), backend, no_graph: self.backend.no_graph })
     }
 }
 
-/// Checks N and G, and that N·G is a population one run supports.
-pub fn check_layout(particles: usize, groups: usize, what: &str) -> anyhow::Result<Layout> {
-    common::validate_particles(particles, what)?;
-    common::validate_particles(groups, "--groups")?;
-    let total = particles.saturating_mul(groups);
-    common::validate_particles(total, &format!("{what} × --groups ="))?;
-    Ok(Layout { n: particles, groups })
-}
-
-pub fn run(mut args: Args) -> anyhow::Result<()> {
-    if args.profile.is_some() {
-        // A cut run is not a result: write nothing (and create no --out directory).
-        if let Some(dir) = args.common.out.take() {
-            eprintln!("--profile: ignoring --out {} (a profiled run writes no files)", dir.display());
+impl Args {
+    /// The run layer's configuration of a steering run.
+    pub fn config(&self) -> SteerConfig {
+        SteerConfig {
+            common: self.common.config(),
+            particles: self.particles,
+            groups: self.groups,
+            potential: Potential { kind: self.potential, lambda: self.lambda, r_min: self.r_min },
+            resample: self.resample,
+            schedule: ScheduleSpec { t_start: self.t_start, t_end: self.t_end, count: self.resample_count, every: self.resample_every },
+            adaptive_ess: self.adaptive_ess,
+            init: self.init.clone(),
+            ancestry: self.ancestry,
+            fused: self.fused,
+            baseline: !self.no_baseline,
+            profile: self.profile,
         }
-        args.common.plot = false;
-        args.ancestry = false;
     }
-    let potential = Potential { kind: args.potential, lambda: args.lambda, r_min: args.r_min };
-    let schedule = ScheduleSpec { t_start: args.t_start, t_end: args.t_end, count: args.resample_count, every: args.resample_every };
-    schedule.validate().map_err(anyhow::Error::msg)?;
-    if args.ancestry && args.common.out.is_none() {
-        bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
-    }
-    let prep = args.common.prepare(potential, args.resample, args.adaptive_ess)?;
-    let (layout, init_rows) = prep.layout_and_init(args.particles, DEFAULT_PARTICLES, args.groups, args.init.as_deref())?;
-    let points = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?.steps.len();
-    let needs = crate::memory::steer(prep.memory_side(), prep.spec.model.dim, points, args.ancestry, !args.no_baseline, false, layout.groups);
-    crate::memory::check(&needs, layout.total() as u64)?;
-    let mut backend = prep.engine()?;
-    if let Some(n) = args.profile {
-        super::profile::start(&mut backend, n);
-    }
-    let cfg = FkConfig { layout, schedule, keep_ancestors: args.ancestry, fused: args.fused, snapshots: args.common.plot, max_intervals: args.profile };
-    let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
-    let quiet = args.common.quiet;
-    if !quiet {
-        let (spec, info) = (&prep.spec, backend.info());
-        let groups = if layout.groups > 1 { format!(" × {} groups", layout.groups) } else { String::new() };
-        println!("flowsteer steer: FK steering towards {} (larger is better), potential {}, λ = {}", spec.reward, spec.potential.kind, spec.potential.lambda);
-        let setup = format!(
-            "{} particles{groups}, sampler {}, seed {}; model {}; {} backend on {}",
-            layout.n,
-            spec.sampler,
-            spec.seed,
-            prep.model_path.display(),
-            info.backend,
-            info.device
-        );
-        println!("{}", summary::wrap(&setup));
-        println!("  resampling at grid steps {resolved}");
-    }
-    let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
-    let result = methods::steer(&mut backend, &prep.spec, &cfg, init)?;
-    if args.profile.is_some() {
-        let t = &result.times;
-        println!(
-            "profile: ran {} of {} resampling intervals (up to grid step {}); seconds: propagate {:.6}, potential {:.6}, resample {:.6}, fused intervals {:.6}, total {:.6}",
-            result.schedule.len(),
-            resolved.steps.len(),
-            result.schedule.last().copied().unwrap_or(0),
-            t.propagate,
-            t.potential,
-            t.resample,
-            t.fused_intervals,
-            t.total
-        );
-        return Ok(());
-    }
-    // All final samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
-    if let Some(warning) = crate::finite::check_final_samples(&result.positions, result.dim, &prep.spec.model, &prep.spec.sampler)? {
-        eprintln!("{warning}");
-    }
-    let baseline = if args.no_baseline {
-        None
-    } else {
-        Some(baseline(&mut backend, &prep.spec, layout, init)?)
-    };
-    let config = serde_json::json!({
-        "command": "steer",
-        "particles": layout.n,
-        "groups": layout.groups,
-        "potential": prep.spec.potential,
-        "resample": prep.spec.resample,
-        "resample_count": args.resample_count,
-        "resample_every": args.resample_every,
-        "t_start": args.t_start,
-        "t_end": args.t_end,
-        "adaptive_ess": args.adaptive_ess,
-        "init": args.init.as_ref().map(|p| p.display().to_string()),
-        "fused": args.fused,
-    });
-    if !quiet {
-        print!("{}", summary::human_summary(&prep.spec, &result, baseline.as_ref()));
-    }
-    let outputs = Outputs { ancestry: args.ancestry, plot: args.common.plot };
-    if let Some(dir) = &args.common.out {
-        let info = backend.info();
-        summary::write_outputs(dir, &prep, &args.common, config, &info, &result, baseline.as_ref(), outputs)?;
-    }
-    Ok(())
 }
 
-/// An unsteered run of the same starting points (potential `is`, no reordering): what steering
-/// is compared against.
-pub fn baseline<B: Backend>(backend: &mut B, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Baseline> {
-    let mut plain = spec.clone();
-    plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
-    let mut p = backend.init(&plain, layout, init)?;
-    backend.propagate(&plain, &mut p, 0..plain.sampler.steps)?;
-    let rewards = backend.score(&plain, &mut p, crate::backend::ScoreOn::Sample)?;
-    Ok(Baseline { rewards, positions: backend.read_positions(&p)? })
+pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::run::steer(&args.config())?.report()
 }

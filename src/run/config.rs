@@ -1,0 +1,126 @@
+//! Plain configuration of a run: what the command line parses into, and what a caller without
+//! one (an MPI rank, a sweep point, a test) fills in directly. Nothing here has been checked;
+//! the run layer checks it when it prepares the run, with messages that name the command-line
+//! option of each field.
+
+use std::path::PathBuf;
+
+use crate::backend::BackendChoice;
+use crate::methods::ScheduleSpec;
+use crate::potential::Potential;
+use crate::resample::ResampleScheme;
+use crate::reward::RewardOn;
+use crate::sampler::{RenoiseForm, Sampler};
+
+use super::prepare::DEFAULT_MODEL;
+
+/// What `steer` and every `search` method share.
+#[derive(Clone, Debug)]
+pub struct CommonConfig {
+    /// The velocity model's safetensors file (docs/model.md).
+    pub model: PathBuf,
+    /// The reward expression (docs/rewards.md), e.g. `point([2,0.5])`.
+    pub reward: String,
+    pub reward_on: RewardOn,
+    pub sampler: Sampler,
+    pub seed: u64,
+    pub backend: BackendChoice,
+    /// Plain kernel launches on the CUDA backend instead of captured graphs.
+    pub no_graph: bool,
+    /// Where to write the run's files; None writes nothing.
+    pub out: Option<PathBuf>,
+    /// Also write plot.png (needs `out`).
+    pub plot: bool,
+    /// Print nothing but errors.
+    pub quiet: bool,
+}
+
+impl Default for CommonConfig {
+    /// The command line's defaults.
+    fn default() -> Self {
+        CommonConfig {
+            model: PathBuf::from(DEFAULT_MODEL),
+            reward: "point([2,0.5])".into(),
+            reward_on: RewardOn::default(),
+            sampler: Sampler::default(),
+            seed: 0,
+            backend: BackendChoice::Auto,
+            no_graph: false,
+            out: None,
+            plot: false,
+            quiet: false,
+        }
+    }
+}
+
+/// `flowsteer steer`: FK steering (docs/steering.md, docs/resampling.md, docs/schedules.md).
+#[derive(Clone, Debug)]
+pub struct SteerConfig {
+    pub common: CommonConfig,
+    /// Particles per group N; None: the rows of `init` divided by `groups`, or
+    /// [`super::steer::DEFAULT_PARTICLES`].
+    pub particles: Option<usize>,
+    pub groups: usize,
+    pub potential: Potential,
+    pub resample: ResampleScheme,
+    pub schedule: ScheduleSpec,
+    /// Resample only when ESS < τ·N.
+    pub adaptive_ess: Option<f32>,
+    /// Starting points: an `[N·G, D]` .npy file instead of Philox noise.
+    pub init: Option<PathBuf>,
+    /// Also write ancestry.npy.
+    pub ancestry: bool,
+    /// Each resampling interval as one backend call.
+    pub fused: bool,
+    /// Run the unsteered baseline of the same noises that the summary compares against.
+    pub baseline: bool,
+    /// Run only the first INTERVALS resampling intervals, write nothing (Nsight profiling).
+    pub profile: Option<usize>,
+}
+
+/// A search baseline (docs/search.md).
+#[derive(Clone, Debug)]
+pub enum SearchMethod {
+    /// Best-of-N: `particles` samples per group, keep the `top_k` best.
+    /// `particles` None: the rows of `init` divided by the groups, or 4096.
+    Bon { particles: Option<usize>, top_k: usize, init: Option<PathBuf> },
+    /// Zeroth-order search: `cycles` cycles of `candidates` candidates in a ball of `radius`
+    /// around a pivot (`pivot`: D comma-separated numbers or a .npy file; None draws one).
+    Zeroth { candidates: usize, cycles: usize, radius: f32, pivot: Option<String> },
+    /// Search over paths: a beam of `particles`, `candidates` renoised copies each round.
+    Paths {
+        /// None: the rows of `init` divided by the groups, or 256.
+        particles: Option<usize>,
+        candidates: usize,
+        t_start: f64,
+        delta_f: f64,
+        delta_b: f64,
+        renoise: RenoiseForm,
+        top_k: usize,
+        init: Option<PathBuf>,
+    },
+}
+
+/// `flowsteer search bon|zeroth|paths`.
+#[derive(Clone, Debug)]
+pub struct SearchConfig {
+    pub common: CommonConfig,
+    /// Independent searches run side by side.
+    pub groups: usize,
+    pub method: SearchMethod,
+}
+
+/// `flowsteer sample`: plain sampling (docs/samplers.md).
+#[derive(Clone, Debug)]
+pub struct SampleConfig {
+    pub model: PathBuf,
+    pub sampler: Sampler,
+    /// N; None takes the rows of `init`, or [`super::sample::DEFAULT_PARTICLES`].
+    pub particles: Option<usize>,
+    pub seed: u64,
+    /// Start from this `[N, D]` noise instead of drawing it.
+    pub init: Option<PathBuf>,
+    pub backend: BackendChoice,
+    /// Where samples.npy and summary.json go.
+    pub out: PathBuf,
+}
