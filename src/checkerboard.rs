@@ -108,6 +108,17 @@ pub struct EnergyDistance {
     pub block_size: usize,
 }
 
+/// An energy distance for people: `0.00037 ± 0.00045`, or, when the standard error is undefined
+/// (fewer than two blocks, i.e. under 2·[`ENERGY_BLOCK`] samples), the value with the reason
+/// instead of "± NaN" (docs/quality.md).
+pub fn energy_distance_text(value: f64, std_error: f64) -> String {
+    if std_error.is_finite() {
+        format!("{value:.5} ± {std_error:.5}")
+    } else {
+        format!("{value:.5} (no standard error: it needs at least {} samples)", crate::format::count(2 * ENERGY_BLOCK as u64))
+    }
+}
+
 /// The energy distance `2·E|X−Y| − E|X−X'| − E|Y−Y'|` between the samples `a` and `b`
 /// (row-major `[·, dim]`), as in Székely & Rizzo and `dcor.energy_distance` (not square-rooted).
 /// See [`energy_distance_blocks`] for the estimator; this returns its value.
@@ -203,6 +214,14 @@ fn shuffled(n: usize, seed: u64) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn energy_distance_text_never_says_nan() {
+        assert_eq!(energy_distance_text(0.00037, 0.00045), "0.00037 ± 0.00045");
+        let few = energy_distance_blocks(&sample_checkerboard(500, 1), &sample_checkerboard(500, 2), 2);
+        let text = energy_distance_text(few.value, few.std_error);
+        assert!(!text.contains("NaN") && text.contains("needs at least 2,000 samples"), "{text}");
+    }
 
     #[test]
     fn data_lies_on_the_squares_and_fills_all_eight() {

@@ -82,6 +82,8 @@ pub enum ModelError {
     UnknownActivation(String),
     #[error("tensors do not all share one prefix: found `{0}` and `{1}`; save a single nn.Sequential's state_dict")]
     MixedPrefixes(String, String),
+    #[error("{path}: Linear layers `{before}` and `{after}` sit at nn.Sequential indices {i} and {j}; flowsteer computes Linear, activation, Linear, … (indices 0, 2, 4, …: one activation between consecutive Linear layers), so {between} would be computed as something else. Save the network as nn.Sequential(Linear, activation, Linear, …, Linear) (docs/model.md)")]
+    LayerGap { path: String, before: String, after: String, i: usize, j: usize, between: String },
     #[error("cannot write model file {path}: {reason}")]
     Write { path: String, reason: String },
 }
@@ -247,6 +249,23 @@ impl Mlp {
         if by_index.is_empty() {
             let found = if names.is_empty() { "no tensors".to_string() } else { names.join(", ") };
             return Err(ModelError::NoLayers { path: origin.to_string(), found });
+        }
+
+        // Exactly one module (the activation, which holds no tensors) between consecutive Linear
+        // layers: a wider gap hides modules without tensors (a second activation, a dropout), a
+        // gap of 1 means no activation at all; either way the file is not the network computed.
+        let indices: Vec<usize> = by_index.keys().copied().collect();
+        for pair in indices.windows(2) {
+            let (i, j) = (pair[0], pair[1]);
+            if j - i != 2 {
+                let name = |k: usize| by_index[&k].0.clone().or_else(|| by_index[&k].1.clone()).unwrap_or_default();
+                let between = if j - i == 1 {
+                    "two Linear layers with no activation between them".to_string()
+                } else {
+                    format!("the {} modules without tensors at indices {}..{} between them", j - i - 1, i + 1, j - 1)
+                };
+                return Err(ModelError::LayerGap { path: origin.to_string(), before: name(i), after: name(j), i, j, between });
+            }
         }
 
         let mut layers = Vec::with_capacity(by_index.len());
@@ -531,6 +550,22 @@ mod tests {
 
     fn load_err(bytes: &[u8]) -> String {
         Mlp::from_safetensors_bytes(bytes, "m.safetensors").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_gap_in_the_layer_indices_is_refused() {
+        // net.0, net.4: PyTorch would hold three modules between them, flowsteer would put one.
+        let renamed = |to: &'static str| -> Vec<_> {
+            good_entries().into_iter().map(|(n, d, s, b)| (n.replace("net.2.", to).leak() as &str, d, s, b)).collect()
+        };
+        let err = load_err(&raw_file(&renamed("net.4."), None));
+        assert!(err.contains("`net.0.weight` and `net.4.weight` sit at nn.Sequential indices 0 and 4"), "{err}");
+        assert!(err.contains("3 modules without tensors at indices 1..3"), "{err}");
+        // Adjacent Linear layers: no activation between them.
+        let err = load_err(&raw_file(&renamed("net.1."), None));
+        assert!(err.contains("indices 0 and 1") && err.contains("no activation between them"), "{err}");
+        // The gap may be anywhere, and any start index with steps of 2 still loads.
+        assert!(Mlp::from_safetensors_bytes(&raw_file(&renamed("net.2."), None), "mem").is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::checkerboard;
 use crate::output::stage_samples_and_summary;
 use crate::run::Prepared;
 use crate::methods::{trace_csv, RunResult};
+use sha2::Digest;
 use crate::output::OutputSet;
 use crate::stats::{fraction_where, within_radius, FiniteSorted};
 
@@ -362,12 +363,16 @@ pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunR
         let (seconds, batches) = c.time_spent();
         json!({ "command": c.command, "seconds": seconds, "batches": batches })
     });
+    // The model file's hash ties a result to exact weights (null if the file went away).
+    let model_sha256 = std::fs::read(&prep.model_path).ok().map(|b| sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect::<String>());
     json!({
         "reward_command": reward_command,
         "method": r.method,
+        "version": env!("CARGO_PKG_VERSION"),
         "config": {
             "run": config,
             "model": prep.model_path.display().to_string(),
+            "model_sha256": model_sha256,
             "model_shape": spec.model.shape(),
             "reward": spec.reward.to_string(),
             "reward_terms": spec.reward,
@@ -405,6 +410,7 @@ pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunR
         "distinct_ancestors": r.distinct_ancestors,
         "nonfinite_events": r.nonfinite,
         "all_neg_inf_events": r.all_neg_inf_events,
+        "nonfinite_samples": crate::finite::nonfinite_rows(&r.positions, r.dim),
     })
 }
 

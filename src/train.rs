@@ -464,8 +464,9 @@ pub struct Progress {
 }
 
 /// Trains a model from `cfg` and returns it with the loss of every iteration.
-/// `report` is called after every iteration (progress bars, logs).
-pub fn train(cfg: &TrainConfig, mut report: impl FnMut(&Progress)) -> (Mlp, Vec<f64>) {
+/// `report` is called after every iteration (progress bars, logs). Stops at the first
+/// non-finite loss: every later iteration would only spread the NaN through the weights.
+pub fn train(cfg: &TrainConfig, mut report: impl FnMut(&Progress)) -> anyhow::Result<(Mlp, Vec<f64>)> {
     let mut model = Mlp::init_uniform(2, cfg.hidden, cfg.layers, cfg.activation, cfg.seed);
     let mut grads = Gradients::new(&model, cfg.batch);
     let mut adam = Adam::new(grads.len());
@@ -478,6 +479,17 @@ pub fn train(cfg: &TrainConfig, mut report: impl FnMut(&Progress)) -> (Mlp, Vec<
         let batch = Batch::draw(cfg.seed, it, cfg.batch);
         let loss = grads.compute(&model, &batch, &mut g);
         let lr = cfg.lr_at(it);
+        if !loss.is_finite() {
+            anyhow::bail!(
+                "training stopped at iteration {} of {}: the loss became {} (learning rate {}); the weights diverged, \
+                 so nothing was written. Try a smaller --lr (now {}) or a longer --warmup",
+                it + 1,
+                cfg.iters,
+                crate::format::number(loss),
+                crate::format::number(lr as f64),
+                crate::format::number(cfg.lr as f64)
+            );
+        }
         adam.update(&mut model, &g, lr);
         if let Some(avg) = &mut average {
             for (la, lm) in avg.layers.iter_mut().zip(&model.layers) {
@@ -496,9 +508,9 @@ pub fn train(cfg: &TrainConfig, mut report: impl FnMut(&Progress)) -> (Mlp, Vec<
                 *a = (*a as f64 / correction) as f32;
             }
         }
-        return (avg, losses);
+        return Ok((avg, losses));
     }
-    (model, losses)
+    Ok((model, losses))
 }
 
 /// The quality of a 2-D model (SPEC §10): samples drawn from noise with the midpoint ODE.
@@ -616,12 +628,22 @@ mod tests {
     #[test]
     fn a_few_hundred_iterations_reduce_the_loss() {
         let cfg = TrainConfig { hidden: 16, layers: 2, iters: 300, batch: 512, warmup: 10, ..Default::default() };
-        let (_, losses) = train(&cfg, |_| {});
+        let (_, losses) = train(&cfg, |_| {}).unwrap();
         let first = losses[0];
         let last = losses[280..].iter().sum::<f64>() / 20.0;
         eprintln!("loss {first} -> {last}");
         assert!((3.5..4.5).contains(&first), "the untrained loss should be ≈ 4, got {first}");
         assert!(last < 0.8 * first, "loss went from {first} to {last}");
+    }
+
+    /// A diverging run stops at its first non-finite loss instead of training on NaN weights.
+    #[test]
+    fn training_stops_at_the_first_nan_loss() {
+        let cfg = TrainConfig { hidden: 8, layers: 1, iters: 50, batch: 64, warmup: 0, lr: 1e30, ..Default::default() };
+        let mut seen = Vec::new();
+        let err = train(&cfg, |p| seen.push(p.loss)).unwrap_err().to_string();
+        assert!(!seen.is_empty() && seen.len() < 50 && seen.iter().all(|l| l.is_finite()), "{seen:?}");
+        assert!(err.contains(&format!("stopped at iteration {} of 50", seen.len() + 1)) && err.contains("smaller --lr"), "{err}");
     }
 
     /// The same seed gives the same bits on 1 and 2 threads.
@@ -630,13 +652,13 @@ mod tests {
         let cfg = TrainConfig { hidden: 16, layers: 2, iters: 5, batch: 3 * CHUNK + 5, ..Default::default() };
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| train(&cfg, |_| {}))
+            pool.install(|| train(&cfg, |_| {}).unwrap())
         };
         let (m1, l1) = run(1);
         let (m2, l2) = run(2);
         assert_eq!(m1, m2);
         assert_eq!(l1, l2);
-        let (m3, _) = train(&TrainConfig { seed: 1, ..cfg.clone() }, |_| {});
+        let (m3, _) = train(&TrainConfig { seed: 1, ..cfg.clone() }, |_| {}).unwrap();
         assert_ne!(m1, m3, "the seed must matter");
     }
 

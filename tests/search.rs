@@ -151,10 +151,15 @@ fn search_over_paths_rejects_bad_spans() {
         (PathsConfig { delta_f: 0.01, ..base.clone() }, "Δf > h"),
         (PathsConfig { t_start: 0.05, ..base.clone() }, "--t-start"),
         (PathsConfig { delta_f: f64::NAN, ..base.clone() }, "finite"),
+        // 0.9 − 0.1 + 0.2 = 1.0: the first round would end at t = 1, so no round would run.
+        (PathsConfig { t_start: 0.9, ..base.clone() }, "no search round fits: the first would end at t = 1 ≥ 1"),
+        (PathsConfig { t_start: 0.5, delta_b: 0.7, ..base.clone() }, "e.g. --t-start 0.39"),
     ];
     for (cfg, want) in bad {
         let e = cfg.grid(100).unwrap_err();
         assert!(e.contains(want), "{e}");
     }
     assert!(base.grid(100).is_ok());
+    // One round still fits just below the limit.
+    assert!(PathsConfig { t_start: 0.89, ..base.clone() }.grid(100).is_ok());
 }

@@ -136,6 +136,10 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         Some(p) => Mlp::load(p).with_context(|| format!("loading --model {}", p.display()))?,
         None => Mlp::init_uniform(2, 64, 3, Activation::Elu, 0),
     };
+    // The largest count must fit before anything is allocated (the GPU checks device memory).
+    let side = if args.backend == BackendChoice::Cuda { crate::memory::Side::Device } else { crate::memory::Side::Host };
+    let largest = counts.iter().copied().max().unwrap_or(0);
+    crate::memory::check(&crate::memory::bench(side, model.dim), largest as u64)?;
     let pool = match args.threads {
         Some(0) => bail!("--threads must be at least 1 (or left out for every core)"),
         Some(n) => rayon::ThreadPoolBuilder::new().num_threads(n).build()?,

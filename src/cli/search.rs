@@ -27,9 +27,9 @@ pub enum Method {
 pub struct BonArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Samples per group N.
-    #[arg(long, default_value_t = 4096)]
-    pub particles: usize,
+    /// Samples per group N [default: 4096, or the rows of --init divided by --groups].
+    #[arg(long)]
+    pub particles: Option<usize>,
     /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
@@ -67,9 +67,10 @@ pub struct ZerothArgs {
 pub struct PathsArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Beam N: states kept each round, per group.
-    #[arg(long, default_value_t = 256)]
-    pub particles: usize,
+    /// Beam N: states kept each round, per group [default: 256, or the rows of --init divided
+    /// by --groups].
+    #[arg(long)]
+    pub particles: Option<usize>,
     /// Independent searches run side by side.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,

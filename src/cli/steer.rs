@@ -62,9 +62,9 @@ pub struct CommonArgs {
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Particles per group N.
-    #[arg(long, default_value_t = 4096)]
-    pub particles: usize,
+    /// Particles per group N [default: 4096, or the rows of --init divided by --groups].
+    #[arg(long)]
+    pub particles: Option<usize>,
     /// Independent populations run side by side (SPEC §5 `groups`).
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
@@ -83,8 +83,9 @@ pub struct Args {
     /// Resampling points between --t-start and --t-end (SPEC §7).
     #[arg(long, default_value_t = 5)]
     pub resample_count: usize,
-    /// Resample every K grid steps between --t-start and --t-end instead.
-    #[arg(long, value_name = "K")]
+    /// Resample every K grid steps between --t-start and --t-end instead (not with
+    /// --resample-count; docs/schedules.md).
+    #[arg(long, value_name = "K", conflicts_with = "resample_count")]
     pub resample_every: Option<usize>,
     /// Start of the resampling range: the first point (SPEC §7).
     #[arg(long, default_value_t = 0.6, allow_hyphen_values = true)]

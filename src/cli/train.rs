@@ -109,6 +109,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.eval_samples > 0 && args.eval_steps == 0 {
         bail!("--eval-steps must be at least 1");
     }
+    // Refused before any allocation: the batch, and the evaluation's samples (docs/quality.md).
+    crate::memory::check(&crate::memory::train(2, cfg.hidden, cfg.layers), cfg.batch as u64)?;
+    let mut evaluation = crate::memory::sample(crate::memory::Side::Host, 2, false);
+    (evaluation.what, evaluation.option) = ("train's evaluation".into(), "--eval-samples");
+    crate::memory::check(&evaluation, args.eval_samples as u64)?;
     let pool = match args.threads {
         Some(0) => bail!("--threads must be at least 1 (or left out for every core)"),
         Some(n) => rayon::ThreadPoolBuilder::new().num_threads(n).build()?,
@@ -139,17 +144,17 @@ fn run_in_pool(args: &Args, cfg: &TrainConfig) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let mut smoothed = f64::NAN;
-    let (model, losses) = train::train(cfg, |p| {
+    let result = train::train(cfg, |p| {
         smoothed = if smoothed.is_nan() { p.loss } else { 0.98 * smoothed + 0.02 * p.loss };
         if p.iter % 10 == 0 || p.iter + 1 == cfg.iters {
-            bar.set_message(format!("loss {smoothed:.4} lr {:.2e}", p.lr));
+            bar.set_message(format!("smoothed loss {smoothed:.4} lr {:.2e}", p.lr));
             bar.set_position(p.iter as u64 + 1);
         }
         // Without a terminal the bar is hidden: log a line every 10% instead.
         let tenth = cfg.iters.div_ceil(10);
         if bar.is_hidden() && (p.iter + 1) % tenth == 0 {
             eprintln!(
-                "iteration {}/{}: loss {smoothed:.4}, lr {:.2e}, {:.0} s",
+                "iteration {}/{}: smoothed loss {smoothed:.4} (running mean over ~50 iterations), lr {:.2e}, {:.0} s",
                 p.iter + 1,
                 cfg.iters,
                 p.lr,
@@ -158,6 +163,7 @@ fn run_in_pool(args: &Args, cfg: &TrainConfig) -> anyhow::Result<()> {
         }
     });
     bar.finish();
+    let (model, losses) = result?;
     let train_secs = started.elapsed().as_secs_f64();
     let tail = losses.len().min(100);
     let final_loss = losses[losses.len() - tail..].iter().sum::<f64>() / tail as f64;
@@ -169,13 +175,12 @@ fn run_in_pool(args: &Args, cfg: &TrainConfig) -> anyhow::Result<()> {
         let started = Instant::now();
         let q = train::evaluate(&model, args.eval_samples, args.eval_steps, cfg.seed.wrapping_add(1));
         eprintln!(
-            "quality ({} samples, {} midpoint steps, {:.1} s): on-square fraction {:.4}, energy distance {:.5} ± {:.5}",
+            "quality ({} samples, {} midpoint steps, {:.1} s): on-square fraction {:.4}, energy distance {}",
             q.samples,
             q.steps,
             started.elapsed().as_secs_f64(),
             q.on_square_fraction,
-            q.energy_distance,
-            q.energy_distance_std_error
+            crate::checkerboard::energy_distance_text(q.energy_distance, q.energy_distance_std_error)
         );
     }
     model.save(&args.out, "net").with_context(|| format!("writing {}", args.out.display()))?;

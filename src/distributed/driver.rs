@@ -16,7 +16,6 @@ use super::fk::{self, gather_concat, CommReport};
 use super::population::Population;
 use crate::backend::{Backend, Init, Layout, RunSpec};
 use crate::methods::{self, FkConfig};
-use crate::run::prepare::check_layout;
 use crate::run::{Outcome, Prepared, SteerConfig};
 use crate::potential::{Potential, PotentialKind};
 use crate::summary::{self, Baseline, Outputs};
@@ -197,7 +196,9 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         if cfg.profile.is_some() {
             bail!("--profile does not run across MPI ranks; profile one process");
         }
-        let layout = check_layout(cfg.particles, cfg.groups, "--particles")?;
+        if cfg.tempering != crate::methods::Tempering::Constant {
+            bail!("--lambda-schedule other than constant does not run across MPI ranks yet; run it in one process");
+        }
         cfg.schedule.validate().map_err(anyhow::Error::msg)?;
         if cfg.ancestry && out.is_none() {
             bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
@@ -206,7 +207,8 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         if prep.engine()?.info().backend != "cpu" {
             bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
         }
-        let init_rows = cfg.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+        let (layout, init_rows) =
+            prep.layout_and_init(cfg.particles, crate::run::steer::DEFAULT_PARTICLES, cfg.groups, cfg.init.as_deref())?;
         Ok((prep, layout, init_rows))
     })();
     let (prep, layout, init_rows) = match prepared {

@@ -24,6 +24,10 @@ impl Default for ScheduleSpec {
 pub struct Schedule {
     pub steps: Vec<usize>,
     pub grid: usize,
+    /// Points asked for in the range that rounding to the grid merged away (docs/schedules.md);
+    /// said when the schedule is printed, so that 1,000 requested points becoming 9 is not silent.
+    #[serde(skip)]
+    pub merged: usize,
 }
 
 impl ScheduleSpec {
@@ -57,25 +61,38 @@ impl ScheduleSpec {
             None => (0..self.count).map(|j| nearest(self.t_start + j as f64 * (self.t_end - self.t_start) / self.count as f64)).collect(),
             Some(k) => (nearest(self.t_start)..=nearest(self.t_end)).step_by(k).collect(),
         };
-        v.push(steps);
         v.retain(|&s| s >= 1 && s <= steps);
+        let asked = v.len();
         v.sort_unstable();
         v.dedup();
-        Ok(Schedule { steps: v, grid: steps })
+        let merged = asked - v.len();
+        if v.last() != Some(&steps) {
+            v.push(steps);
+        }
+        Ok(Schedule { steps: v, grid: steps, merged })
     }
 }
 
 impl Schedule {
     /// Only the final time (potentials `is` and `bon`, SPEC §5).
     pub fn final_only(steps: usize) -> Schedule {
-        Schedule { steps: vec![steps], grid: steps }
+        Schedule { steps: vec![steps], grid: steps, merged: 0 }
     }
 }
 
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.steps.iter().map(|&s| format!("{s} (t = {})", s as f64 / self.grid as f64)).collect();
-        write!(f, "{}", parts.join(", "))
+        let parts: Vec<String> = self.steps.iter().map(|&s| format!("{s} (t = {})", crate::format::number(s as f64 / self.grid as f64))).collect();
+        write!(f, "{}", parts.join(", "))?;
+        if self.merged > 0 {
+            write!(
+                f,
+                "; {} requested point(s) fell on a grid index already taken and were merged (the grid has {} steps: raise --steps or ask for fewer points)",
+                crate::format::count(self.merged as u64),
+                self.grid
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -89,7 +106,20 @@ mod tests {
         let s = ScheduleSpec::default().resolve(100).unwrap();
         assert_eq!(s.steps, vec![60, 67, 74, 81, 88, 100]);
         // 0.6 + 0.07·j on 10 steps: 0.6, 0.67, 0.74, 0.81, 0.88 → 6, 7, 7, 8, 9 → deduplicated.
-        assert_eq!(ScheduleSpec::default().resolve(10).unwrap().steps, vec![6, 7, 8, 9, 10]);
+        let s = ScheduleSpec::default().resolve(10).unwrap();
+        assert_eq!((s.steps.clone(), s.merged), (vec![6, 7, 8, 9, 10], 1));
+    }
+
+    #[test]
+    fn printed_times_are_short_and_merged_points_are_said() {
+        let s = ScheduleSpec { t_start: 0.6, t_end: 0.95, count: 1000, every: None }.resolve(10).unwrap();
+        assert_eq!(s.steps, vec![6, 7, 8, 9, 10]);
+        let text = s.to_string();
+        assert!(text.contains("996 requested point(s)") && text.contains("raise --steps"), "{text}");
+        let s = ScheduleSpec { t_start: 0.2, t_end: 0.9, count: 2, every: None }.resolve(3).unwrap();
+        assert_eq!(s.to_string(), "1 (t = 0.3333), 2 (t = 0.6667), 3 (t = 1)");
+        // A point at the final time itself is not a merge.
+        assert_eq!(ScheduleSpec { t_start: 0.5, t_end: 1.0, count: 5, every: Some(25) }.resolve(100).unwrap().merged, 0);
     }
 
     #[test]

@@ -84,6 +84,18 @@ impl PathsConfig {
         if self.candidates == 0 {
             return Err("--candidates must be at least 1".into());
         }
+        // A round runs while t − Δf + Δb < 1: with none the "search" is plain ODE sampling.
+        if start + forward - back >= steps {
+            return Err(format!(
+                "no search round fits: the first would end at t = {} ≥ 1 (t_start {} − Δf {} + Δb {}), so this is plain sampling; \
+                 give --t-start + --delta-b − --delta-f < 1, e.g. --t-start {} (docs/search.md)",
+                crate::format::number((start + forward - back) as f64 * h),
+                crate::format::number(start as f64 * h),
+                crate::format::number(back as f64 * h),
+                crate::format::number(forward as f64 * h),
+                crate::format::number(((steps + back).saturating_sub(forward + 1)) as f64 * h)
+            ));
+        }
         Ok(PathsGrid { start, back, forward })
     }
 }

@@ -66,8 +66,9 @@ impl Default for CommonConfig {
 #[derive(Clone, Debug)]
 pub struct SteerConfig {
     pub common: CommonConfig,
-    /// Particles per group N.
-    pub particles: usize,
+    /// Particles per group N; None: the rows of `init` divided by `groups`, or
+    /// [`super::steer::DEFAULT_PARTICLES`].
+    pub particles: Option<usize>,
     pub groups: usize,
     pub potential: Potential,
     pub resample: ResampleScheme,
@@ -92,13 +93,15 @@ pub struct SteerConfig {
 #[derive(Clone, Debug)]
 pub enum SearchMethod {
     /// Best-of-N: `particles` samples per group, keep the `top_k` best.
-    Bon { particles: usize, top_k: usize, init: Option<PathBuf> },
+    /// `particles` None: the rows of `init` divided by the groups, or 4096.
+    Bon { particles: Option<usize>, top_k: usize, init: Option<PathBuf> },
     /// Zeroth-order search: `cycles` cycles of `candidates` candidates in a ball of `radius`
     /// around a pivot (`pivot`: D comma-separated numbers or a .npy file; None draws one).
     Zeroth { candidates: usize, cycles: usize, radius: f32, pivot: Option<String> },
     /// Search over paths: a beam of `particles`, `candidates` renoised copies each round.
     Paths {
-        particles: usize,
+        /// None: the rows of `init` divided by the groups, or 256.
+        particles: Option<usize>,
         candidates: usize,
         t_start: f64,
         delta_f: f64,

@@ -20,7 +20,7 @@
 //! use flowsteer::run::{self, CommonConfig, SteerConfig};
 //! let cfg = SteerConfig {
 //!     common: CommonConfig { quiet: true, ..CommonConfig::default() },
-//!     particles: 1024,
+//!     particles: Some(1024),
 //!     groups: 1,
 //!     potential: Default::default(),
 //!     resample: Default::default(),

@@ -260,6 +260,38 @@ impl Prepared {
         Ok(b)
     }
 
+    /// Where the particles live, for the memory estimate (`crate::memory`): the CPU and the
+    /// emulator hold them in host memory.
+    pub fn memory_side(&self) -> crate::memory::Side {
+        match self.backend.choice {
+            BackendChoice::Cuda => crate::memory::Side::Device,
+            _ => crate::memory::Side::Host,
+        }
+    }
+
+    /// The layout of a run with `--particles` (None: `default`, or the rows of `--init` divided
+    /// by G) and `--groups`, with the `--init` rows when given (issue 13, item 5).
+    pub fn layout_and_init(&self, particles: Option<usize>, default: usize, groups: usize, init: Option<&Path>) -> anyhow::Result<(Layout, Option<Vec<f32>>)> {
+        let Some(path) = init else {
+            return Ok((check_layout(particles.unwrap_or(default), groups, "--particles")?, None));
+        };
+        validate_particles(groups, "--groups")?;
+        let rows = match particles {
+            Some(n) => InitRows { name: "N·G", count: Some(n.saturating_mul(groups)), from: "--particles × --groups =", fix: "set --particles and --groups to match the file, or leave --particles out" },
+            None => InitRows { name: "N·G", count: None, from: "", fix: "" },
+        };
+        let (data, total) = read_init_rows(path, self.spec.model.dim, &rows)?;
+        if total % groups != 0 {
+            bail!(
+                "--init {} holds {total} rows, not a multiple of --groups {groups}: with groups the file holds N·G rows, N particles per group; give a file of {} or {} rows, or another --groups",
+                path.display(),
+                total / groups * groups,
+                (total / groups + 1) * groups
+            );
+        }
+        Ok((check_layout(total / groups, groups, "--particles")?, Some(data)))
+    }
+
     /// Reads `--init` for `total` = N·G particles, as `[N·G, D]`.
     pub fn read_init(&self, path: &Path, total: usize) -> anyhow::Result<Vec<f32>> {
         let rows = InitRows { name: "N·G", count: Some(total), from: "--particles × --groups =", fix: "set --particles and --groups to match the file" };

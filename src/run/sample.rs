@@ -222,6 +222,9 @@ pub fn sample_ranked(cfg: &SampleConfig) -> anyhow::Result<Option<SampleOutcome>
         }
         None => (None, prepare::validate_particles(cfg.particles.unwrap_or(DEFAULT_PARTICLES), "--particles")?),
     };
+    // Refused before any allocation when it cannot fit (issue 13, item 1).
+    let side = if resolved.choice == BackendChoice::Cuda { crate::memory::Side::Device } else { crate::memory::Side::Host };
+    crate::memory::check(&crate::memory::sample(side, dim, init.is_some()), n as u64)?;
     times.load = clock.elapsed().as_secs_f64();
     if rank0 {
         eprintln!("model {}: {}; {sampler}; {n} particles, seed {}", cfg.model.display(), model.shape(), cfg.seed);
@@ -250,10 +253,11 @@ pub fn sample_ranked(cfg: &SampleConfig) -> anyhow::Result<Option<SampleOutcome>
     };
 
     let clock = Instant::now();
-    let nonfinite_samples = rows.chunks(dim).filter(|r| r.iter().any(|v| !v.is_finite())).count();
-    if nonfinite_samples > 0 {
-        eprintln!("warning: {nonfinite_samples} of {n} samples have NaN or infinite coordinates");
+    // All samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
+    if let Some(warning) = crate::finite::check_final_samples(&rows, dim, &spec.model, &spec.sampler)? {
+        eprintln!("{warning}");
     }
+    let nonfinite_samples = crate::finite::nonfinite_rows(&rows, dim);
     let quality = (dim == 2).then(|| quality(&rows, cfg.seed));
     times.quality = clock.elapsed().as_secs_f64();
     times.total = start.elapsed().as_secs_f64();
@@ -274,8 +278,10 @@ pub fn sample_ranked(cfg: &SampleConfig) -> anyhow::Result<Option<SampleOutcome>
     );
     if let Some(q) = &quality {
         eprintln!(
-            "on-square fraction {:.4}, energy distance {:.5} ± {:.5} ({} samples)",
-            q.on_square_fraction, q.energy_distance, q.energy_distance_std_error, q.energy_samples
+            "on-square fraction {:.4}, energy distance {} ({} samples)",
+            q.on_square_fraction,
+            crate::checkerboard::energy_distance_text(q.energy_distance, q.energy_distance_std_error),
+            q.energy_samples
         );
     }
 

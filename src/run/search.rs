@@ -11,6 +11,7 @@ use super::prepare::{check_layout, Prepared};
 use crate::backend::{Backend, Init};
 use crate::methods::{BonConfig, PathsConfig, ZerothConfig};
 use crate::resample::ResampleScheme;
+use crate::memory;
 use crate::summary::Outputs;
 
 /// Runs the search `cfg` asks for. Unless `cfg.common.quiet`, prints the run's heading on stdout
@@ -20,10 +21,11 @@ pub fn search(cfg: &SearchConfig) -> anyhow::Result<Outcome> {
     let groups = cfg.groups;
     let (prep, method, rows, config) = match &cfg.method {
         SearchMethod::Bon { particles, top_k, init } => {
-            let layout = check_layout(*particles, groups, "--particles")?;
             let prep = Prepared::new(common, search_potential(), ResampleScheme::default(), None)?;
-            let rows = init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
-            let config = serde_json::json!({ "command": "search bon", "particles": particles, "groups": groups, "top_k": top_k,
+            let (layout, rows) = prep.layout_and_init(*particles, 4096, groups, init.as_deref())?;
+            let needs = memory::search_select(prep.memory_side(), prep.spec.model.dim, false, "--particles", groups);
+            memory::check(&needs, layout.total() as u64)?;
+            let config = serde_json::json!({ "command": "search bon", "particles": layout.n, "groups": groups, "top_k": top_k,
                 "init": init.as_ref().map(|p| p.display().to_string()) });
             (prep, Method::BestOfN(BonConfig { layout, top_k: *top_k }), rows, config)
         }
@@ -32,13 +34,14 @@ pub fn search(cfg: &SearchConfig) -> anyhow::Result<Outcome> {
             let prep = Prepared::new(common, search_potential(), ResampleScheme::default(), None)?;
             let dim = prep.spec.model.dim;
             let pivot_rows = pivot.as_deref().map(|s| parse_pivot(s, dim, groups)).transpose()?;
+            memory::check(&memory::search_select(prep.memory_side(), dim, false, "--candidates", groups), layout.total() as u64)?;
             let config = serde_json::json!({ "command": "search zeroth", "candidates": candidates, "cycles": cycles,
                 "radius": radius, "pivot": pivot, "groups": groups });
             (prep, Method::Zeroth(ZerothConfig { layout, cycles: *cycles, radius: *radius, pivot: pivot_rows }), None, config)
         }
         SearchMethod::Paths { particles, candidates, t_start, delta_f, delta_b, renoise, top_k, init } => {
-            let layout = check_layout(*particles, groups, "--particles")?;
             let prep = Prepared::new(common, search_potential(), ResampleScheme::default(), None)?;
+            let (layout, rows) = prep.layout_and_init(*particles, 256, groups, init.as_deref())?;
             let paths = PathsConfig {
                 layout,
                 candidates: *candidates,
@@ -49,8 +52,8 @@ pub fn search(cfg: &SearchConfig) -> anyhow::Result<Outcome> {
                 top_k: *top_k,
             };
             let grid = paths.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
-            let rows = init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
-            let config = serde_json::json!({ "command": "search paths", "particles": particles, "groups": groups,
+            memory::check(&memory::search_paths(prep.memory_side(), prep.spec.model.dim, *candidates, false, groups), layout.total() as u64)?;
+            let config = serde_json::json!({ "command": "search paths", "particles": layout.n, "groups": groups,
                 "candidates": candidates, "t_start": t_start, "delta_f": delta_f, "delta_b": delta_b,
                 "grid_steps": { "start": grid.start, "back": grid.back, "forward": grid.forward },
                 "renoise": renoise, "top_k": top_k, "init": init.as_ref().map(|p| p.display().to_string()) });
@@ -60,6 +63,10 @@ pub fn search(cfg: &SearchConfig) -> anyhow::Result<Outcome> {
     let mut backend = prep.engine()?;
     let init = rows.as_deref().map_or(Init::Noise, Init::Given);
     let r = method::execute(&mut backend, &prep.spec, &method, init)?;
+    // All final samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
+    if let Some(warning) = crate::finite::check_final_samples(&r.positions, r.dim, &prep.spec.model, &prep.spec.sampler)? {
+        eprintln!("{warning}");
+    }
     let info = backend.info();
     if !common.quiet {
         println!("flowsteer search {}: towards {} (larger is better); {} backend on {}", r.method, prep.spec.reward, info.backend, info.device);

@@ -6,10 +6,13 @@ use anyhow::bail;
 use super::config::SteerConfig;
 use super::method::{self, Method};
 use super::outcome::Outcome;
-use super::prepare::{check_layout, Prepared};
+use super::prepare::Prepared;
 use crate::backend::{Backend, Init};
 use crate::methods::{self, FkConfig};
 use crate::summary::{self, Outputs};
+
+/// Particles per group when neither `--particles` nor `--init` is given.
+pub const DEFAULT_PARTICLES: usize = 4096;
 
 /// Runs FK steering as `cfg` says. Unless `cfg.common.quiet`, prints the run's heading on stdout
 /// first (and, for a profiled run, its phase times). Call [`Outcome::report`] to print the
@@ -25,7 +28,6 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
         (plot, ancestry) = (false, false);
         common.plot = false;
     }
-    let layout = check_layout(cfg.particles, cfg.groups, "--particles")?;
     let schedule = cfg.schedule;
     schedule.validate().map_err(anyhow::Error::msg)?;
     if ancestry && common.out.is_none() {
@@ -33,7 +35,11 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
     }
     cfg.tempering.check(cfg.potential.kind).map_err(anyhow::Error::msg)?;
     let prep = Prepared::new(&common, cfg.potential, cfg.resample, cfg.adaptive_ess)?;
-    let init_rows = cfg.init.as_ref().map(|p| prep.read_init(p, layout.total())).transpose()?;
+    let (layout, init_rows) = prep.layout_and_init(cfg.particles, DEFAULT_PARTICLES, cfg.groups, cfg.init.as_deref())?;
+    // Refused before any allocation when it cannot fit (issue 13, item 1).
+    let points = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?.steps.len();
+    let needs = crate::memory::steer(prep.memory_side(), prep.spec.model.dim, points, ancestry, cfg.baseline, false, layout.groups);
+    crate::memory::check(&needs, layout.total() as u64)?;
     let mut backend = prep.engine()?;
     if let Some(n) = cfg.profile {
         super::profile::start(&mut backend, n);
@@ -77,6 +83,12 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
             t.fused_intervals,
             t.total
         );
+    }
+    // All final samples non-finite: an error naming the cause, nothing written (issue 13, item 4).
+    if !profiled {
+        if let Some(warning) = crate::finite::check_final_samples(&result.positions, result.dim, &prep.spec.model, &prep.spec.sampler)? {
+            eprintln!("{warning}");
+        }
     }
     let baseline = if !cfg.baseline || profiled { None } else { Some(method::baseline(&mut backend, &prep.spec, layout, init)?) };
     let config = serde_json::json!({

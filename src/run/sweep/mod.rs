@@ -242,6 +242,9 @@ pub fn validate(cfg: &SweepConfig) -> anyhow::Result<()> {
     if cfg.methods.is_empty() {
         bail!("--methods is empty: give a comma list of fk-max, fk-add, fk-diff, bon, zeroth, paths, plain");
     }
+    if let Some((i, m)) = cfg.methods.iter().enumerate().find(|(i, m)| cfg.methods[..*i].contains(m)) {
+        bail!("--methods names {} twice (entry {}): each method runs once per point; drop the repeat", m.name(), i + 1);
+    }
     if cfg.seeds == 0 {
         bail!("--seeds must be at least 1 (the sweep runs seeds 0..N)");
     }
@@ -302,6 +305,18 @@ pub fn sweep_with(
 pub fn sweep(cfg: &SweepConfig) -> anyhow::Result<()> {
     validate(cfg)?;
     let model = crate::run::prepare::load_model(&cfg.model)?;
+    // The largest point must fit before the first one runs (counted as on the CPU, whose
+    // particles live in host memory): FK steering's state, or search over paths' M copies.
+    let largest = cfg.particles.iter().copied().max().unwrap_or(0);
+    let mut needs = crate::memory::steer(crate::memory::Side::Host, model.dim, 6, false, false, false, 1);
+    if cfg.methods.contains(&SweepMethod::Paths) {
+        let paths = crate::memory::search_paths(crate::memory::Side::Host, model.dim, cfg.candidates, false, 1);
+        if paths.per_item() > needs.per_item() {
+            needs = paths;
+        }
+    }
+    needs.what = format!("sweep ({})", needs.what);
+    crate::memory::check(&needs, largest)?;
     let reward: Reward = cfg.reward.parse().map_err(|e: crate::reward_parse::RewardParseError| anyhow::anyhow!("{e}"))?;
     reward.checks_dim(model.dim).map_err(anyhow::Error::msg)?;
     if cfg.steps == 0 || cfg.steps >= 1 << 24 {
