@@ -16,7 +16,7 @@ PAGES = {
     1: "model", 2: "samplers", 3: "random", 4: "rewards", 5: "steering",
     6: "resampling", 7: "schedules", 8: "search", 9: "outputs", 10: "quality",
 }
-TREES = ["src", "kernels", "tests", "benches"]
+TREES = ["src", "kernels", "tests", "benches", "bench", "examples", "scripts", ".ci"]
 FILES = ["README.md"]
 SUFFIXES = {".rs", ".cu", ".cuh", ".hpp", ".h", ".py", ".sh", ".md", ".toml"}
 # "SPEC §5", "SPEC §5–7" (en dash or hyphen), "SPEC §5, §6" / "SPEC §5, 6".
