@@ -321,11 +321,14 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
     let flops_per_eval = 2.0 * spec.model.macs_per_eval() as f64;
     let evals_per_step = spec.sampler.evals_per_step() as f64;
     let result = (|| -> anyhow::Result<(Timings, f64, f64, f64)> {
-        let mut p = backend.init(spec, layout, Init::Noise)?;
+        // Each phase holds one population at a time: the steer row builds its own in every repeat,
+        // so none may be alive beside it (two of 10^9 particles do not fit an 80 GB device).
+        let init = |backend: &mut B| backend.init(spec, layout, Init::Noise);
         let at = WeighAt { step: args.grid * 3 / 4, index: 0, is_final: false };
         // (timings, units per call, flops per call, bytes per call)
         match phase {
             Phase::Propagate => {
+                let mut p = init(backend)?;
                 let steps = 0..args.steps;
                 let tm = time_repeats(args.warmup, args.repeats, probe, || backend.propagate(spec, &mut p, steps.clone()))?;
                 let units = (n * args.steps) as f64;
@@ -333,12 +336,14 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                 Ok((tm, units, units * evals_per_step * flops_per_eval, 2.0 * 4.0 * dim * n as f64))
             }
             Phase::Potential => {
+                let mut p = init(backend)?;
                 let tm = time_repeats(args.warmup, args.repeats, probe, || backend.weigh(spec, &mut p, at).map(|_| ()))?;
                 // One velocity evaluation for x̂1; reads x, reads and writes the potential state
                 // and the log-weight (4 bytes each).
                 Ok((tm, n as f64, n as f64 * flops_per_eval, n as f64 * (4.0 * dim + 16.0)))
             }
             Phase::Resample => {
+                let mut p = init(backend)?;
                 backend.weigh(spec, &mut p, at)?;
                 let tm = time_repeats(args.warmup, args.repeats, probe, || backend.resample(spec, &mut p, at.step, false).map(|_| ()))?;
                 // Reads the weights, writes the ancestors, gathers position, potential state,

@@ -184,11 +184,11 @@ impl PropagateVariant {
 
 /// The launch of `fs_propagate`: persistent, at most `resident` blocks (what the device runs at
 /// once, [`super::gpu::Device::resident_blocks`]) walking `total` particles in a grid-stride loop.
-pub fn propagate_launch(variant: PropagateVariant, total: usize, resident: u32, shared_bytes: u32) -> cudarc::driver::LaunchConfig {
+pub fn propagate_launch(variant: PropagateVariant, total: usize, resident: u32, shared_bytes: u32) -> super::gpu::LaunchConfig {
     let per_block = variant.block as usize * variant.particles_per_thread as usize;
     let needed = total.div_ceil(per_block).max(1);
     let grid = needed.min(resident.max(1) as usize) as u32;
-    cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (variant.block, 1, 1), shared_mem_bytes: shared_bytes }
+    super::gpu::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (variant.block, 1, 1), shared_mem_bytes: shared_bytes }
 }
 
 fn activation_code(a: Activation) -> u32 {
@@ -323,7 +323,9 @@ impl ModuleConfig {
                 "fs_exp_tile_sums",
                 "fs_ancestors_multinomial",
                 "fs_residual_counts",
-                "fs_residual_scatter",
+                "fs_residual_prefix",
+                "fs_residual_slots",
+                "fs_residual_fallback",
                 "fs_marks_clear",
                 "fs_marks_set",
                 "fs_marks_count",
