@@ -23,8 +23,9 @@
 // (3) each tile rescans itself from its offset. Nothing but the tile sums is stored besides the
 // CDF itself, which lives in the scratch rows `alt` (reused by the gather afterwards), and for
 // residual the u64 prefix of the counts (the next 8 bytes per particle of `alt`).
-// Every tiled kernel runs on a one-dimensional grid, striding over tiles × groups (a grid's y
-// holds at most 65,535), and the per-group ones stride over the groups.
+// Tiled kernels number their blocks tile + tiles·g by fs_block_index (grid.x first, then grid.y),
+// so any count of groups fits the grid (groups on grid.y stopped at 65,535); per-group kernels
+// number groups the same way.
 //
 // Variants: v1 (this): binary search of each sorted uniform in the CDF (O(log n) per slot; the
 // merge-path search is the next variant to try). Not yet measured on a GPU.
@@ -62,9 +63,10 @@ __device__ __forceinline__ unsigned long long fs_search(const double* __restrict
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_weights(
     const float* __restrict__ lw, unsigned long long n, const double* __restrict__ gr, double* __restrict__ w,
     double* __restrict__ tile_sum, long long* __restrict__ tile_last, unsigned int tiles, unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
     const unsigned long long tile = b % tiles, g = b / tiles;
-    if (!fs_group_resamples(gr, g)) continue;
+    if (!fs_group_resamples(gr, g)) return;
     const double m = gr[(unsigned long long)g * FS_GR_SLOTS + FS_GR_MAX_LW];
     const bool all = gr[(unsigned long long)g * FS_GR_SLOTS + FS_GR_ALL_NEG_INF] != 0.0;
     double s = 0.0;
@@ -87,7 +89,6 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_weights(
         tile_sum[(unsigned long long)g * tiles + tile] = s;
         tile_last[(unsigned long long)g * tiles + tile] = last;
     }
-    }
 }
 
 // (2) One block per group: exclusive scan of the tile sums in place, the group's total and the
@@ -96,8 +97,9 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_scan_tiles(
     const double* __restrict__ gr, double* __restrict__ tile_sum, unsigned long long* __restrict__ tile_count,
     const long long* __restrict__ tile_last, unsigned int tiles, double* __restrict__ group_total,
     unsigned long long* __restrict__ group_count, long long* __restrict__ group_last, unsigned long long groups) {
-    for (unsigned long long g = blockIdx.x; g < groups; g += gridDim.x) {
-    if (!fs_group_resamples(gr, g)) continue;
+    const unsigned long long g = fs_block_index();
+    if (g >= groups) return;
+    if (!fs_group_resamples(gr, g)) return;
     double carry = 0.0;
     unsigned long long ccarry = 0;
     long long last = -1;
@@ -127,16 +129,16 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_scan_tiles(
         if (group_count) group_count[g] = ccarry;
         if (group_last) group_last[g] = last;
     }
-    }
 }
 
 // (3) In-place inclusive scan of `w` within each tile, from the tile's offset: w becomes C.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_cdf(
     double* __restrict__ w, unsigned long long n, const double* __restrict__ gr, const double* __restrict__ tile_offset,
     unsigned int tiles, unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
     const unsigned long long tile = b % tiles, g = b / tiles;
-    if (!fs_group_resamples(gr, g)) continue;
+    if (!fs_group_resamples(gr, g)) return;
     double carry = tile_offset[(unsigned long long)g * tiles + tile];
     for (int k = 0; k < FS_ITEMS; ++k) {
         const unsigned long long j = (unsigned long long)tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
@@ -147,7 +149,6 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_cdf(
         if (j < n) w[i] = carry + incl;
         carry += total;
     }
-    }
 }
 
 // Systematic (scheme 1) and stratified (scheme 2): a_i = search((i + U)/n).
@@ -156,9 +157,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_grid(
     const double* __restrict__ group_total, const long long* __restrict__ group_last, unsigned int* __restrict__ anc,
     const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, int scheme, unsigned int tiles,
     unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
     const unsigned long long tile = b % tiles, g = b / tiles;
-    if (!fs_group_resamples(gr, g)) continue;
+    if (!fs_group_resamples(gr, g)) return;
     const unsigned int step = iv[FS_IV_RESAMPLE_STEP];
     const double total = group_total[g];
     const long long last = group_last[g];
@@ -174,7 +176,6 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_grid(
         const double p = ((double)j + u) / (double)n;
         anc[i] = (unsigned int)fs_search(c + (unsigned long long)g * n, n, p * total, last);
     }
-    }
 }
 
 // Per-tile Σ E_i for the multinomial order statistics: E_i = −ln u(g·n+i, draw), i < count_g
@@ -183,9 +184,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_exp_tile_sums(
     unsigned long long n, const double* __restrict__ gr, const unsigned long long* __restrict__ k_copies,
     const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, unsigned int draw,
     double* __restrict__ tile_sum, unsigned int tiles, unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
     const unsigned long long tile = b % tiles, g = b / tiles;
-    if (!fs_group_resamples(gr, g)) continue;
+    if (!fs_group_resamples(gr, g)) return;
     const unsigned long long count = k_copies ? n - min(k_copies[g], n) : n;
     const unsigned int step = iv[FS_IV_RESAMPLE_STEP];
     double s = 0.0;
@@ -196,7 +198,6 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_exp_tile_sums(
     }
     s = fs_block_sum(s);
     if (threadIdx.x == 0) tile_sum[(unsigned long long)g * tiles + tile] = s;
-    }
 }
 
 // Multinomial ancestors for slots offset_g + i, i < count_g: U_(i) = S_i / (S_{count−1} + E_extra).
@@ -207,9 +208,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_multinomial
     const double* __restrict__ e_total, unsigned int tiles, unsigned int* __restrict__ anc,
     const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, unsigned int draw, unsigned int draw_extra,
     unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
     const unsigned long long tile = b % tiles, g = b / tiles;
-    if (!fs_group_resamples(gr, g)) continue;
+    if (!fs_group_resamples(gr, g)) return;
     const unsigned long long offset = k_copies ? min(k_copies[g], n) : 0ull;
     const unsigned long long count = n - offset;
     const unsigned int step = iv[FS_IV_RESAMPLE_STEP];
@@ -229,7 +231,6 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_multinomial
             anc[(unsigned long long)g * n + offset + j] = (unsigned int)fs_search(c + (unsigned long long)g * n, n, u * total, last);
         }
     }
-    }
 }
 
 // Residual, pass 1: per tile Σ floor(n·w_j) (u64), Σ residuals (f64), last j with a positive residual.
@@ -238,9 +239,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_counts(
     const double* __restrict__ w, unsigned long long n, const double* __restrict__ gr, const double* __restrict__ wtotal,
     unsigned long long* __restrict__ tile_count, double* __restrict__ tile_sum, long long* __restrict__ tile_last,
     unsigned int tiles, unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
     const unsigned long long tile = b % tiles, g = b / tiles;
-    if (!fs_group_resamples(gr, g)) continue;
+    if (!fs_group_resamples(gr, g)) return;
     const double tot = wtotal[g];
     unsigned long long cnt = 0;
     double s = 0.0;
@@ -265,7 +267,6 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_counts(
         tile_sum[at] = s;
         tile_last[at] = last;
     }
-    }
 }
 
 // Residual, pass 2: the inclusive prefix P_j of the counts c_j = floor(n·w_j) into `prefix`
@@ -277,33 +278,33 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_prefix(
     const unsigned long long* __restrict__ count_offset, const double* __restrict__ res_offset,
     const double* __restrict__ w_offset, const long long* __restrict__ res_last, unsigned long long* __restrict__ prefix,
     unsigned int tiles, unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
-        const unsigned long long tile = b % tiles, g = b / tiles;
-        if (!fs_group_resamples(gr, g)) continue;
-        const double tot = wtotal[g];
-        const bool fallback = res_last[g] < 0;  // uniform in the block
-        const unsigned long long at = g * tiles + tile;
-        unsigned long long ccarry = count_offset[at];
-        double carry = fallback ? w_offset[at] : res_offset[at];
-        for (int k = 0; k < FS_ITEMS; ++k) {
-            const unsigned long long j = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
-            const unsigned long long i = g * n + j;
-            const double wj = j < n ? w[i] : 0.0;
-            const double nw = ((double)n * wj) / tot;  // (n·W_j)/C, as fs_residual_counts
-            const double fl = floor(nw);
-            const unsigned long long c = (unsigned long long)fl;
-            unsigned long long ctotal;
-            const unsigned long long cincl = fs_block_inclusive_scan(c, &ctotal);
-            const double v = fallback ? wj : nw - fl;
-            double vtotal;
-            const double vincl = fs_block_inclusive_scan(v, &vtotal);
-            if (j < n) {
-                prefix[i] = ccarry + cincl;
-                w[i] = carry + vincl;
-            }
-            ccarry += ctotal;
-            carry += vtotal;
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
+    if (!fs_group_resamples(gr, g)) return;
+    const double tot = wtotal[g];
+    const bool fallback = res_last[g] < 0;  // uniform in the block
+    const unsigned long long at = g * tiles + tile;
+    unsigned long long ccarry = count_offset[at];
+    double carry = fallback ? w_offset[at] : res_offset[at];
+    for (int k = 0; k < FS_ITEMS; ++k) {
+        const unsigned long long j = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
+        const unsigned long long i = g * n + j;
+        const double wj = j < n ? w[i] : 0.0;
+        const double nw = ((double)n * wj) / tot;  // (n·W_j)/C, as fs_residual_counts
+        const double fl = floor(nw);
+        const unsigned long long c = (unsigned long long)fl;
+        unsigned long long ctotal;
+        const unsigned long long cincl = fs_block_inclusive_scan(c, &ctotal);
+        const double v = fallback ? wj : nw - fl;
+        double vtotal;
+        const double vincl = fs_block_inclusive_scan(v, &vtotal);
+        if (j < n) {
+            prefix[i] = ccarry + cincl;
+            w[i] = carry + vincl;
         }
+        ccarry += ctotal;
+        carry += vtotal;
     }
 }
 
@@ -314,22 +315,22 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_slots(
     const unsigned long long* __restrict__ prefix, unsigned long long n, const double* __restrict__ gr,
     const unsigned long long* __restrict__ k_copies, unsigned int* __restrict__ anc, unsigned int tiles,
     unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
-        const unsigned long long tile = b % tiles, g = b / tiles;
-        if (!fs_group_resamples(gr, g)) continue;
-        const unsigned long long copies = min(k_copies[g], n);
-        const unsigned long long* p = prefix + g * n;
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
+    if (!fs_group_resamples(gr, g)) return;
+    const unsigned long long copies = min(k_copies[g], n);
+    const unsigned long long* p = prefix + g * n;
 #pragma unroll
-        for (int k = 0; k < FS_ITEMS; ++k) {
-            const unsigned long long s = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
-            if (s >= copies) continue;
-            unsigned long long lo = 0, hi = n - 1;  // P_{n−1} = K > s: the search always lands
-            while (lo < hi) {
-                const unsigned long long mid = lo + (hi - lo) / 2;
-                if (p[mid] > s) hi = mid; else lo = mid + 1;
-            }
-            anc[g * n + s] = (unsigned int)lo;
+    for (int k = 0; k < FS_ITEMS; ++k) {
+        const unsigned long long s = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
+        if (s >= copies) continue;
+        unsigned long long lo = 0, hi = n - 1;  // P_{n−1} = K > s: the search always lands
+        while (lo < hi) {
+            const unsigned long long mid = lo + (hi - lo) / 2;
+            if (p[mid] > s) hi = mid; else lo = mid + 1;
         }
+        anc[g * n + s] = (unsigned int)lo;
     }
 }
 
@@ -366,9 +367,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_set(unsigned in
 // Counts the marks per group into gr[DISTINCT] and leaves the log-weights at 0 (reset, SPEC §5).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_count(unsigned int* __restrict__ marks, unsigned long long n,
                                                                       double* __restrict__ gr, unsigned int tiles, unsigned long long groups) {
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
     const unsigned long long tile = b % tiles, g = b / tiles;
-    if (!fs_group_resamples(gr, g)) continue;
+    if (!fs_group_resamples(gr, g)) return;
     unsigned long long c = 0;
 #pragma unroll
     for (int k = 0; k < FS_ITEMS; ++k) {
@@ -380,7 +382,6 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_count(unsigned 
     }
     c = fs_block_sum(c);
     if (threadIdx.x == 0 && c > 0) atomicAdd(&gr[(unsigned long long)g * FS_GR_SLOTS + FS_GR_DISTINCT], (double)c);
-    }
 }
 
 // Gather of every per-particle state into the scratch rows `alt` ([rows][stride] floats:

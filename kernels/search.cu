@@ -85,48 +85,48 @@ __device__ __forceinline__ void fs_block_argmax(float* ss, unsigned long long* s
     }
 }
 
-// Per-tile best (score, index): a grid-stride loop over tiles × groups.
+// Per-tile best (score, index): a block per tile of a group (fs_block_index).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_tiles(
     const float* __restrict__ score, unsigned long long n, float* __restrict__ tile_score,
     unsigned long long* __restrict__ tile_index, unsigned int tiles, unsigned long long groups) {
     __shared__ float ss[FS_RBLOCK];
     __shared__ unsigned long long si[FS_RBLOCK];
-    for (unsigned long long b = blockIdx.x; b < (unsigned long long)tiles * groups; b += gridDim.x) {
-        const unsigned long long tile = b % tiles, g = b / tiles;
-        float best = __int_as_float(0x7fc00000);
-        unsigned long long bi = ~0ull;
-        for (unsigned long long j = (unsigned long long)tile * FS_RBLOCK * 4 + threadIdx.x;
-             j < n && j < (unsigned long long)(tile + 1) * FS_RBLOCK * 4; j += FS_RBLOCK) {
-            const float s = score[(unsigned long long)g * n + j];
-            if (bi == ~0ull || fs_better(s, j, best, bi)) { best = s; bi = j; }
-        }
-        fs_block_argmax(ss, si, best, bi);
-        if (threadIdx.x == 0) {
-            tile_score[(unsigned long long)g * tiles + tile] = ss[0];
-            tile_index[(unsigned long long)g * tiles + tile] = si[0];
-        }
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
+    float best = __int_as_float(0x7fc00000);
+    unsigned long long bi = ~0ull;
+    for (unsigned long long j = (unsigned long long)tile * FS_RBLOCK * 4 + threadIdx.x;
+         j < n && j < (unsigned long long)(tile + 1) * FS_RBLOCK * 4; j += FS_RBLOCK) {
+        const float s = score[(unsigned long long)g * n + j];
+        if (bi == ~0ull || fs_better(s, j, best, bi)) { best = s; bi = j; }
+    }
+    fs_block_argmax(ss, si, best, bi);
+    if (threadIdx.x == 0) {
+        tile_score[(unsigned long long)g * tiles + tile] = ss[0];
+        tile_index[(unsigned long long)g * tiles + tile] = si[0];
     }
 }
 
-// One block per group at a time: the best of the tiles → sel[g] (within-group index), best[g] (score).
+// One block per group: the best of the tiles → sel[g] (within-group index), best[g] (score).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_groups(
     const float* __restrict__ tile_score, const unsigned long long* __restrict__ tile_index, unsigned int tiles,
     unsigned int* __restrict__ sel, float* __restrict__ best, unsigned long long groups) {
     __shared__ float ss[FS_RBLOCK];
     __shared__ unsigned long long si[FS_RBLOCK];
-    for (unsigned long long g = blockIdx.x; g < groups; g += gridDim.x) {
-        float b = __int_as_float(0x7fc00000);
-        unsigned long long bi = ~0ull;
-        for (unsigned int t = threadIdx.x; t < tiles; t += FS_RBLOCK) {
-            const float s = tile_score[(unsigned long long)g * tiles + t];
-            const unsigned long long k = tile_index[(unsigned long long)g * tiles + t];
-            if (k != ~0ull && (bi == ~0ull || fs_better(s, k, b, bi))) { b = s; bi = k; }
-        }
-        fs_block_argmax(ss, si, b, bi);
-        if (threadIdx.x == 0) {
-            sel[g] = (unsigned int)si[0];
-            best[g] = ss[0];
-        }
+    const unsigned long long g = fs_block_index();
+    if (g >= groups) return;
+    float b = __int_as_float(0x7fc00000);
+    unsigned long long bi = ~0ull;
+    for (unsigned int t = threadIdx.x; t < tiles; t += FS_RBLOCK) {
+        const float s = tile_score[(unsigned long long)g * tiles + t];
+        const unsigned long long k = tile_index[(unsigned long long)g * tiles + t];
+        if (k != ~0ull && (bi == ~0ull || fs_better(s, k, b, bi))) { b = s; bi = k; }
+    }
+    fs_block_argmax(ss, si, b, bi);
+    if (threadIdx.x == 0) {
+        sel[g] = (unsigned int)si[0];
+        best[g] = ss[0];
     }
 }
 

@@ -662,4 +662,32 @@ mod tests {
         assert_eq!(cli.bench.particles.counts(), &[1 << 14, 1 << 16]);
         assert!(Cli::try_parse_from(["bench", "--particles", "2^12..2^10"]).is_err());
     }
+
+    /// Issue 11.2: the steer row built its populations while the row's first one was still
+    /// alive, so a count that fits the device once could not run (10^9 particles on an 80 GB
+    /// GPU). On an emulated device with room for one and a half populations the row runs.
+    #[test]
+    fn the_steer_row_holds_one_population_at_a_time() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: Args,
+        }
+        let cli = Cli::try_parse_from(["bench", "--grid", "10", "--steps", "1", "--repeats", "1", "--warmup", "0"]).unwrap();
+        let n = 4096;
+        let need = crate::backend::cuda::device::bytes_needed(2, n, 1);
+        let mut backend = match crate::backend::cuda::CudaBackend::emulated(need * 3 / 2 + (1 << 16)) {
+            Ok(b) => b,
+            Err(e) => {
+                assert!(std::env::var_os("FLOWSTEER_CI").is_none(), "CI must have the emulator: {e:#}");
+                return println!("SKIPPED: {e:#}");
+            }
+        };
+        let sampler = Sampler { kind: SamplerKind::Euler, steps: 10, k: 0.1, form: SdeForm::Marginal };
+        let spec = bench_spec(Mlp::init_uniform(2, 64, 3, Activation::Elu, 0), sampler);
+        let row = measure_row(&mut backend, &spec, n, Phase::Steer, &cli.bench, &mut sgemm::Probe::new());
+        assert!(row.note.is_none(), "{:?}", row.note);
+        assert!(row.median_s.is_some());
+    }
 }

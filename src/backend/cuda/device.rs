@@ -13,7 +13,7 @@
 //! | `lw` | 4 | log-weights; doubles as the "chosen" marks while resampling |
 //! | `root` | 4 | ancestry ids |
 //! | `anc` | 4 | ancestors; scores for the search methods |
-//! | `alt` | 4·(D+3) | scratch rows: reward input (x̂1), f64 weights/CDF (first 8 bytes), gather staging |
+//! | `alt` | 4·(D+3) | scratch rows: reward input (x̂1), f64 weights/CDF (first 8 bytes), residual's u64 count prefix (next 8), gather staging |
 //!
 //! Total `8·D + 32` bytes, plus per group 64 bytes of results and per tile of 1,024 particles
 //! 96 bytes of partial sums: 48.1 bytes per particle for the default model, so 10^9 particles
@@ -27,7 +27,7 @@ use std::time::Instant;
 use anyhow::{anyhow, ensure, Context};
 use super::driver::DriverDevice;
 use super::emulator::EmulatedDevice;
-use super::gpu::{args, Buffer, Device, Graph, Identity, Kernel, KernelArg, LaunchConfig};
+use super::gpu::{args, linear_grid, Buffer, Device, Graph, Identity, Kernel, KernelArg, LaunchConfig};
 use super::modules::{self, ModuleConfig, ModuleKind, PROPAGATE_BLOCK, RBLOCK, TILE};
 use super::nvrtc::{self, KernelReport};
 use super::nvtx;
@@ -221,6 +221,16 @@ impl CudaBackend {
         }
     }
 
+    /// Refuses, before anything is compiled, a model the kernels cannot run on this device: a
+    /// shape past the register-resident MLP's limits, or weights past the shared memory a block
+    /// may opt into (issue 11.3).
+    pub fn check_model(&self, model: &crate::model::Mlp) -> anyhow::Result<()> {
+        let shape = model.shape();
+        modules::check_shape(&shape).map_err(anyhow::Error::msg)?;
+        let variant = modules::PropagateVariant::selected(&shape).map_err(anyhow::Error::msg)?;
+        modules::check_shared_fit(&shape, variant, self.device.limits().shared_per_block_optin).map_err(anyhow::Error::msg)
+    }
+
     /// Free and total device memory in bytes.
     pub fn memory(&self) -> anyhow::Result<(usize, usize)> {
         self.device.memory()
@@ -249,6 +259,7 @@ impl CudaBackend {
         let shape = spec.model.shape();
         modules::check_shape(&shape).map_err(anyhow::Error::msg)?;
         let variant = modules::PropagateVariant::selected(&shape).map_err(anyhow::Error::msg)?;
+        modules::check_shared_fit(&shape, variant, self.device.limits().shared_per_block_optin).map_err(anyhow::Error::msg)?;
         let propagate = self.load(ModuleConfig::propagate_variant(&shape, &spec.sampler, variant))?;
         let potential = self.load(ModuleConfig::potential(shape.dim, &spec.reward, spec.potential.kind))?;
         let resample = self.load(ModuleConfig::resample())?;
@@ -351,20 +362,19 @@ impl CudaBackend {
         n.div_ceil(TILE as usize).max(1)
     }
 
-    /// A one-dimensional grid for the tiled kernels, which stride over tiles × groups (issue 11:
+    /// A block per tile of every group, numbered tile + tiles·g along grid.x first (issue 11:
     /// groups on grid.y failed past 65,535).
     fn tiled(&self, n: usize, groups: usize) -> LaunchConfig {
-        self.strided(Self::tiles(n) as u64 * groups as u64)
+        self.numbered(Self::tiles(n) as u64 * groups as u64)
     }
 
-    /// One block per group, striding over the groups.
+    /// A block per group, numbered the same way.
     fn per_group(&self, groups: usize) -> LaunchConfig {
-        self.strided(groups as u64)
+        self.numbered(groups as u64)
     }
 
-    fn strided(&self, blocks: u64) -> LaunchConfig {
-        let grid = blocks.clamp(1, self.device.stride_grid() as u64) as u32;
-        LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
+    fn numbered(&self, blocks: u64) -> LaunchConfig {
+        LaunchConfig { grid_dim: linear_grid(blocks, self.device.grid_x_cap()), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
     }
 
     fn flat(count: usize) -> LaunchConfig {

@@ -196,7 +196,7 @@ impl Device for DriverDevice {
         Ok((sms.max(1) as u32) * per_sm.max(1))
     }
 
-    fn stride_grid(&self) -> u32 {
+    fn grid_x_cap(&self) -> u32 {
         self.limits.max_grid.0
     }
 

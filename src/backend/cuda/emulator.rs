@@ -199,9 +199,9 @@ pub struct EmulatedDevice {
     capture: RefCell<Option<Vec<RecordedLaunch>>>,
 }
 
-/// Blocks a grid-stride kernel is launched with on the emulator: few and odd, so that the tests
-/// walk every kernel's grid-stride loop (a GPU launches up to 2^31 − 1).
-pub const EMULATED_STRIDE_GRID: u32 = 7;
+/// Blocks a tiled launch lays along grid.x on the emulator: few and odd, so that the tests
+/// number blocks across grid.y too (a GPU takes up to 2^31 − 1 along x).
+pub const EMULATED_GRID_X: u32 = 7;
 
 impl EmulatedDevice {
     /// The host emulator with `memory` bytes of pretend device memory.
@@ -282,8 +282,8 @@ impl Device for EmulatedDevice {
         Ok(2)
     }
 
-    fn stride_grid(&self) -> u32 {
-        EMULATED_STRIDE_GRID
+    fn grid_x_cap(&self) -> u32 {
+        EMULATED_GRID_X
     }
 
     fn launch(&self, kernel: &Kernel, config: LaunchConfig, args: &[KernelArg], what: &str) -> anyhow::Result<()> {
@@ -420,6 +420,64 @@ extern "C" __global__ void shuffle_after_exit(int* out) {
         assert!(e.contains("divergent __syncthreads"), "{e}");
         let e = m.launch("shuffle_after_exit", (1, 1, 1), (64, 1, 1), 0, &arg).unwrap_err().to_string();
         assert!(e.contains("lane 5 has exited"), "{e}");
+    }
+
+    /// Issue 11.5: residual resampling when rounding leaves Σ⌊n·w_j⌋ < n with every residual 0.
+    /// Only a group total C above Σ W_j gets there (f64 rounding of C over ≳ 2^26 weights), so
+    /// the total is set by hand: W = [1, 1, 0, 0] with C = 4 gives one copy each of particles 0
+    /// and 1, residuals all 0 and two slots left. The kernels gave both to particle n − 1, whose
+    /// weight is 0; src/resample.rs draws them from the weights themselves. The launches are
+    /// device.rs's residual sequence, on host arrays.
+    #[test]
+    fn residual_slots_left_by_rounding_go_to_live_particles_as_on_the_cpu() {
+        use crate::resample::{self, Cdf, Stream};
+        if let Err(why) = compiler_version() {
+            assert!(std::env::var_os("FLOWSTEER_CI").is_none(), "CI must have a C++ compiler for the emulator: {why}");
+            return println!("SKIPPED: {why}");
+        }
+        let m = EmulatedModule::load(&ModuleConfig::resample(), true).unwrap();
+        let (seed, step) = (0x1234_5678_9abc_def0u64, 7u32);
+        let (k0, k1) = (seed as u32, (seed >> 32) as u32);
+        let (n, tiles, groups) = (4u64, 1u32, 1u64);
+        let mut w = vec![1.0f64, 1.0, 0.0, 0.0];
+        let mut gr = vec![0f64; 8];
+        gr[6] = 1.0; // the group resamples (FS_GR_RESAMPLE)
+        let (w_total, w_last) = (vec![4.0f64], vec![1i64]);
+        let (mut tile_count, mut tile_part, mut tile_last, mut tile_sum) = (vec![0u64], vec![0f64], vec![0i64], vec![0f64]);
+        let (mut res_total, mut copies, mut res_last, mut e_total) = (vec![0f64], vec![0u64], vec![0i64], vec![0f64]);
+        let (mut prefix, mut anc) = (vec![0u64; 4], vec![99u32; 4]);
+        let mut iv = vec![0u32; 16];
+        iv[4] = step; // FS_IV_RESAMPLE_STEP
+        let p = |v: &mut [u8]| KernelArg::U64(v.as_mut_ptr() as u64);
+        macro_rules! a {
+            ($v:expr) => {
+                p(bytemuck::cast_slice_mut(&mut $v[..]))
+            };
+        }
+        let (wt, wl) = (KernelArg::U64(w_total.as_ptr() as u64), KernelArg::U64(w_last.as_ptr() as u64));
+        let (null, u32a, u64a) = (KernelArg::U64(0), KernelArg::U32, KernelArg::U64);
+        let tiled = |name: &str, args: &[KernelArg]| m.launch(name, (3, 1, 1), (256, 1, 1), 0, args).unwrap();
+        tiled("fs_residual_counts", &[a!(w), u64a(n), a!(gr), wt, a!(tile_count), a!(tile_part), a!(tile_last), u32a(tiles), u64a(groups)]);
+        let scan = [a!(gr), a!(tile_part), a!(tile_count), a!(tile_last), u32a(tiles), a!(res_total), a!(copies), a!(res_last), u64a(groups)];
+        tiled("fs_scan_tiles", &scan);
+        assert_eq!((copies[0], res_total[0], res_last[0]), (2, 0.0, -1), "two copies, no residual");
+        tiled("fs_residual_prefix", &[a!(w), u64a(n), a!(gr), wt, a!(tile_count), a!(tile_part), a!(tile_sum), a!(res_last), a!(prefix), u32a(tiles), u64a(groups)]);
+        tiled("fs_residual_slots", &[a!(prefix), u64a(n), a!(gr), a!(copies), a!(anc), u32a(tiles), u64a(groups)]);
+        tiled("fs_residual_fallback", &[a!(gr), wt, wl, a!(res_total), a!(res_last), u64a(groups)]);
+        tiled("fs_exp_tile_sums", &[u64a(n), a!(gr), a!(copies), a!(iv), u32a(k0), u32a(k1), u32a(2), a!(tile_sum), u32a(tiles), u64a(groups)]);
+        tiled("fs_scan_tiles", &[a!(gr), a!(tile_sum), null, null, u32a(tiles), a!(e_total), null, null, u64a(groups)]);
+        let args = [a!(w), u64a(n), a!(gr), a!(res_total), a!(res_last), a!(copies), a!(tile_sum), a!(e_total), u32a(tiles), a!(anc), a!(iv), u32a(k0), u32a(k1), u32a(2), u32a(3), u64a(groups)];
+        tiled("fs_ancestors_multinomial", &args);
+
+        // The CPU's rule on the same numbers: C_{n−1} = 4, clamped to the last positive weight.
+        let cdf = Cdf { w: vec![1.0, 1.0, 0.0, 0.0], c: vec![1.0, 2.0, 2.0, 4.0], last_positive: 1, all_neg_inf: false };
+        let rng = crate::rng::Philox::new(seed);
+        let mut cpu = [0u32; 4];
+        resample::residual(&cdf, Stream { rng: &rng, step, group: 0, n }, &mut cpu);
+        println!("fallback ancestors: emulated CUDA {anc:?}, CPU {cpu:?}");
+        assert_eq!(&anc[..2], &[0, 1], "the deterministic copies first");
+        assert!(anc.iter().all(|&a| a <= 1), "a particle of weight 0 got a slot: {anc:?}");
+        assert_eq!(anc, cpu);
     }
 
     #[test]

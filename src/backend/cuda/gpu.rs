@@ -162,6 +162,16 @@ pub fn check_launch(limits: &DeviceLimits, kernel: &str, resources: &KernelResou
     Ok(())
 }
 
+/// Grid dimensions for `blocks` blocks numbered x first, then y (`fs_block_index` in
+/// kernels/block.cuh): up to `x_cap` along x, at least enough that y stays within 65,535. A count
+/// past (2^31 − 1) × 65,535 saturates y, which [`check_launch`] then refuses.
+pub fn linear_grid(blocks: u64, x_cap: u32) -> (u32, u32, u32) {
+    let blocks = blocks.max(1);
+    let x = blocks.min(x_cap.max(1) as u64).max(blocks.div_ceil(65_535)).min(i32::MAX as u64);
+    let y = u32::try_from(blocks.div_ceil(x)).unwrap_or(u32::MAX);
+    (x as u32, y, 1)
+}
+
 /// Device memory owned by a buffer; freed when dropped.
 pub trait Allocation: Send {
     /// The device address.
@@ -254,9 +264,10 @@ pub trait Device {
     /// runs at once, for the persistent kernels' grids.
     fn resident_blocks(&self, kernel: &Kernel, block: u32, shared: u32) -> anyhow::Result<u32>;
 
-    /// The most blocks a grid-stride kernel is launched with: the grid limit on a GPU; small on
-    /// the emulator, so that the tests walk the kernels' grid-stride loops.
-    fn stride_grid(&self) -> u32;
+    /// The most blocks a tiled launch lays along grid.x before it continues on grid.y (kernels'
+    /// `fs_block_index`): the device's limit on a GPU; a few on the emulator, so that the tests
+    /// use both dimensions.
+    fn grid_x_cap(&self) -> u32;
 
     /// Checks the launch against [`Device::limits`] and enqueues it (records it while capturing).
     fn launch(&self, kernel: &Kernel, config: LaunchConfig, args: &[KernelArg], what: &str) -> anyhow::Result<()>;
@@ -324,6 +335,25 @@ mod tests {
         assert!(e.contains("1025"), "{e}");
         let square = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (64, 32, 1), shared_mem_bytes: 0 };
         assert!(check_launch(&l, "k", &plain, &square).is_err(), "2,048 threads in a 2-D block");
+    }
+
+    #[test]
+    fn linear_grids_cover_every_block_within_the_limits() {
+        let l = DeviceLimits::SM_90;
+        let r = KernelResources::new(None, 0);
+        for (blocks, cap) in [(1u64, 7u32), (70_000, 7), (70_000, i32::MAX as u32), (1 << 36, i32::MAX as u32), (458_745, 7), (458_746, 7)] {
+            let (x, y, z) = linear_grid(blocks, cap);
+            let covered = x as u64 * y as u64;
+            assert!(covered >= blocks && covered - blocks < x as u64, "{blocks} blocks on ({x}, {y}, {z})");
+            let c = LaunchConfig { grid_dim: (x, y, z), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            assert!(check_launch(&l, "k", &r, &c).is_ok(), "{blocks} blocks on ({x}, {y}, {z})");
+        }
+        // Groups on grid.y, as before issue 11, are what the limits refuse.
+        let old = LaunchConfig { grid_dim: (1, 70_000, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        assert!(check_launch(&l, "k", &r, &old).is_err());
+        // Past (2^31 − 1) × 65,535 blocks: refused, not truncated.
+        let (x, y, z) = linear_grid(u64::MAX / 2, i32::MAX as u32);
+        assert!(check_launch(&l, "k", &r, &LaunchConfig { grid_dim: (x, y, z), block_dim: (256, 1, 1), shared_mem_bytes: 0 }).is_err());
     }
 
     #[test]
