@@ -13,6 +13,13 @@ static_assert(FS_RBLOCK % 32 == 0 && FS_RBLOCK <= 1024, "FS_RBLOCK must be a mul
 #define FS_POS_INF_F __int_as_float(0x7f800000)
 #define FS_NEG_INF_D __longlong_as_double(0xfff0000000000000ull)
 
+// The block's index on a grid numbered x first, then y: the host lays tiles × groups (up to
+// (2^31 − 1) × 65,535 blocks) along grid.x and spills into grid.y only past the x limit, so no
+// count of groups meets the 65,535 of a grid's y alone (issue 11).
+__device__ __forceinline__ unsigned long long fs_block_index() {
+    return blockIdx.x + (unsigned long long)blockIdx.y * gridDim.x;
+}
+
 template <typename T>
 __device__ __forceinline__ T fs_warp_sum(T v) {
 #pragma unroll

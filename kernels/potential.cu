@@ -6,7 +6,7 @@
 // resampling step, iv[FS_IV_REWARD_T] as f32 bits); FS_POTENTIAL selects the potential
 // (0 max, 1 add, 2 diff, 3 rt, 4 is, 5 bon) with λ and r_min as kernel arguments.
 //
-// fs_weigh (grid: tiles × groups, FS_RBLOCK threads, FS_ITEMS particles per thread):
+// fs_weigh (a block per tile of a group, fs_block_index, FS_RBLOCK threads, FS_ITEMS per thread):
 //   r = reward(rin)                       rin = x̂1, x_t or the final sample (propagate.cu `emit`)
 //   (log G, state') = update(state, r)    as Potential::update in src/potential.rs
 //   lw' = lw + log G; NaN or +inf → −inf, counted (SPEC §5)
@@ -87,8 +87,10 @@ __device__ __forceinline__ float fs_potential_update(float lambda, float* carrie
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
     const float* __restrict__ rin, unsigned long long stride, float* __restrict__ carried, float* __restrict__ acc,
     float* __restrict__ lw, unsigned long long n, const unsigned int* __restrict__ iv, float lambda,
-    double* __restrict__ tile_part, unsigned int tiles) {
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    double* __restrict__ tile_part, unsigned int tiles, unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     const int is_final = (int)iv[FS_IV_IS_FINAL];
     const float t = __int_as_float((int)iv[FS_IV_REWARD_T]);
     double m_new = FS_NEG_INF_D, m_old = FS_NEG_INF_D;
@@ -160,8 +162,9 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
 // One block per group. tau < 0: always resample; else resample when ESS < tau·n.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh_finalize(
     const double* __restrict__ tile_part, unsigned int tiles, unsigned long long n, float tau,
-    double* __restrict__ group_out) {
-    const unsigned int g = blockIdx.x;
+    double* __restrict__ group_out, unsigned long long groups) {
+    const unsigned long long g = fs_block_index();
+    if (g >= groups) return;
     const double* base = tile_part + (unsigned long long)g * tiles * FS_TP_SLOTS;
     double m_new = FS_NEG_INF_D, m_old = FS_NEG_INF_D;
     for (unsigned int t = threadIdx.x; t < tiles; t += FS_RBLOCK) {

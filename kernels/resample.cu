@@ -10,18 +10,22 @@
 //                exponential spacings, so the ancestors come out sorted and exact (no Metropolis).
 //   systematic:  U = u(g, draw 0) − 2^-24; a_i = search((i + U)/n).
 //   stratified:  U_i = u(g·n+i, draw 0) − 2^-24; a_i = search((i + U_i)/n).
-//   residual:    w_j = W_j/C_{n−1}; floor(n·w_j) copies of j first, in order of j (scattered by
-//                an exclusive scan of the counts); the R remaining slots by the multinomial rule
-//                on the residuals n·w_j − floor(n·w_j), draws 2 (E_i, particle g·n+i, i < R) and
-//                3 (the extra, particle g·n), clamped to the last j with a positive residual.
-//                (Not yet mirrored: the CPU's fallback to the weights themselves when rounding
-//                leaves every residual at 0 with slots unfilled; it needs Σ floor(n·w_j) < n with
-//                every n·w_j an exact integer.)
+//   residual:    w_j = W_j/C_{n−1}; floor(n·w_j) copies of j first, in order of j (one thread
+//                per slot, a binary search in the inclusive prefix of the counts); the R remaining
+//                slots by the multinomial rule on the residuals n·w_j − floor(n·w_j), draws 2
+//                (E_i, particle g·n+i, i < R) and 3 (the extra, particle g·n), clamped to the last
+//                j with a positive residual — or, when rounding leaves every residual at 0 with
+//                slots unfilled, on the weights themselves (as the CPU), so a dead particle never
+//                gets a slot.
 // Groups whose resample flag (set by fs_weigh_finalize, on the device) is 0 are skipped whole.
 //
 // Scans are reduce-then-scan: (1) per-tile sums, (2) one block per group scans its tile sums,
 // (3) each tile rescans itself from its offset. Nothing but the tile sums is stored besides the
-// CDF itself, which lives in the scratch rows `alt` (reused by the gather afterwards).
+// CDF itself, which lives in the scratch rows `alt` (reused by the gather afterwards), and for
+// residual the u64 prefix of the counts (the next 8 bytes per particle of `alt`).
+// Tiled kernels number their blocks tile + tiles·g by fs_block_index (grid.x first, then grid.y),
+// so any count of groups fits the grid (groups on grid.y stopped at 65,535); per-group kernels
+// number groups the same way.
 //
 // Variants: v1 (this): binary search of each sorted uniform in the CDF (O(log n) per slot; the
 // merge-path search is the next variant to try). Not yet measured on a GPU.
@@ -39,7 +43,7 @@
 #define FS_GR_SLOTS 8
 #define FS_IV_RESAMPLE_STEP 4
 
-__device__ __forceinline__ bool fs_group_resamples(const double* gr, unsigned int g) {
+__device__ __forceinline__ bool fs_group_resamples(const double* gr, unsigned long long g) {
     return gr[(unsigned long long)g * FS_GR_SLOTS + FS_GR_RESAMPLE] != 0.0;
 }
 
@@ -58,8 +62,10 @@ __device__ __forceinline__ unsigned long long fs_search(const double* __restrict
 // (1) W_j into `w` (f64, indexed like the particles), per-tile Σ W and last j with W_j > 0.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_weights(
     const float* __restrict__ lw, unsigned long long n, const double* __restrict__ gr, double* __restrict__ w,
-    double* __restrict__ tile_sum, long long* __restrict__ tile_last, unsigned int tiles) {
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    double* __restrict__ tile_sum, long long* __restrict__ tile_last, unsigned int tiles, unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     const double m = gr[(unsigned long long)g * FS_GR_SLOTS + FS_GR_MAX_LW];
     const bool all = gr[(unsigned long long)g * FS_GR_SLOTS + FS_GR_ALL_NEG_INF] != 0.0;
@@ -90,8 +96,9 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_weights(
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_scan_tiles(
     const double* __restrict__ gr, double* __restrict__ tile_sum, unsigned long long* __restrict__ tile_count,
     const long long* __restrict__ tile_last, unsigned int tiles, double* __restrict__ group_total,
-    unsigned long long* __restrict__ group_count, long long* __restrict__ group_last) {
-    const unsigned int g = blockIdx.x;
+    unsigned long long* __restrict__ group_count, long long* __restrict__ group_last, unsigned long long groups) {
+    const unsigned long long g = fs_block_index();
+    if (g >= groups) return;
     if (!fs_group_resamples(gr, g)) return;
     double carry = 0.0;
     unsigned long long ccarry = 0;
@@ -127,8 +134,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_scan_tiles(
 // (3) In-place inclusive scan of `w` within each tile, from the tile's offset: w becomes C.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_cdf(
     double* __restrict__ w, unsigned long long n, const double* __restrict__ gr, const double* __restrict__ tile_offset,
-    unsigned int tiles) {
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    unsigned int tiles, unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     double carry = tile_offset[(unsigned long long)g * tiles + tile];
     for (int k = 0; k < FS_ITEMS; ++k) {
@@ -146,8 +155,11 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_cdf(
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_grid(
     const double* __restrict__ c, unsigned long long n, const double* __restrict__ gr,
     const double* __restrict__ group_total, const long long* __restrict__ group_last, unsigned int* __restrict__ anc,
-    const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, int scheme) {
-    const unsigned int g = blockIdx.y;
+    const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, int scheme, unsigned int tiles,
+    unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     const unsigned int step = iv[FS_IV_RESAMPLE_STEP];
     const double total = group_total[g];
@@ -155,7 +167,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_grid(
     const double u_sys = (double)(fs_uniform1(g, step, FS_PURPOSE_RESAMPLING, 0u, key0, key1) - 5.9604645e-08f);
 #pragma unroll
     for (int k = 0; k < FS_ITEMS; ++k) {
-        const unsigned long long j = (unsigned long long)blockIdx.x * FS_TILE + k * FS_RBLOCK + threadIdx.x;
+        const unsigned long long j = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
         if (j >= n) continue;
         const unsigned long long i = (unsigned long long)g * n + j;
         const double u = scheme == 1
@@ -171,8 +183,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_grid(
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_exp_tile_sums(
     unsigned long long n, const double* __restrict__ gr, const unsigned long long* __restrict__ k_copies,
     const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, unsigned int draw,
-    double* __restrict__ tile_sum, unsigned int tiles) {
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    double* __restrict__ tile_sum, unsigned int tiles, unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     const unsigned long long count = k_copies ? n - min(k_copies[g], n) : n;
     const unsigned int step = iv[FS_IV_RESAMPLE_STEP];
@@ -192,8 +206,11 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_multinomial
     const double* __restrict__ cdf_total, const long long* __restrict__ cdf_last,
     const unsigned long long* __restrict__ k_copies, const double* __restrict__ e_offset,
     const double* __restrict__ e_total, unsigned int tiles, unsigned int* __restrict__ anc,
-    const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, unsigned int draw, unsigned int draw_extra) {
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    const unsigned int* __restrict__ iv, unsigned int key0, unsigned int key1, unsigned int draw, unsigned int draw_extra,
+    unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     const unsigned long long offset = k_copies ? min(k_copies[g], n) : 0ull;
     const unsigned long long count = n - offset;
@@ -221,8 +238,10 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_ancestors_multinomial
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_counts(
     const double* __restrict__ w, unsigned long long n, const double* __restrict__ gr, const double* __restrict__ wtotal,
     unsigned long long* __restrict__ tile_count, double* __restrict__ tile_sum, long long* __restrict__ tile_last,
-    unsigned int tiles) {
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    unsigned int tiles, unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     const double tot = wtotal[g];
     unsigned long long cnt = 0;
@@ -250,45 +269,88 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_counts(
     }
 }
 
-// Residual, pass 2: scatter floor(n·w_j) copies of j to slots [P_j, P_j + c_j) (P: exclusive scan
-// of the counts), and turn `w` into the inclusive CDF of the residuals.
-extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_scatter(
+// Residual, pass 2: the inclusive prefix P_j of the counts c_j = floor(n·w_j) into `prefix`
+// (u64, indexed like the particles), and `w` turned into the inclusive CDF the remaining slots
+// are drawn from: the residuals' — or, when every residual is 0 (`res_last` < 0: rounding left
+// Σ c_j < n), the weights' own, as src/resample.rs falls back to (w_offset: the scanned W tile sums).
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_prefix(
     double* __restrict__ w, unsigned long long n, const double* __restrict__ gr, const double* __restrict__ wtotal,
-    const unsigned long long* __restrict__ count_offset, const double* __restrict__ res_offset, unsigned int tiles,
-    unsigned int* __restrict__ anc) {
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    const unsigned long long* __restrict__ count_offset, const double* __restrict__ res_offset,
+    const double* __restrict__ w_offset, const long long* __restrict__ res_last, unsigned long long* __restrict__ prefix,
+    unsigned int tiles, unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     const double tot = wtotal[g];
-    const unsigned long long at = (unsigned long long)g * tiles + tile;
+    const bool fallback = res_last[g] < 0;  // uniform in the block
+    const unsigned long long at = g * tiles + tile;
     unsigned long long ccarry = count_offset[at];
-    double rcarry = res_offset[at];
+    double carry = fallback ? w_offset[at] : res_offset[at];
     for (int k = 0; k < FS_ITEMS; ++k) {
-        const unsigned long long j = (unsigned long long)tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
-        const unsigned long long i = (unsigned long long)g * n + j;
-        double nw = 0.0;
-        if (j < n) nw = ((double)n * w[i]) / tot;
+        const unsigned long long j = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
+        const unsigned long long i = g * n + j;
+        const double wj = j < n ? w[i] : 0.0;
+        const double nw = ((double)n * wj) / tot;  // (n·W_j)/C, as fs_residual_counts
         const double fl = floor(nw);
         const unsigned long long c = (unsigned long long)fl;
-        const double res = nw - fl;
         unsigned long long ctotal;
         const unsigned long long cincl = fs_block_inclusive_scan(c, &ctotal);
-        double rtotal;
-        const double rincl = fs_block_inclusive_scan(res, &rtotal);
+        const double v = fallback ? wj : nw - fl;
+        double vtotal;
+        const double vincl = fs_block_inclusive_scan(v, &vtotal);
         if (j < n) {
-            const unsigned long long start = ccarry + cincl - c;
-            for (unsigned long long q = 0; q < c && start + q < n; ++q) anc[(unsigned long long)g * n + start + q] = (unsigned int)j;
-            w[i] = rcarry + rincl;
+            prefix[i] = ccarry + cincl;
+            w[i] = carry + vincl;
         }
         ccarry += ctotal;
-        rcarry += rtotal;
+        carry += vtotal;
     }
+}
+
+// Residual, pass 3: one thread per slot s < min(K, n) (K = Σ c_j): a_s = the smallest j with
+// P_j > s, so the deterministic copies come first in order of j, written in parallel however
+// they are spread (one dominant particle fills n slots).
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_slots(
+    const unsigned long long* __restrict__ prefix, unsigned long long n, const double* __restrict__ gr,
+    const unsigned long long* __restrict__ k_copies, unsigned int* __restrict__ anc, unsigned int tiles,
+    unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
+    if (!fs_group_resamples(gr, g)) return;
+    const unsigned long long copies = min(k_copies[g], n);
+    const unsigned long long* p = prefix + g * n;
+#pragma unroll
+    for (int k = 0; k < FS_ITEMS; ++k) {
+        const unsigned long long s = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
+        if (s >= copies) continue;
+        unsigned long long lo = 0, hi = n - 1;  // P_{n−1} = K > s: the search always lands
+        while (lo < hi) {
+            const unsigned long long mid = lo + (hi - lo) / 2;
+            if (p[mid] > s) hi = mid; else lo = mid + 1;
+        }
+        anc[g * n + s] = (unsigned int)lo;
+    }
+}
+
+// Residual, pass 4 (one thread per group): a group whose residuals are all 0 draws its remaining
+// slots from the weights' CDF (pass 2), so the multinomial pass reads the weights' total and last
+// positive index instead of the residuals' (src/resample.rs: a dead particle never gets a slot).
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_fallback(
+    const double* __restrict__ gr, const double* __restrict__ w_total, const long long* __restrict__ w_last,
+    double* __restrict__ res_total, long long* __restrict__ res_last, unsigned long long groups) {
+    const unsigned long long g = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= groups || !fs_group_resamples(gr, g) || res_last[g] >= 0) return;
+    res_total[g] = w_total[g];
+    res_last[g] = w_last[g];
 }
 
 // lw doubles as the "chosen" marks of resampled groups (its values are reset anyway): clear them.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_clear(unsigned int* __restrict__ marks, unsigned long long n,
                                                                       unsigned long long total, const double* __restrict__ gr) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total || !fs_group_resamples(gr, (unsigned int)(i / n))) return;
+    if (i >= total || !fs_group_resamples(gr, i / n)) return;
     marks[i] = 0u;
 }
 
@@ -298,19 +360,21 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_set(unsigned in
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     const unsigned long long g = i / n;
-    if (!fs_group_resamples(gr, (unsigned int)g)) return;
+    if (!fs_group_resamples(gr, g)) return;
     marks[g * n + anc[i]] = 1u;  // racing writers store the same value
 }
 
 // Counts the marks per group into gr[DISTINCT] and leaves the log-weights at 0 (reset, SPEC §5).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_count(unsigned int* __restrict__ marks, unsigned long long n,
-                                                                      double* __restrict__ gr) {
-    const unsigned int g = blockIdx.y;
+                                                                      double* __restrict__ gr, unsigned int tiles, unsigned long long groups) {
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     if (!fs_group_resamples(gr, g)) return;
     unsigned long long c = 0;
 #pragma unroll
     for (int k = 0; k < FS_ITEMS; ++k) {
-        const unsigned long long j = (unsigned long long)blockIdx.x * FS_TILE + k * FS_RBLOCK + threadIdx.x;
+        const unsigned long long j = tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
         if (j >= n) continue;
         const unsigned long long i = (unsigned long long)g * n + j;
         c += marks[i];
@@ -329,7 +393,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_gather(
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     const unsigned long long g = i / n;
-    if (!fs_group_resamples(gr, (unsigned int)g)) {
+    if (!fs_group_resamples(gr, g)) {
         anc[i] = (unsigned int)(i - g * n);
         return;
     }
@@ -345,7 +409,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_gather_commit(
     const float* __restrict__ alt, unsigned int dim, unsigned long long n, unsigned long long total,
     unsigned long long stride, const double* __restrict__ gr) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total || !fs_group_resamples(gr, (unsigned int)(i / n))) return;
+    if (i >= total || !fs_group_resamples(gr, i / n)) return;
     for (unsigned int d = 0; d < dim; ++d) x[d * stride + i] = alt[d * stride + i];
     carried[i] = alt[dim * stride + i];
     acc[i] = alt[(dim + 1) * stride + i];

@@ -85,13 +85,15 @@ __device__ __forceinline__ void fs_block_argmax(float* ss, unsigned long long* s
     }
 }
 
-// Per-tile best (score, index): grid (tiles, groups).
+// Per-tile best (score, index): a block per tile of a group (fs_block_index).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_tiles(
     const float* __restrict__ score, unsigned long long n, float* __restrict__ tile_score,
-    unsigned long long* __restrict__ tile_index, unsigned int tiles) {
+    unsigned long long* __restrict__ tile_index, unsigned int tiles, unsigned long long groups) {
     __shared__ float ss[FS_RBLOCK];
     __shared__ unsigned long long si[FS_RBLOCK];
-    const unsigned int tile = blockIdx.x, g = blockIdx.y;
+    const unsigned long long b = fs_block_index();
+    if (b >= (unsigned long long)tiles * groups) return;
+    const unsigned long long tile = b % tiles, g = b / tiles;
     float best = __int_as_float(0x7fc00000);
     unsigned long long bi = ~0ull;
     for (unsigned long long j = (unsigned long long)tile * FS_RBLOCK * 4 + threadIdx.x;
@@ -109,10 +111,11 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_tiles(
 // One block per group: the best of the tiles → sel[g] (within-group index), best[g] (score).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_groups(
     const float* __restrict__ tile_score, const unsigned long long* __restrict__ tile_index, unsigned int tiles,
-    unsigned int* __restrict__ sel, float* __restrict__ best) {
+    unsigned int* __restrict__ sel, float* __restrict__ best, unsigned long long groups) {
     __shared__ float ss[FS_RBLOCK];
     __shared__ unsigned long long si[FS_RBLOCK];
-    const unsigned int g = blockIdx.x;
+    const unsigned long long g = fs_block_index();
+    if (g >= groups) return;
     float b = __int_as_float(0x7fc00000);
     unsigned long long bi = ~0ull;
     for (unsigned int t = threadIdx.x; t < tiles; t += FS_RBLOCK) {

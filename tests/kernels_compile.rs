@@ -38,8 +38,8 @@ fn budget(config: &ModuleConfig, kernel: &str) -> u32 {
         (ModuleKind::Propagate, "fs_propagate") => (2 * define("FS_H") + 6 * define("FS_D") + 96).min(255),
         (ModuleKind::Potential, _) => 96,
         (ModuleKind::Resample, "fs_resample_weights" | "fs_scan_tiles" | "fs_resample_cdf" | "fs_ancestors_grid"
-            | "fs_exp_tile_sums" | "fs_ancestors_multinomial" | "fs_residual_counts" | "fs_residual_scatter"
-            | "fs_marks_count") => 96,
+            | "fs_exp_tile_sums" | "fs_ancestors_multinomial" | "fs_residual_counts" | "fs_residual_prefix"
+            | "fs_residual_slots" | "fs_marks_count") => 96,
         (ModuleKind::Search, "fs_argmax_tiles" | "fs_argmax_groups") => 96,
         _ => 64,
     }

@@ -321,11 +321,14 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
     let flops_per_eval = 2.0 * spec.model.macs_per_eval() as f64;
     let evals_per_step = spec.sampler.evals_per_step() as f64;
     let result = (|| -> anyhow::Result<(Timings, f64, f64, f64)> {
-        let mut p = backend.init(spec, layout, Init::Noise)?;
+        // Each phase holds one population at a time: the steer row builds its own in every repeat,
+        // so none may be alive beside it (two of 10^9 particles do not fit an 80 GB device).
+        let init = |backend: &mut B| backend.init(spec, layout, Init::Noise);
         let at = WeighAt { step: args.grid * 3 / 4, index: 0, is_final: false };
         // (timings, units per call, flops per call, bytes per call)
         match phase {
             Phase::Propagate => {
+                let mut p = init(backend)?;
                 let steps = 0..args.steps;
                 let tm = time_repeats(args.warmup, args.repeats, probe, || backend.propagate(spec, &mut p, steps.clone()))?;
                 let units = (n * args.steps) as f64;
@@ -333,12 +336,14 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                 Ok((tm, units, units * evals_per_step * flops_per_eval, 2.0 * 4.0 * dim * n as f64))
             }
             Phase::Potential => {
+                let mut p = init(backend)?;
                 let tm = time_repeats(args.warmup, args.repeats, probe, || backend.weigh(spec, &mut p, at).map(|_| ()))?;
                 // One velocity evaluation for x̂1; reads x, reads and writes the potential state
                 // and the log-weight (4 bytes each).
                 Ok((tm, n as f64, n as f64 * flops_per_eval, n as f64 * (4.0 * dim + 16.0)))
             }
             Phase::Resample => {
+                let mut p = init(backend)?;
                 backend.weigh(spec, &mut p, at)?;
                 let tm = time_repeats(args.warmup, args.repeats, probe, || backend.resample(spec, &mut p, at.step, false).map(|_| ()))?;
                 // Reads the weights, writes the ancestors, gathers position, potential state,
@@ -656,5 +661,33 @@ mod tests {
         let cli = Cli::try_parse_from(["bench"]).unwrap();
         assert_eq!(cli.bench.particles.counts(), &[1 << 14, 1 << 16]);
         assert!(Cli::try_parse_from(["bench", "--particles", "2^12..2^10"]).is_err());
+    }
+
+    /// Issue 11.2: the steer row built its populations while the row's first one was still
+    /// alive, so a count that fits the device once could not run (10^9 particles on an 80 GB
+    /// GPU). On an emulated device with room for one and a half populations the row runs.
+    #[test]
+    fn the_steer_row_holds_one_population_at_a_time() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: Args,
+        }
+        let cli = Cli::try_parse_from(["bench", "--grid", "10", "--steps", "1", "--repeats", "1", "--warmup", "0"]).unwrap();
+        let n = 4096;
+        let need = crate::backend::cuda::device::bytes_needed(2, n, 1);
+        let mut backend = match crate::backend::cuda::CudaBackend::emulated(need * 3 / 2 + (1 << 16)) {
+            Ok(b) => b,
+            Err(e) => {
+                assert!(std::env::var_os("FLOWSTEER_CI").is_none(), "CI must have the emulator: {e:#}");
+                return println!("SKIPPED: {e:#}");
+            }
+        };
+        let sampler = Sampler { kind: SamplerKind::Euler, steps: 10, k: 0.1, form: SdeForm::Marginal };
+        let spec = bench_spec(Mlp::init_uniform(2, 64, 3, Activation::Elu, 0), sampler);
+        let row = measure_row(&mut backend, &spec, n, Phase::Steer, &cli.bench, &mut sgemm::Probe::new());
+        assert!(row.note.is_none(), "{:?}", row.note);
+        assert!(row.median_s.is_some());
     }
 }

@@ -256,6 +256,7 @@ impl Prepared {
         let mut b = AnyBackend::resolve(self.backend.choice)?;
         if let AnyBackend::Cuda(c) = &mut b {
             c.use_graph &= !self.no_graph;
+            c.check_model(&self.spec.model).with_context(|| format!("model file {}", self.model_path.display()))?;
         }
         Ok(b)
     }

@@ -245,7 +245,10 @@ pub fn sample_ranked(cfg: &SampleConfig) -> anyhow::Result<Option<SampleOutcome>
         match resolved.choice {
             BackendChoice::Cpu => sample_on(&mut CpuBackend::new(), &spec, n, init.as_deref(), &mut times)?,
             choice @ (BackendChoice::Cuda | BackendChoice::CudaEmulated) => match crate::backend::cuda::AnyBackend::resolve(choice)? {
-                crate::backend::cuda::AnyBackend::Cuda(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
+                crate::backend::cuda::AnyBackend::Cuda(mut b) => {
+                    b.check_model(&spec.model).map_err(|e| e.context(format!("model file {}", cfg.model.display())))?;
+                    sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?
+                }
                 crate::backend::cuda::AnyBackend::Cpu(mut b) => sample_on(&mut b, &spec, n, init.as_deref(), &mut times)?,
             },
             BackendChoice::Auto => unreachable!("resolve() never returns auto"),

@@ -1,4 +1,5 @@
-//! The CUDA backend proper: a device ([`super::gpu::Device`]: the GPU, or the host emulator),
+//! The CUDA backend proper: a device ([`super::gpu::Device`]: the GPU through [`super::driver`],
+//! or the host emulator [`super::emulator`], chosen when the backend is opened),
 //! the run's modules (compiled by [`super::nvrtc`] and cached on disk), particle buffers
 //! allocated once per run, and the launches behind every [`Backend`] primitive. One resampling
 //! interval is captured as a CUDA graph and replayed ([`CudaBackend::use_graph`]; `--no-graph`
@@ -12,7 +13,7 @@
 //! | `lw` | 4 | log-weights; doubles as the "chosen" marks while resampling |
 //! | `root` | 4 | ancestry ids |
 //! | `anc` | 4 | ancestors; scores for the search methods |
-//! | `alt` | 4·(D+3) | scratch rows: reward input (x̂1), f64 weights/CDF (first 8 bytes), gather staging |
+//! | `alt` | 4·(D+3) | scratch rows: reward input (x̂1), f64 weights/CDF (first 8 bytes), residual's u64 count prefix (next 8), gather staging |
 //!
 //! Total `8·D + 32` bytes, plus per group 64 bytes of results and per tile of 1,024 particles
 //! 96 bytes of partial sums: 48.1 bytes per particle for the default model, so 10^9 particles
@@ -23,10 +24,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, ensure, Context};
-use cudarc::driver::LaunchConfig;
-
-use super::gpu::{args, Buffer, Device, Graph, Kernel, KernelArg, Module};
+use anyhow::{anyhow, ensure, Context};
+use super::driver::DriverDevice;
+use super::emulator::EmulatedDevice;
+use super::gpu::{args, linear_grid, Buffer, Device, Graph, Identity, Kernel, KernelArg, LaunchConfig};
 use super::modules::{self, ModuleConfig, ModuleKind, PROPAGATE_BLOCK, RBLOCK, TILE};
 use super::nvrtc::{self, KernelReport};
 use super::nvtx;
@@ -69,13 +70,40 @@ pub fn bytes_needed(dim: usize, total: usize, groups: usize) -> usize {
     total * bytes_per_particle(dim) + groups * (GR_SLOTS * 8 + 4 * 8) + tiles * (TP_SLOTS * 8 + 8 + 8 + 8) + 4096
 }
 
+/// Refuses a population of `total` particles in `groups` groups that does not fit `free` bytes of
+/// device memory, with the bytes needed and the largest population (a multiple of `groups`) that
+/// fits. Pure arithmetic, so that the 10^9-particle case is tested without a GPU.
+pub fn check_fits(dim: usize, total: usize, groups: usize, free: usize, device: &str) -> Result<(), String> {
+    let need = bytes_needed(dim, total, groups);
+    if need <= free {
+        return Ok(());
+    }
+    // The largest n per group that fits: bytes_needed grows with n.
+    let (mut lo, mut hi) = (0usize, total / groups.max(1));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if bytes_needed(dim, mid * groups, groups) <= free {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let fits = lo * groups;
+    Err(format!(
+        "{total} particles need {need} bytes ({:.2} GB) of device memory but {device} has {free} bytes ({:.2} GB) free; \
+         the largest population that fits is {fits} particles ({lo} per group × {groups} groups): lower -n or --groups",
+        need as f64 / 1e9,
+        free as f64 / 1e9
+    ))
+}
+
 fn tile_capacity(total: usize, groups: usize) -> usize {
     total.div_ceil(TILE as usize) + groups + 1
 }
 
-/// A loaded module and its functions.
+/// A loaded module's kernels by name.
 struct Loaded {
-    module: Module,
+    kernels: HashMap<&'static str, Kernel>,
     config: ModuleConfig,
 }
 
@@ -139,7 +167,7 @@ struct GraphKey {
 
 /// The CUDA engine.
 pub struct CudaBackend {
-    device: Device,
+    device: Box<dyn Device>,
     pub arch: String,
     pub device_name: String,
     loaded: HashMap<String, Loaded>,
@@ -154,22 +182,24 @@ pub struct CudaBackend {
     pub use_cache: bool,
 }
 
+/// Blocks of `per` threads for `count` items; saturates past u32 so that [`super::gpu::check_launch`]
+/// refuses the launch instead of a truncated grid running part of it.
 fn blocks(count: usize, per: u32) -> u32 {
-    count.div_ceil(per as usize).max(1) as u32
+    u32::try_from(count.div_ceil(per as usize).max(1)).unwrap_or(u32::MAX)
 }
 
 impl CudaBackend {
     /// Opens device 0 with a non-default stream. Fails (never panics) without a driver or device.
     pub fn new() -> anyhow::Result<Self> {
-        let (device, id) = Device::open_driver()?;
-        Ok(Self::on(device, id))
+        let (device, id) = DriverDevice::open()?;
+        Ok(Self::on(Box::new(device), id))
     }
 
     /// The same backend over the host emulator of the kernels ([`super::emulator`]), with
     /// `memory` bytes of pretend device memory: for testing without a GPU.
     pub fn emulated(memory: usize) -> anyhow::Result<Self> {
-        let (device, id) = Device::open_emulated(memory)?;
-        Ok(Self::on(device, id))
+        let (device, id) = EmulatedDevice::open(memory)?;
+        Ok(Self::on(Box::new(device), id))
     }
 
     /// Whether the kernels run on the host emulator.
@@ -177,7 +207,7 @@ impl CudaBackend {
         self.device.is_emulated()
     }
 
-    fn on(device: Device, id: super::gpu::Identity) -> Self {
+    fn on(device: Box<dyn Device>, id: Identity) -> Self {
         Self {
             device,
             arch: id.arch,
@@ -189,6 +219,16 @@ impl CudaBackend {
             reports: Vec::new(),
             use_cache: true,
         }
+    }
+
+    /// Refuses, before anything is compiled, a model the kernels cannot run on this device: a
+    /// shape past the register-resident MLP's limits, or weights past the shared memory a block
+    /// may opt into (issue 11.3).
+    pub fn check_model(&self, model: &crate::model::Mlp) -> anyhow::Result<()> {
+        let shape = model.shape();
+        modules::check_shape(&shape).map_err(anyhow::Error::msg)?;
+        let variant = modules::PropagateVariant::selected(&shape).map_err(anyhow::Error::msg)?;
+        modules::check_shared_fit(&shape, variant, self.device.limits().shared_per_block_optin).map_err(anyhow::Error::msg)
     }
 
     /// Free and total device memory in bytes.
@@ -207,10 +247,11 @@ impl CudaBackend {
             return Ok(key);
         }
         let start = Instant::now();
-        let (module, reports) = self.device.load(&config, &self.arch, self.use_cache)?;
+        let module = self.device.load(&config, &self.arch, self.use_cache)?;
         self.compile_seconds += start.elapsed().as_secs_f64();
-        self.reports.extend(reports);
-        self.loaded.insert(key.clone(), Loaded { module, config });
+        self.reports.extend(module.reports);
+        let kernels = module.kernels.into_iter().map(|k| (k.name, k)).collect();
+        self.loaded.insert(key.clone(), Loaded { kernels, config });
         Ok(key)
     }
 
@@ -218,6 +259,7 @@ impl CudaBackend {
         let shape = spec.model.shape();
         modules::check_shape(&shape).map_err(anyhow::Error::msg)?;
         let variant = modules::PropagateVariant::selected(&shape).map_err(anyhow::Error::msg)?;
+        modules::check_shared_fit(&shape, variant, self.device.limits().shared_per_block_optin).map_err(anyhow::Error::msg)?;
         let propagate = self.load(ModuleConfig::propagate_variant(&shape, &spec.sampler, variant))?;
         let potential = self.load(ModuleConfig::potential(shape.dim, &spec.reward, spec.potential.kind))?;
         let resample = self.load(ModuleConfig::resample())?;
@@ -232,11 +274,11 @@ impl CudaBackend {
 
     fn func(&self, module: &str, name: &str) -> anyhow::Result<Kernel> {
         let m = self.loaded.get(module).ok_or_else(|| anyhow!("module {module} is not loaded"))?;
-        Device::kernel(&m.module, &m.config, name)
+        m.kernels.get(name).cloned().ok_or_else(|| anyhow!("kernel {name} is not in module {}", m.config.label))
     }
 
     fn ptr<T>(&self, s: &Buffer<T>) -> u64 {
-        self.device.ptr(s)
+        s.ptr()
     }
 
     fn sync(&self, what: &str) -> anyhow::Result<()> {
@@ -250,19 +292,8 @@ impl CudaBackend {
     fn allocate(&self, spec: &RunSpec, layout: Layout, capacity: usize) -> anyhow::Result<CudaParticles> {
         let dim = spec.model.dim;
         let groups = layout.groups;
-        let need = bytes_needed(dim, capacity, groups);
         let (free, _total) = self.memory()?;
-        if need > free {
-            let per = bytes_per_particle(dim) as f64 + 0.1;
-            let fits = ((free as f64 * 0.95) / per) as u64;
-            bail!(
-                "{capacity} particles need {need} bytes ({:.2} GB) of device memory but {} has {free} bytes ({:.2} GB) free; \
-                 the largest population that fits is about {fits} particles: lower -n or --groups",
-                need as f64 / 1e9,
-                self.device_name,
-                free as f64 / 1e9
-            );
-        }
+        check_fits(dim, capacity, groups, free, &self.device_name).map_err(anyhow::Error::msg)?;
         let tiles = tile_capacity(capacity, groups);
         let weights: Vec<f32> = spec.model.layers.iter().flat_map(|l| l.weight.iter().chain(l.bias.iter()).copied()).collect();
         let wbuf = self.device.upload_new(&weights, "uploading the model weights")?;
@@ -331,16 +362,23 @@ impl CudaBackend {
         n.div_ceil(TILE as usize).max(1)
     }
 
-    fn tiled(n: usize, groups: usize) -> LaunchConfig {
-        LaunchConfig { grid_dim: (Self::tiles(n) as u32, groups as u32, 1), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
+    /// A block per tile of every group, numbered tile + tiles·g along grid.x first (issue 11:
+    /// groups on grid.y failed past 65,535).
+    fn tiled(&self, n: usize, groups: usize) -> LaunchConfig {
+        self.numbered(Self::tiles(n) as u64 * groups as u64)
+    }
+
+    /// A block per group, numbered the same way.
+    fn per_group(&self, groups: usize) -> LaunchConfig {
+        self.numbered(groups as u64)
+    }
+
+    fn numbered(&self, blocks: u64) -> LaunchConfig {
+        LaunchConfig { grid_dim: linear_grid(blocks, self.device.grid_x_cap()), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
     }
 
     fn flat(count: usize) -> LaunchConfig {
         LaunchConfig { grid_dim: (blocks(count, RBLOCK), 1, 1), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
-    }
-
-    fn per_group(groups: usize) -> LaunchConfig {
-        LaunchConfig { grid_dim: (groups as u32, 1, 1), block_dim: (RBLOCK, 1, 1), shared_mem_bytes: 0 }
     }
 
     fn launch_weigh(&self, k: &Kernels, spec: &RunSpec, p: &CudaParticles) -> anyhow::Result<()> {
@@ -352,54 +390,58 @@ impl CudaBackend {
         let lambda = spec.potential.lambda;
         let (alt, carried, acc, lw, iv, tp, gr) =
             (self.ptr(&p.alt), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.iv), self.ptr(&p.tile_part), self.ptr(&p.gr));
+        let g64 = groups as u64;
         let f = self.func(&k.potential, "fs_weigh")?;
-        self.device.launch(&f, Self::tiled(n, groups), args![alt, stride, carried, acc, lw, n64, iv, lambda, tp, tiles], "fs_weigh")?;
+        self.device.launch(&f, self.tiled(n, groups), args![alt, stride, carried, acc, lw, n64, iv, lambda, tp, tiles, g64], "fs_weigh")?;
         let tau = spec.adaptive_ess.unwrap_or(-1.0);
         let f = self.func(&k.potential, "fs_weigh_finalize")?;
-        self.device.launch(&f, Self::per_group(groups), args![tp, tiles, n64, tau, gr], "fs_weigh_finalize")
+        self.device.launch(&f, self.per_group(groups), args![tp, tiles, n64, tau, gr, g64], "fs_weigh_finalize")
     }
 
+    /// Scans the tile sums at `sums` (and the tile counts, and the tile last indices, when asked)
+    /// of every resampling group into offsets and the group's `total`, `count` and `last`.
     #[allow(clippy::too_many_arguments)]
-    fn launch_scan_tiles(&self, k: &Kernels, p: &CudaParticles, with_count: bool, with_last: bool, total: u64, count: u64, last: u64) -> anyhow::Result<()> {
+    fn launch_scan_tiles(&self, k: &Kernels, p: &CudaParticles, sums: u64, with_count: bool, with_last: bool, total: u64, count: u64, last: u64) -> anyhow::Result<()> {
         let tiles = Self::tiles(p.layout.n) as u32;
         let gr = self.ptr(&p.gr);
-        let ts = self.ptr(&p.tile_sum);
         let tc = if with_count { self.ptr(&p.tile_count) } else { 0u64 };
         let tl = if with_last { self.ptr(&p.tile_last) } else { 0u64 };
+        let g64 = p.layout.groups as u64;
         let f = self.func(&k.resample, "fs_scan_tiles")?;
-        self.device.launch(&f, Self::per_group(p.layout.groups), args![gr, ts, tc, tl, tiles, total, count, last], "fs_scan_tiles")
+        self.device.launch(&f, self.per_group(p.layout.groups), args![gr, sums, tc, tl, tiles, total, count, last, g64], "fs_scan_tiles")
     }
 
     fn launch_resample(&self, k: &Kernels, spec: &RunSpec, p: &CudaParticles) -> anyhow::Result<()> {
         let _r = nvtx::range(c"resample");
         let (n, groups, total) = (p.layout.n, p.layout.groups, p.total());
-        let n64 = n as u64;
+        let (n64, g64) = (n as u64, groups as u64);
         let tiles = Self::tiles(n) as u32;
         let (k0, k1) = Self::key(spec);
-        let (lw, gr, w, ts, tl, tc, anc, iv) = (
+        let (lw, gr, w, ts, tl, tc, tp, anc, iv) = (
             self.ptr(&p.lw),
             self.ptr(&p.gr),
             self.ptr(&p.alt),
             self.ptr(&p.tile_sum),
             self.ptr(&p.tile_last),
             self.ptr(&p.tile_count),
+            self.ptr(&p.tile_part),
             self.ptr(&p.anc),
             self.ptr(&p.iv),
         );
         let (ga, gb, gc, gcount, glast, glast_b) =
             (self.ptr(&p.group_a), self.ptr(&p.group_b), self.ptr(&p.group_c), self.ptr(&p.group_count), self.ptr(&p.group_last), self.ptr(&p.group_last_b));
-        let tiled = Self::tiled(n, groups);
+        let tiled = self.tiled(n, groups);
         // Every call below passes fs_<name>'s parameters in order (kernels/resample.cu).
         let launch = |name: &str, cfg: LaunchConfig, args: &[KernelArg]| -> anyhow::Result<()> {
             self.device.launch(&self.func(&k.resample, name)?, cfg, args, name)
         };
         // (1)-(2): W_j, tile sums, group total C_{n−1} (group_a) and last positive (group_last).
-        launch("fs_resample_weights", tiled, args![lw, n64, gr, w, ts, tl, tiles])?;
-        self.launch_scan_tiles(k, p, false, true, ga, 0, glast)?;
+        launch("fs_resample_weights", tiled, args![lw, n64, gr, w, ts, tl, tiles, g64])?;
+        self.launch_scan_tiles(k, p, ts, false, true, ga, 0, glast)?;
         let null = 0u64;
         // Multinomial draws from the CDF in `w` into the slots after the group's `copies` (null:
-        // none): exponential spacings (draws `draw` and `extra`, SPEC §6), their tile sums
-        // scanned into `e_total`, then one search per slot.
+        // none): exponential spacings (draws `draw` and `extra`, docs/resampling.md), their tile
+        // sums scanned into `e_total`, then one search per slot.
         struct Draws {
             cdf_total: u64,
             cdf_last: u64,
@@ -409,27 +451,32 @@ impl CudaBackend {
             extra: u32,
         }
         let multinomial = |d: Draws| -> anyhow::Result<()> {
-            launch("fs_exp_tile_sums", tiled, args![n64, gr, d.copies, iv, k0, k1, d.draw, ts, tiles])?;
-            self.launch_scan_tiles(k, p, false, false, d.e_total, 0, 0)?;
-            let args = args![w, n64, gr, d.cdf_total, d.cdf_last, d.copies, ts, d.e_total, tiles, anc, iv, k0, k1, d.draw, d.extra];
+            launch("fs_exp_tile_sums", tiled, args![n64, gr, d.copies, iv, k0, k1, d.draw, ts, tiles, g64])?;
+            self.launch_scan_tiles(k, p, ts, false, false, d.e_total, 0, 0)?;
+            let args = args![w, n64, gr, d.cdf_total, d.cdf_last, d.copies, ts, d.e_total, tiles, anc, iv, k0, k1, d.draw, d.extra, g64];
             launch("fs_ancestors_multinomial", tiled, args)
         };
         match spec.resample {
             ResampleScheme::Systematic | ResampleScheme::Stratified => {
-                launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles])?;
+                launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles, g64])?;
                 let scheme: i32 = if spec.resample == ResampleScheme::Systematic { 1 } else { 2 };
-                launch("fs_ancestors_grid", tiled, args![w, n64, gr, ga, glast, anc, iv, k0, k1, scheme])?;
+                launch("fs_ancestors_grid", tiled, args![w, n64, gr, ga, glast, anc, iv, k0, k1, scheme, tiles, g64])?;
             }
             ResampleScheme::Multinomial => {
-                launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles])?;
+                launch("fs_resample_cdf", tiled, args![w, n64, gr, ts, tiles, g64])?;
                 multinomial(Draws { cdf_total: ga, cdf_last: glast, copies: null, e_total: gb, draw: 0, extra: 1 })?;
             }
             ResampleScheme::Residual => {
-                // Counts and residuals (group_b: Σ residuals, group_count: K, group_last_b); `w`
-                // becomes the residuals' CDF, from which the remaining n − K slots are drawn.
-                launch("fs_residual_counts", tiled, args![w, n64, gr, ga, tc, ts, tl, tiles])?;
-                self.launch_scan_tiles(k, p, true, true, gb, gcount, glast_b)?;
-                launch("fs_residual_scatter", tiled, args![w, n64, gr, ga, tc, ts, tiles, anc])?;
+                // Counts and residuals per tile: residual sums into the tile partials (free after
+                // the weighing), so that tile_sum keeps the weights' scanned tile sums for the
+                // fallback. Then group_b: Σ residuals, group_count: K, group_last_b.
+                launch("fs_residual_counts", tiled, args![w, n64, gr, ga, tc, tp, tl, tiles, g64])?;
+                self.launch_scan_tiles(k, p, tp, true, true, gb, gcount, glast_b)?;
+                // The counts' prefix in the 8 bytes per particle of `alt` after the f64 CDF.
+                let prefix = w + 8 * p.capacity as u64;
+                launch("fs_residual_prefix", tiled, args![w, n64, gr, ga, tc, tp, ts, glast_b, prefix, tiles, g64])?;
+                launch("fs_residual_slots", tiled, args![prefix, n64, gr, gcount, anc, tiles, g64])?;
+                launch("fs_residual_fallback", Self::flat(groups), args![gr, ga, glast, gb, glast_b, g64])?;
                 multinomial(Draws { cdf_total: gb, cdf_last: glast_b, copies: gcount, e_total: gc, draw: 2, extra: 3 })?;
             }
         }
@@ -437,7 +484,7 @@ impl CudaBackend {
         let total64 = total as u64;
         launch("fs_marks_clear", Self::flat(total), args![lw, n64, total64, gr])?;
         launch("fs_marks_set", Self::flat(total), args![lw, anc, n64, total64, gr])?;
-        launch("fs_marks_count", tiled, args![lw, n64, gr])?;
+        launch("fs_marks_count", tiled, args![lw, n64, gr, tiles, g64])?;
         drop(_r);
         let _g = nvtx::range(c"gather");
         let (x, carried, acc, root, alt) = (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.root), self.ptr(&p.alt));
@@ -728,11 +775,12 @@ impl Backend for CudaBackend {
             let tiles = Self::tiles(n) as u32;
             let (anc, ts, tc) = (self.ptr(&p.anc), self.ptr(&p.tile_sum), self.ptr(&p.tile_count));
             let n64 = n as u64;
+            let g64 = groups as u64;
             let f = self.func(&k.search, "fs_argmax_tiles")?;
-            self.device.launch(&f, Self::tiled(n, groups), args![anc, n64, ts, tc, tiles], "fs_argmax_tiles")?;
+            self.device.launch(&f, self.tiled(n, groups), args![anc, n64, ts, tc, tiles, g64], "fs_argmax_tiles")?;
             let best = self.ptr(&p.group_a);
             let f = self.func(&k.search, "fs_argmax_groups")?;
-            self.device.launch(&f, Self::per_group(groups), args![ts, tc, tiles, anc, best], "fs_argmax_groups")?;
+            self.device.launch(&f, self.per_group(groups), args![ts, tc, tiles, anc, best, g64], "fs_argmax_groups")?;
             let mut sel = vec![0u32; groups];
             self.device.download(&p.anc, &mut sel, "selecting the best particle of each group")?;
             let mut best_bits = vec![0f64; groups.div_ceil(2)];
@@ -813,8 +861,8 @@ impl Backend for CudaBackend {
             return Ok(());
         }
         let (free, _) = self.memory()?;
-        let need = bytes_needed(dim, total_new, layout.groups);
-        ensure!(need <= free, "replicating to {total_new} particles needs {need} bytes of device memory, {free} are free; lower -n or the number of copies");
+        check_fits(dim, total_new, layout.groups, free, &self.device_name)
+            .map_err(|e| anyhow!("replicating to {total_new} particles: {e}; lower the number of copies"))?;
         let mk = |len: usize, what: &str| self.alloc::<f32>(len, what);
         let nx = mk(dim * total_new, "positions")?;
         let nc = mk(total_new, "potential state")?;
@@ -868,5 +916,25 @@ mod tests {
         assert_eq!(bytes_per_particle(2), 48);
         // 10^9 particles of the default model in one group fit 80 GB with room for the rest.
         assert!(bytes_needed(2, 1_000_000_000, 1) < 50_000_000_000);
+    }
+
+    #[test]
+    fn a_billion_particles_fit_an_80_gb_device_and_what_does_not_fit_is_refused_with_the_largest_n() {
+        // An 80 GB H100 reports about 79 GiB free once the context is up.
+        let free = 79 * (1usize << 30);
+        assert!(check_fits(2, 1_000_000_000, 1, free, "H100").is_ok());
+        assert!(check_fits(2, 1_000_000_000, 1000, free, "H100").is_ok());
+        // 2·10^9 need ~96 GB: refused, with the bytes and the largest N.
+        let e = check_fits(2, 2_000_000_000, 1, free, "H100").unwrap_err();
+        assert!(e.contains(&bytes_needed(2, 2_000_000_000, 1).to_string()) && e.contains("H100"), "{e}");
+        let fits: usize = e.split("fits is ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(bytes_needed(2, fits, 1) <= free && bytes_needed(2, fits + 1, 1) > free, "{fits}");
+        assert!(fits > 1_700_000_000, "{fits}");
+        // With groups, the largest N is a whole number of groups.
+        let e = check_fits(2, 2_000_000_000, 1000, free, "H100").unwrap_err();
+        assert!(e.contains("per group × 1000 groups"), "{e}");
+        let fits: usize = e.split("fits is ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(fits % 1000, 0);
+        assert!(bytes_needed(2, fits, 1000) <= free && bytes_needed(2, fits + 1000, 1000) > free);
     }
 }

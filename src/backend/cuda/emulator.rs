@@ -1,20 +1,22 @@
 //! The host emulator of the CUDA kernels: each module of `kernels/` compiled as C++ by the
 //! system's C++ compiler, with `kernels/emulator.hpp` standing in for the CUDA runtime, and run
 //! on the CPU one block at a time (threads as fibers). The CUDA backend's whole host code runs
-//! over it unchanged ([`super::gpu::Device::Emulated`]), so the GPU tests and every command's
+//! over it unchanged ([`EmulatedDevice`] implements [`Device`] as the driver does), so the GPU
+//! tests and every command's
 //! `--backend cuda-emulated` check the kernels' logic and the orchestration on a machine without
 //! a GPU. It is a test instrument: slow (one CPU thread), and silent on timing, races and the
 //! memory model; a kernel that passes here has still to run on a GPU.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail, ensure, Context};
 
-use super::gpu::KernelArg;
+use super::gpu::{check_launch, Allocation, Device, DeviceLimits, Graph, Identity, Kernel, KernelArg, KernelResources, LaunchConfig, LoadedModule};
 use super::modules::ModuleConfig;
 
 const EMULATOR_HPP: &str = include_str!("../../../kernels/emulator.hpp");
@@ -148,6 +150,178 @@ impl EmulatedModule {
     }
 }
 
+/// Host memory standing in for device memory (256-byte aligned, as cuMemAlloc's); gives its
+/// bytes back to the emulated device's budget when dropped.
+struct HostAllocation {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+    in_use: Arc<AtomicUsize>,
+}
+
+// SAFETY: the allocation is owned by its buffer alone.
+unsafe impl Send for HostAllocation {}
+
+impl Drop for HostAllocation {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `alloc_bytes` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+        self.in_use.fetch_sub(self.layout.size(), Ordering::Relaxed);
+    }
+}
+
+impl Allocation for HostAllocation {
+    fn ptr(&self) -> u64 {
+        self.ptr as u64
+    }
+}
+
+/// A launch as the emulator records it while capturing.
+struct RecordedLaunch {
+    kernel: Kernel,
+    config: LaunchConfig,
+    args: Vec<KernelArg>,
+    what: String,
+}
+
+/// The kernel handle of the emulator: its module and its name there.
+struct EmulatedKernel {
+    module: Arc<EmulatedModule>,
+    name: &'static str,
+}
+
+/// The host emulator as a device: `memory` bytes of pretend device memory, an sm_90's launch
+/// limits, launches that run at once.
+pub struct EmulatedDevice {
+    memory: usize,
+    in_use: Arc<AtomicUsize>,
+    limits: DeviceLimits,
+    /// `Some` while a graph is being captured: launches are recorded, not run.
+    capture: RefCell<Option<Vec<RecordedLaunch>>>,
+}
+
+/// Blocks a tiled launch lays along grid.x on the emulator: few and odd, so that the tests
+/// number blocks across grid.y too (a GPU takes up to 2^31 − 1 along x).
+pub const EMULATED_GRID_X: u32 = 7;
+
+impl EmulatedDevice {
+    /// The host emulator with `memory` bytes of pretend device memory.
+    pub fn open(memory: usize) -> anyhow::Result<(Self, Identity)> {
+        compiler_version().map_err(anyhow::Error::msg)?;
+        let device = Self { memory, in_use: Arc::new(AtomicUsize::new(0)), limits: DeviceLimits::SM_90, capture: RefCell::new(None) };
+        Ok((device, Identity { name: "CUDA emulator on the host".into(), arch: "emulated".into() }))
+    }
+
+    fn not_capturing(&self, what: &str) -> anyhow::Result<()> {
+        ensure!(self.capture.borrow().is_none(), "{what} during a graph capture (a GPU refuses synchronous copies there)");
+        Ok(())
+    }
+
+    fn free(&self) -> usize {
+        self.memory.saturating_sub(self.in_use.load(Ordering::Relaxed))
+    }
+}
+
+impl Device for EmulatedDevice {
+    fn is_emulated(&self) -> bool {
+        true
+    }
+
+    fn limits(&self) -> DeviceLimits {
+        self.limits
+    }
+
+    fn memory(&self) -> anyhow::Result<(usize, usize)> {
+        Ok((self.free(), self.memory))
+    }
+
+    fn alloc_bytes(&self, bytes: usize, what: &str) -> anyhow::Result<Box<dyn Allocation>> {
+        let bytes = bytes.max(1);
+        let free = self.free();
+        ensure!(bytes <= free, "allocating {what}: {bytes} bytes asked of the emulated device, {free} free");
+        let layout = std::alloc::Layout::from_size_align(bytes, 256).map_err(|e| anyhow!("allocating {what}: {e}"))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        ensure!(!ptr.is_null(), "allocating {what}: the host is out of memory ({bytes} bytes)");
+        self.in_use.fetch_add(bytes, Ordering::Relaxed);
+        Ok(Box::new(HostAllocation { ptr, layout, in_use: self.in_use.clone() }))
+    }
+
+    fn copy_to_device(&self, src: &[u8], dst: u64, what: &str) -> anyhow::Result<()> {
+        self.not_capturing(what)?;
+        // SAFETY: `dst` is a host allocation of this device holding at least `src.len()` bytes
+        // (Buffer::upload checks the length).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        Ok(())
+    }
+
+    fn copy_to_host(&self, src: u64, dst: &mut [u8], what: &str) -> anyhow::Result<()> {
+        self.not_capturing(what)?;
+        // SAFETY: as in copy_to_device, the other way.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn load(&self, config: &ModuleConfig, _arch: &str, use_cache: bool) -> anyhow::Result<LoadedModule> {
+        let module = Arc::new(EmulatedModule::load(config, use_cache)?);
+        let kernels = config
+            .kernels
+            .iter()
+            .map(|&name| Kernel::new(name, KernelResources::new(None, 0), Arc::new(EmulatedKernel { module: module.clone(), name })))
+            .collect();
+        Ok(LoadedModule { kernels, reports: Vec::new() })
+    }
+
+    fn allow_shared(&self, kernel: &Kernel, bytes: u32) -> anyhow::Result<()> {
+        kernel.resources.dynamic_shared_allowed.store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A pretend device of 2 × 1, small so that the tests exercise the persistent kernels'
+    /// grid-stride loops (kernels/propagate.cu).
+    fn resident_blocks(&self, _kernel: &Kernel, _block: u32, _shared: u32) -> anyhow::Result<u32> {
+        Ok(2)
+    }
+
+    fn grid_x_cap(&self) -> u32 {
+        EMULATED_GRID_X
+    }
+
+    fn launch(&self, kernel: &Kernel, config: LaunchConfig, args: &[KernelArg], what: &str) -> anyhow::Result<()> {
+        check_launch(&self.limits, what, &kernel.resources, &config).map_err(anyhow::Error::msg)?;
+        let Some(k) = kernel.handle::<EmulatedKernel>() else { bail!("launching {what}: a GPU kernel handed to the emulator") };
+        if let Some(recorded) = self.capture.borrow_mut().as_mut() {
+            recorded.push(RecordedLaunch { kernel: kernel.clone(), config, args: args.to_vec(), what: what.to_string() });
+            return Ok(());
+        }
+        k.module.launch(k.name, config.grid_dim, config.block_dim, config.shared_mem_bytes, args).map_err(|e| e.context(format!("launching {what}")))
+    }
+
+    fn sync(&self, _what: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn begin_capture(&self) -> anyhow::Result<()> {
+        let mut c = self.capture.borrow_mut();
+        ensure!(c.is_none(), "a graph capture is already under way");
+        *c = Some(Vec::new());
+        Ok(())
+    }
+
+    fn end_capture(&self) -> anyhow::Result<Graph> {
+        let recorded = self.capture.borrow_mut().take().ok_or_else(|| anyhow!("no graph capture is under way"))?;
+        ensure!(!recorded.is_empty(), "the graph capture of an interval was empty");
+        Ok(Graph(Box::new(recorded)))
+    }
+
+    fn replay(&self, graph: &Graph) -> anyhow::Result<()> {
+        let Some(launches) = graph.0.downcast_ref::<Vec<RecordedLaunch>>() else { bail!("replaying a GPU graph on the emulator") };
+        for l in launches {
+            self.launch(&l.kernel, l.config, &l.args, &format!("{} (a kernel of the replayed interval graph)", l.what))?;
+        }
+        Ok(())
+    }
+}
+
 fn flags(defines: &[String]) -> Vec<String> {
     let mut f: Vec<String> = [
         "-std=c++17",
@@ -246,6 +420,64 @@ extern "C" __global__ void shuffle_after_exit(int* out) {
         assert!(e.contains("divergent __syncthreads"), "{e}");
         let e = m.launch("shuffle_after_exit", (1, 1, 1), (64, 1, 1), 0, &arg).unwrap_err().to_string();
         assert!(e.contains("lane 5 has exited"), "{e}");
+    }
+
+    /// Issue 11.5: residual resampling when rounding leaves Σ⌊n·w_j⌋ < n with every residual 0.
+    /// Only a group total C above Σ W_j gets there (f64 rounding of C over ≳ 2^26 weights), so
+    /// the total is set by hand: W = [1, 1, 0, 0] with C = 4 gives one copy each of particles 0
+    /// and 1, residuals all 0 and two slots left. The kernels gave both to particle n − 1, whose
+    /// weight is 0; src/resample.rs draws them from the weights themselves. The launches are
+    /// device.rs's residual sequence, on host arrays.
+    #[test]
+    fn residual_slots_left_by_rounding_go_to_live_particles_as_on_the_cpu() {
+        use crate::resample::{self, Cdf, Stream};
+        if let Err(why) = compiler_version() {
+            assert!(std::env::var_os("FLOWSTEER_CI").is_none(), "CI must have a C++ compiler for the emulator: {why}");
+            return println!("SKIPPED: {why}");
+        }
+        let m = EmulatedModule::load(&ModuleConfig::resample(), true).unwrap();
+        let (seed, step) = (0x1234_5678_9abc_def0u64, 7u32);
+        let (k0, k1) = (seed as u32, (seed >> 32) as u32);
+        let (n, tiles, groups) = (4u64, 1u32, 1u64);
+        let mut w = vec![1.0f64, 1.0, 0.0, 0.0];
+        let mut gr = vec![0f64; 8];
+        gr[6] = 1.0; // the group resamples (FS_GR_RESAMPLE)
+        let (w_total, w_last) = (vec![4.0f64], vec![1i64]);
+        let (mut tile_count, mut tile_part, mut tile_last, mut tile_sum) = (vec![0u64], vec![0f64], vec![0i64], vec![0f64]);
+        let (mut res_total, mut copies, mut res_last, mut e_total) = (vec![0f64], vec![0u64], vec![0i64], vec![0f64]);
+        let (mut prefix, mut anc) = (vec![0u64; 4], vec![99u32; 4]);
+        let mut iv = vec![0u32; 16];
+        iv[4] = step; // FS_IV_RESAMPLE_STEP
+        let p = |v: &mut [u8]| KernelArg::U64(v.as_mut_ptr() as u64);
+        macro_rules! a {
+            ($v:expr) => {
+                p(bytemuck::cast_slice_mut(&mut $v[..]))
+            };
+        }
+        let (wt, wl) = (KernelArg::U64(w_total.as_ptr() as u64), KernelArg::U64(w_last.as_ptr() as u64));
+        let (null, u32a, u64a) = (KernelArg::U64(0), KernelArg::U32, KernelArg::U64);
+        let tiled = |name: &str, args: &[KernelArg]| m.launch(name, (3, 1, 1), (256, 1, 1), 0, args).unwrap();
+        tiled("fs_residual_counts", &[a!(w), u64a(n), a!(gr), wt, a!(tile_count), a!(tile_part), a!(tile_last), u32a(tiles), u64a(groups)]);
+        let scan = [a!(gr), a!(tile_part), a!(tile_count), a!(tile_last), u32a(tiles), a!(res_total), a!(copies), a!(res_last), u64a(groups)];
+        tiled("fs_scan_tiles", &scan);
+        assert_eq!((copies[0], res_total[0], res_last[0]), (2, 0.0, -1), "two copies, no residual");
+        tiled("fs_residual_prefix", &[a!(w), u64a(n), a!(gr), wt, a!(tile_count), a!(tile_part), a!(tile_sum), a!(res_last), a!(prefix), u32a(tiles), u64a(groups)]);
+        tiled("fs_residual_slots", &[a!(prefix), u64a(n), a!(gr), a!(copies), a!(anc), u32a(tiles), u64a(groups)]);
+        tiled("fs_residual_fallback", &[a!(gr), wt, wl, a!(res_total), a!(res_last), u64a(groups)]);
+        tiled("fs_exp_tile_sums", &[u64a(n), a!(gr), a!(copies), a!(iv), u32a(k0), u32a(k1), u32a(2), a!(tile_sum), u32a(tiles), u64a(groups)]);
+        tiled("fs_scan_tiles", &[a!(gr), a!(tile_sum), null, null, u32a(tiles), a!(e_total), null, null, u64a(groups)]);
+        let args = [a!(w), u64a(n), a!(gr), a!(res_total), a!(res_last), a!(copies), a!(tile_sum), a!(e_total), u32a(tiles), a!(anc), a!(iv), u32a(k0), u32a(k1), u32a(2), u32a(3), u64a(groups)];
+        tiled("fs_ancestors_multinomial", &args);
+
+        // The CPU's rule on the same numbers: C_{n−1} = 4, clamped to the last positive weight.
+        let cdf = Cdf { w: vec![1.0, 1.0, 0.0, 0.0], c: vec![1.0, 2.0, 2.0, 4.0], last_positive: 1, all_neg_inf: false };
+        let rng = crate::rng::Philox::new(seed);
+        let mut cpu = [0u32; 4];
+        resample::residual(&cdf, Stream { rng: &rng, step, group: 0, n }, &mut cpu);
+        println!("fallback ancestors: emulated CUDA {anc:?}, CPU {cpu:?}");
+        assert_eq!(&anc[..2], &[0, 1], "the deterministic copies first");
+        assert!(anc.iter().all(|&a| a <= 1), "a particle of weight 0 got a slot: {anc:?}");
+        assert_eq!(anc, cpu);
     }
 
     #[test]

@@ -1,24 +1,23 @@
-//! The device under [`super::CudaBackend`]: a GPU through the CUDA driver (cudarc), or the host
-//! emulator ([`super::emulator`]) that runs the same kernels on the CPU. The backend sees only
-//! what both provide: zeroed buffers addressed by raw device pointers, copies, kernel launches
-//! with plain arguments on one in-order stream, and captured graphs of launches.
+//! The device under [`super::CudaBackend`], as one trait: the GPU through the CUDA driver
+//! ([`super::driver`]) and the host emulator ([`super::emulator`]) each implement [`Device`],
+//! and neither knows the other. The backend sees only what both provide: zeroed buffers
+//! addressed by raw device pointers, copies, kernel launches with plain [`KernelArg`]s on one
+//! in-order stream, captured graphs of launches, the device's launch limits and its free memory.
 //!
 //! Launches on the driver are asynchronous and copies wait for the stream; on the emulator every
 //! launch runs to completion at once. Both give one in-order stream, which is all the backend
-//! assumes.
+//! assumes. Both check every launch against the hardware's limits ([`check_launch`]) before
+//! running it, so that the emulator refuses what a GPU would refuse (issue 11).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::any::Any;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, ensure};
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use anyhow::ensure;
 
-use super::emulator::{self, EmulatedModule};
 use super::modules::ModuleConfig;
-use super::nvrtc::{self, KernelReport};
+use super::nvrtc::KernelReport;
 
 /// A scalar kernel argument (device pointers are `U64`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,35 +57,132 @@ macro_rules! args {
 }
 pub(crate) use args;
 
+/// Grid and block dimensions and dynamic shared memory of one launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid_dim: (u32, u32, u32),
+    pub block_dim: (u32, u32, u32),
+    pub shared_mem_bytes: u32,
+}
+
+/// What a device allows one launch (cuDeviceGetAttribute's names in the comments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// MAX_GRID_DIM_X/Y/Z: 2^31 − 1, 65,535, 65,535 on every architecture since sm_30.
+    pub max_grid: (u32, u32, u32),
+    /// MAX_BLOCK_DIM_X/Y/Z: 1,024, 1,024, 64.
+    pub max_block: (u32, u32, u32),
+    /// MAX_THREADS_PER_BLOCK: 1,024.
+    pub max_threads_per_block: u32,
+    /// MAX_REGISTERS_PER_BLOCK: 65,536.
+    pub registers_per_block: u32,
+    /// MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: what one block may opt into (227 KiB on sm_90, 99 KiB
+    /// on sm_86/89), static and dynamic together.
+    pub shared_per_block_optin: u32,
+}
+
+/// Dynamic shared memory a kernel may use without opting in (CUDA's default).
+pub const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
+
+impl DeviceLimits {
+    /// An sm_90 GPU (H100/H200): what the emulator enforces.
+    pub const SM_90: Self = Self {
+        max_grid: (i32::MAX as u32, 65_535, 65_535),
+        max_block: (1024, 1024, 64),
+        max_threads_per_block: 1024,
+        registers_per_block: 65_536,
+        shared_per_block_optin: 227 * 1024,
+    };
+}
+
+/// What a device knows of one kernel's resources.
+#[derive(Clone, Debug)]
+pub struct KernelResources {
+    /// Registers per thread (the driver's NUM_REGS; the emulator does not know).
+    pub registers: Option<u32>,
+    /// Static `__shared__` bytes (the driver's SHARED_SIZE_BYTES; 0 on the emulator).
+    pub static_shared: u32,
+    /// Dynamic shared memory the kernel may launch with: 48 KiB until
+    /// [`Device::allow_shared`] raises it (MAX_DYNAMIC_SHARED_SIZE_BYTES). Shared by clones.
+    pub dynamic_shared_allowed: Arc<AtomicU32>,
+}
+
+impl KernelResources {
+    pub fn new(registers: Option<u32>, static_shared: u32) -> Self {
+        Self { registers, static_shared, dynamic_shared_allowed: Arc::new(AtomicU32::new(DEFAULT_DYNAMIC_SHARED)) }
+    }
+}
+
+/// Refuses a launch a GPU with `limits` would refuse, naming the kernel, the limit and what to do.
+pub fn check_launch(limits: &DeviceLimits, kernel: &str, resources: &KernelResources, config: &LaunchConfig) -> Result<(), String> {
+    let (g, b) = (config.grid_dim, config.block_dim);
+    let (mg, mb) = (limits.max_grid, limits.max_block);
+    if g.0 == 0 || g.1 == 0 || g.2 == 0 || g.0 > mg.0 || g.1 > mg.1 || g.2 > mg.2 {
+        return Err(format!(
+            "launching {kernel}: grid ({}, {}, {}) is outside the device's limits (1..={}, 1..={}, 1..={}); \
+             this is a bug in flowsteer's launch configuration, please report it",
+            g.0, g.1, g.2, mg.0, mg.1, mg.2
+        ));
+    }
+    let threads = b.0 as u64 * b.1 as u64 * b.2 as u64;
+    if b.0 == 0 || b.1 == 0 || b.2 == 0 || b.0 > mb.0 || b.1 > mb.1 || b.2 > mb.2 || threads > limits.max_threads_per_block as u64 {
+        return Err(format!(
+            "launching {kernel}: a block of ({}, {}, {}) threads is outside the device's limits ({} threads, ({}, {}, {}))",
+            b.0, b.1, b.2, limits.max_threads_per_block, mb.0, mb.1, mb.2
+        ));
+    }
+    if let Some(regs) = resources.registers {
+        // Registers are allocated per warp in units of 256 (as occupancy.rs counts them).
+        let warps = threads.div_ceil(32);
+        let per_warp = (regs as u64 * 32).div_ceil(256) * 256;
+        if warps * per_warp > limits.registers_per_block as u64 {
+            return Err(format!(
+                "launching {kernel}: {threads} threads × {regs} registers need {} registers, the device has {} per block; \
+                 use a smaller block (FLOWSTEER_PROPAGATE) or a build that caps the registers",
+                warps * per_warp,
+                limits.registers_per_block
+            ));
+        }
+    }
+    let dynamic = config.shared_mem_bytes;
+    let allowed = resources.dynamic_shared_allowed.load(Ordering::Relaxed);
+    if dynamic > allowed {
+        return Err(format!(
+            "launching {kernel}: {dynamic} bytes of dynamic shared memory but the kernel is allowed {allowed} \
+             (above 48 KiB it must opt in first); this is a bug in flowsteer, please report it"
+        ));
+    }
+    let shared = dynamic as u64 + resources.static_shared as u64;
+    if shared > limits.shared_per_block_optin as u64 {
+        return Err(format!(
+            "launching {kernel}: {shared} bytes of shared memory per block, the device allows {}",
+            limits.shared_per_block_optin
+        ));
+    }
+    Ok(())
+}
+
+/// Grid dimensions for `blocks` blocks numbered x first, then y (`fs_block_index` in
+/// kernels/block.cuh): up to `x_cap` along x, at least enough that y stays within 65,535. A count
+/// past (2^31 − 1) × 65,535 saturates y, which [`check_launch`] then refuses.
+pub fn linear_grid(blocks: u64, x_cap: u32) -> (u32, u32, u32) {
+    let blocks = blocks.max(1);
+    let x = blocks.min(x_cap.max(1) as u64).max(blocks.div_ceil(65_535)).min(i32::MAX as u64);
+    let y = u32::try_from(blocks.div_ceil(x)).unwrap_or(u32::MAX);
+    (x as u32, y, 1)
+}
+
+/// Device memory owned by a buffer; freed when dropped.
+pub trait Allocation: Send {
+    /// The device address.
+    fn ptr(&self) -> u64;
+}
+
 /// A device buffer of `len` values of `T`, zeroed when allocated.
 pub struct Buffer<T> {
-    storage: Storage,
+    allocation: Box<dyn Allocation>,
     len: usize,
     _t: PhantomData<T>,
-}
-
-enum Storage {
-    Driver(CudaSlice<u8>),
-    Host(HostAllocation),
-}
-
-/// Host memory standing in for device memory (256-byte aligned, as cuMemAlloc's); gives its
-/// bytes back to the emulated device's budget when dropped.
-struct HostAllocation {
-    ptr: *mut u8,
-    layout: std::alloc::Layout,
-    in_use: Arc<AtomicUsize>,
-}
-
-// SAFETY: the allocation is owned by its buffer alone.
-unsafe impl Send for HostAllocation {}
-
-impl Drop for HostAllocation {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `alloc` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
-        self.in_use.fetch_sub(self.layout.size(), Ordering::Relaxed);
-    }
 }
 
 impl<T> Buffer<T> {
@@ -97,59 +193,34 @@ impl<T> Buffer<T> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// The buffer's device address, for kernel arguments.
+    pub fn ptr(&self) -> u64 {
+        self.allocation.ptr()
+    }
 }
 
-/// One loaded module.
-pub enum Module {
-    Driver { _module: Arc<CudaModule>, functions: HashMap<&'static str, CudaFunction> },
-    Emulated(Arc<EmulatedModule>),
-}
-
-/// A kernel ready to launch.
+/// A kernel ready to launch: its name, resources and the device's own handle.
 #[derive(Clone)]
-pub enum Kernel {
-    Driver(CudaFunction),
-    Emulated(Arc<EmulatedModule>, &'static str),
+pub struct Kernel {
+    pub name: &'static str,
+    pub resources: KernelResources,
+    handle: Arc<dyn Any + Send + Sync>,
 }
 
-/// A captured sequence of launches, replayed as one.
-pub enum Graph {
-    Driver(CudaGraph),
-    Emulated(Vec<RecordedLaunch>),
+impl Kernel {
+    pub fn new(name: &'static str, resources: KernelResources, handle: Arc<dyn Any + Send + Sync>) -> Self {
+        Self { name, resources, handle }
+    }
+
+    /// The device's handle, if this kernel was loaded by a device of that kind.
+    pub fn handle<H: Any>(&self) -> Option<&H> {
+        self.handle.downcast_ref()
+    }
 }
 
-/// A launch as the emulator records it while capturing.
-pub struct RecordedLaunch {
-    kernel: Kernel,
-    config: LaunchConfig,
-    args: Vec<KernelArg>,
-}
-
-/// The GPU itself, through the driver.
-pub struct DriverDevice {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-}
-
-/// The host emulator: a pretend device with `memory` bytes.
-pub struct EmulatedDevice {
-    memory: usize,
-    in_use: Arc<AtomicUsize>,
-    /// `Some` while a graph is being captured: launches are recorded, not run.
-    capture: RefCell<Option<Vec<RecordedLaunch>>>,
-}
-
-pub enum Device {
-    Driver(DriverDevice),
-    Emulated(EmulatedDevice),
-}
-
-fn drv<T>(r: Result<T, cudarc::driver::DriverError>, what: &str) -> anyhow::Result<T> {
-    r.map_err(|e| {
-        let msg = e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        anyhow!("CUDA driver error while {what}: {e:?} {msg}")
-    })
-}
+/// A captured sequence of launches, replayed as one (the device's own representation).
+pub struct Graph(pub Box<dyn Any>);
 
 /// The device's name and architecture (`sm_90`, or `emulated`).
 pub struct Identity {
@@ -157,89 +228,74 @@ pub struct Identity {
     pub arch: String,
 }
 
-impl Device {
-    /// Device 0 with one non-default stream. Fails (never panics) without a driver or device.
-    pub fn open_driver() -> anyhow::Result<(Self, Identity)> {
-        super::availability().map_err(anyhow::Error::msg)?;
-        let ctx = drv(CudaContext::new(0), "creating a context on device 0")?;
-        // One stream and no cross-stream sharing: no per-buffer events, so launches and graph
-        // captures stay free of event records.
-        // SAFETY: every buffer is used on `stream` only.
-        unsafe { ctx.disable_event_tracking() };
-        let stream = drv(ctx.new_stream(), "creating a stream")?;
-        let (major, minor) = drv(ctx.compute_capability(), "reading the compute capability")?;
-        let name = drv(ctx.name(), "reading the device name")?;
-        Ok((Device::Driver(DriverDevice { ctx, stream }), Identity { name, arch: nvrtc::arch_name(major, minor) }))
-    }
+/// A module's kernels by name, with the ptxas report of each (none on the emulator).
+pub struct LoadedModule {
+    pub kernels: Vec<Kernel>,
+    pub reports: Vec<KernelReport>,
+}
 
-    /// The host emulator with `memory` bytes of pretend device memory.
-    pub fn open_emulated(memory: usize) -> anyhow::Result<(Self, Identity)> {
-        emulator::compiler_version().map_err(anyhow::Error::msg)?;
-        let device = EmulatedDevice { memory, in_use: Arc::new(AtomicUsize::new(0)), capture: RefCell::new(None) };
-        Ok((Device::Emulated(device), Identity { name: "CUDA emulator on the host".into(), arch: "emulated".into() }))
-    }
+/// What the CUDA backend needs of a device.
+pub trait Device {
+    fn is_emulated(&self) -> bool;
 
-    pub fn is_emulated(&self) -> bool {
-        matches!(self, Device::Emulated(_))
-    }
+    /// The launch limits every launch is checked against.
+    fn limits(&self) -> DeviceLimits;
 
-    /// Free and total device memory in bytes.
-    pub fn memory(&self) -> anyhow::Result<(usize, usize)> {
-        match self {
-            Device::Driver(d) => drv(d.ctx.mem_get_info(), "querying free memory"),
-            Device::Emulated(e) => Ok((e.memory.saturating_sub(e.in_use.load(Ordering::Relaxed)), e.memory)),
-        }
-    }
+    /// Free and total device memory in bytes, after the queued work and with memory freed by
+    /// dropped buffers given back (a stream-ordered pool keeps it otherwise).
+    fn memory(&self) -> anyhow::Result<(usize, usize)>;
 
+    /// `bytes` zeroed bytes (at least one).
+    fn alloc_bytes(&self, bytes: usize, what: &str) -> anyhow::Result<Box<dyn Allocation>>;
+
+    /// Copies `src` to device address `dst` (which holds at least `src.len()` bytes).
+    fn copy_to_device(&self, src: &[u8], dst: u64, what: &str) -> anyhow::Result<()>;
+
+    /// Copies from device address `src` into `dst`, after the work queued before.
+    fn copy_to_host(&self, src: u64, dst: &mut [u8], what: &str) -> anyhow::Result<()>;
+
+    /// Compiles (or takes from the cache) and loads a module for `arch`.
+    fn load(&self, config: &ModuleConfig, arch: &str, use_cache: bool) -> anyhow::Result<LoadedModule>;
+
+    /// Lets `kernel` launch with up to `bytes` of dynamic shared memory (above 48 KiB).
+    fn allow_shared(&self, kernel: &Kernel, bytes: u32) -> anyhow::Result<()>;
+
+    /// How many blocks of `kernel` (`block` threads, `shared` dynamic bytes) the whole device
+    /// runs at once, for the persistent kernels' grids.
+    fn resident_blocks(&self, kernel: &Kernel, block: u32, shared: u32) -> anyhow::Result<u32>;
+
+    /// The most blocks a tiled launch lays along grid.x before it continues on grid.y (kernels'
+    /// `fs_block_index`): the device's limit on a GPU; a few on the emulator, so that the tests
+    /// use both dimensions.
+    fn grid_x_cap(&self) -> u32;
+
+    /// Checks the launch against [`Device::limits`] and enqueues it (records it while capturing).
+    fn launch(&self, kernel: &Kernel, config: LaunchConfig, args: &[KernelArg], what: &str) -> anyhow::Result<()>;
+
+    /// Waits for every queued launch (a kernel's failure surfaces here on the driver).
+    fn sync(&self, what: &str) -> anyhow::Result<()>;
+
+    /// Starts recording the launches that follow into a graph.
+    fn begin_capture(&self) -> anyhow::Result<()>;
+
+    /// Ends the capture begun by [`Device::begin_capture`].
+    fn end_capture(&self) -> anyhow::Result<Graph>;
+
+    /// Replays a captured graph.
+    fn replay(&self, graph: &Graph) -> anyhow::Result<()>;
+}
+
+impl dyn Device + '_ {
     /// A zeroed buffer of `len` values (at least one, so that every buffer has an address).
     pub fn alloc<T: bytemuck::Pod>(&self, len: usize, what: &str) -> anyhow::Result<Buffer<T>> {
         let bytes = len.max(1) * std::mem::size_of::<T>();
-        let storage = match self {
-            Device::Driver(d) => Storage::Driver(drv(d.stream.alloc_zeros::<u8>(bytes), &format!("allocating {what}"))?),
-            Device::Emulated(e) => {
-                let free = e.memory.saturating_sub(e.in_use.load(Ordering::Relaxed));
-                ensure!(bytes <= free, "allocating {what}: {bytes} bytes asked of the emulated device, {free} free");
-                let layout = std::alloc::Layout::from_size_align(bytes, 256).map_err(|e| anyhow!("allocating {what}: {e}"))?;
-                // SAFETY: the layout has a non-zero size.
-                let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-                ensure!(!ptr.is_null(), "allocating {what}: the host is out of memory ({bytes} bytes)");
-                e.in_use.fetch_add(bytes, Ordering::Relaxed);
-                Storage::Host(HostAllocation { ptr, layout, in_use: e.in_use.clone() })
-            }
-        };
-        Ok(Buffer { storage, len, _t: PhantomData })
-    }
-
-    /// The buffer's device address, for kernel arguments.
-    pub fn ptr<T>(&self, b: &Buffer<T>) -> u64 {
-        match (&b.storage, self) {
-            (Storage::Driver(s), Device::Driver(d)) => s.device_ptr(&d.stream).0,
-            (Storage::Host(h), _) => h.ptr as u64,
-            (Storage::Driver(_), Device::Emulated(_)) => unreachable!("a driver buffer on the emulated device"),
-        }
-    }
-
-    fn not_capturing(&self, what: &str) -> anyhow::Result<()> {
-        if let Device::Emulated(e) = self {
-            ensure!(e.capture.borrow().is_none(), "{what} during a graph capture (a GPU refuses synchronous copies there)");
-        }
-        Ok(())
+        Ok(Buffer { allocation: self.alloc_bytes(bytes, what)?, len, _t: PhantomData })
     }
 
     /// Copies `src` into the start of `dst`.
     pub fn upload<T: bytemuck::Pod>(&self, src: &[T], dst: &mut Buffer<T>, what: &str) -> anyhow::Result<()> {
         ensure!(src.len() <= dst.len.max(1), "{what}: {} values do not fit a buffer of {}", src.len(), dst.len);
-        self.not_capturing(what)?;
-        let bytes: &[u8] = bytemuck::cast_slice(src);
-        match (&mut dst.storage, self) {
-            (Storage::Driver(s), Device::Driver(d)) => drv(d.stream.memcpy_htod(bytes, &mut s.slice_mut(..bytes.len())), what),
-            // SAFETY: the allocation holds at least `bytes.len()` bytes (checked above).
-            (Storage::Host(h), _) => unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), h.ptr, bytes.len());
-                Ok(())
-            },
-            (Storage::Driver(_), Device::Emulated(_)) => unreachable!("a driver buffer on the emulated device"),
-        }
+        self.copy_to_device(bytemuck::cast_slice(src), dst.ptr(), what)
     }
 
     /// A new buffer holding `src`.
@@ -252,153 +308,81 @@ impl Device {
     /// Copies the first `dst.len()` values of `src` to the host, after the work queued before.
     pub fn download<T: bytemuck::Pod>(&self, src: &Buffer<T>, dst: &mut [T], what: &str) -> anyhow::Result<()> {
         ensure!(dst.len() <= src.len.max(1), "{what}: {} values asked of a buffer of {}", dst.len(), src.len);
-        self.not_capturing(what)?;
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
-        match (&src.storage, self) {
-            (Storage::Driver(s), Device::Driver(d)) => {
-                drv(d.stream.memcpy_dtoh(&s.slice(..bytes.len()), bytes), what)?;
-                drv(d.stream.synchronize(), what)
-            }
-            // SAFETY: the allocation holds at least `bytes.len()` bytes (checked above).
-            (Storage::Host(h), _) => unsafe {
-                std::ptr::copy_nonoverlapping(h.ptr, bytes.as_mut_ptr(), bytes.len());
-                Ok(())
-            },
-            (Storage::Driver(_), Device::Emulated(_)) => unreachable!("a driver buffer on the emulated device"),
-        }
+        self.copy_to_host(src.ptr(), bytemuck::cast_slice_mut(dst), what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(grid: (u32, u32, u32), block: u32, shared: u32) -> LaunchConfig {
+        LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: shared }
     }
 
-    /// Compiles (or takes from the cache) and loads a module; returns it with the ptxas report
-    /// of its kernels (none on the emulator).
-    pub fn load(&self, config: &ModuleConfig, arch: &str, use_cache: bool) -> anyhow::Result<(Module, Vec<KernelReport>)> {
-        let label = &config.label;
-        match self {
-            Device::Driver(d) => {
-                let compiled = nvrtc::compile(label, &config.source(), &config.defines, arch, use_cache)?;
-                let module = d
-                    .ctx
-                    .load_module(cudarc::nvrtc::Ptx::from_binary(compiled.cubin.clone()))
-                    .map_err(|e| anyhow!("loading the {label} module ({} bytes of cubin for {arch}) failed: {e:?}", compiled.cubin.len()))?;
-                let mut functions = HashMap::new();
-                for &name in config.kernels {
-                    let f = module.load_function(name).map_err(|e| anyhow!("kernel {name} missing from module {label}: {e:?}"))?;
-                    functions.insert(name, f);
-                }
-                Ok((Module::Driver { _module: module, functions }, compiled.kernels))
-            }
-            Device::Emulated(_) => Ok((Module::Emulated(Arc::new(EmulatedModule::load(config, use_cache)?)), Vec::new())),
-        }
+    #[test]
+    fn launches_within_the_limits_pass_and_each_limit_is_refused() {
+        let l = DeviceLimits::SM_90;
+        let plain = KernelResources::new(Some(64), 0);
+        assert!(check_launch(&l, "k", &plain, &config((i32::MAX as u32, 65_535, 65_535), 1024, 0)).is_ok());
+        // grid.y past 65,535: what 70,000 groups on grid.y did.
+        let e = check_launch(&l, "fs_weigh", &plain, &config((1, 70_000, 1), 256, 0)).unwrap_err();
+        assert!(e.contains("fs_weigh") && e.contains("70000"), "{e}");
+        assert!(check_launch(&l, "k", &plain, &config((1 << 31, 1, 1), 256, 0)).is_err());
+        assert!(check_launch(&l, "k", &plain, &config((0, 1, 1), 256, 0)).is_err());
+        assert!(check_launch(&l, "k", &plain, &config((1, 1, 65_536), 256, 0)).is_err());
+        let e = check_launch(&l, "k", &plain, &config((1, 1, 1), 1025, 0)).unwrap_err();
+        assert!(e.contains("1025"), "{e}");
+        let square = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (64, 32, 1), shared_mem_bytes: 0 };
+        assert!(check_launch(&l, "k", &plain, &square).is_err(), "2,048 threads in a 2-D block");
     }
 
-    /// A kernel of a loaded module.
-    pub fn kernel(module: &Module, config: &ModuleConfig, name: &str) -> anyhow::Result<Kernel> {
-        let known = config.kernels.iter().find(|&&k| k == name).ok_or_else(|| anyhow!("kernel {name} is not in module {}", config.label))?;
-        match module {
-            Module::Driver { functions, .. } => Ok(Kernel::Driver(functions[known].clone())),
-            Module::Emulated(m) => Ok(Kernel::Emulated(m.clone(), known)),
+    #[test]
+    fn linear_grids_cover_every_block_within_the_limits() {
+        let l = DeviceLimits::SM_90;
+        let r = KernelResources::new(None, 0);
+        for (blocks, cap) in [(1u64, 7u32), (70_000, 7), (70_000, i32::MAX as u32), (1 << 36, i32::MAX as u32), (458_745, 7), (458_746, 7)] {
+            let (x, y, z) = linear_grid(blocks, cap);
+            let covered = x as u64 * y as u64;
+            assert!(covered >= blocks && covered - blocks < x as u64, "{blocks} blocks on ({x}, {y}, {z})");
+            let c = LaunchConfig { grid_dim: (x, y, z), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            assert!(check_launch(&l, "k", &r, &c).is_ok(), "{blocks} blocks on ({x}, {y}, {z})");
         }
+        // Groups on grid.y, as before issue 11, are what the limits refuse.
+        let old = LaunchConfig { grid_dim: (1, 70_000, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        assert!(check_launch(&l, "k", &r, &old).is_err());
+        // Past (2^31 − 1) × 65,535 blocks: refused, not truncated.
+        let (x, y, z) = linear_grid(u64::MAX / 2, i32::MAX as u32);
+        assert!(check_launch(&l, "k", &r, &LaunchConfig { grid_dim: (x, y, z), block_dim: (256, 1, 1), shared_mem_bytes: 0 }).is_err());
     }
 
-    /// Lets `kernel` launch with more than the default 48 KiB of dynamic shared memory.
-    pub fn allow_shared(&self, kernel: &Kernel, bytes: u32) -> anyhow::Result<()> {
-        match kernel {
-            Kernel::Driver(f) => drv(
-                f.set_attribute(sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32),
-                "allowing the MLP weights in shared memory",
-            ),
-            Kernel::Emulated(..) => Ok(()),
-        }
+    #[test]
+    fn registers_are_counted_per_warp_in_units_of_256() {
+        let l = DeviceLimits::SM_90;
+        // 64 registers × 1,024 threads = 65,536: fits exactly; 65 rounds up to 72 per thread.
+        assert!(check_launch(&l, "k", &KernelResources::new(Some(64), 0), &config((1, 1, 1), 1024, 0)).is_ok());
+        let e = check_launch(&l, "k", &KernelResources::new(Some(65), 0), &config((1, 1, 1), 1024, 0)).unwrap_err();
+        assert!(e.contains("73728") && e.contains("65536"), "{e}");
+        // 182 registers (the default propagate kernel) × 256 threads fit; × 512 do not.
+        assert!(check_launch(&l, "k", &KernelResources::new(Some(182), 0), &config((1, 1, 1), 256, 0)).is_ok());
+        assert!(check_launch(&l, "k", &KernelResources::new(Some(182), 0), &config((1, 1, 1), 512, 0)).is_err());
+        // Unknown registers (the emulator): not checked.
+        assert!(check_launch(&l, "k", &KernelResources::new(None, 0), &config((1, 1, 1), 1024, 0)).is_ok());
     }
 
-    /// How many blocks of `kernel` (launched with `block` threads and `shared` bytes of dynamic
-    /// shared memory) the whole device runs at once: multiprocessors × resident blocks per
-    /// multiprocessor. The emulator answers 2 (a pretend device of 2 × 1), small so that the
-    /// tests exercise the persistent kernels' grid-stride loops (kernels/propagate.cu).
-    pub fn resident_blocks(&self, kernel: &Kernel, block: u32, shared: u32) -> anyhow::Result<u32> {
-        match (self, kernel) {
-            (Device::Driver(d), Kernel::Driver(f)) => {
-                let sms = drv(d.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT), "reading the multiprocessor count")?;
-                let per_sm = drv(f.occupancy_max_active_blocks_per_multiprocessor(block, shared as usize, None), "computing the occupancy")?;
-                Ok((sms.max(1) as u32) * per_sm.max(1))
-            }
-            _ => Ok(2),
-        }
-    }
-
-    /// Enqueues one launch (recorded instead while the emulator captures a graph).
-    pub fn launch(&self, kernel: &Kernel, config: LaunchConfig, args: &[KernelArg], what: &str) -> anyhow::Result<()> {
-        match (self, kernel) {
-            (Device::Driver(d), Kernel::Driver(f)) => {
-                let mut b = d.stream.launch_builder(f);
-                for a in args {
-                    match a {
-                        KernelArg::U64(v) => b.arg(v),
-                        KernelArg::U32(v) => b.arg(v),
-                        KernelArg::I32(v) => b.arg(v),
-                        KernelArg::F32(v) => b.arg(v),
-                    };
-                }
-                // SAFETY: callers pass the kernel's parameters in order, as kernels/*.cu
-                // declare them, and pointers to buffers of the sizes the kernel indexes.
-                drv(unsafe { b.launch(config) }, &format!("launching {what}")).map(|_| ())
-            }
-            (Device::Emulated(e), Kernel::Emulated(m, name)) => {
-                if let Some(recorded) = e.capture.borrow_mut().as_mut() {
-                    recorded.push(RecordedLaunch { kernel: kernel.clone(), config, args: args.to_vec() });
-                    return Ok(());
-                }
-                m.launch(name, config.grid_dim, config.block_dim, config.shared_mem_bytes, args).map_err(|e| e.context(format!("launching {what}")))
-            }
-            _ => bail!("launching {what}: a kernel of one device handed to the other"),
-        }
-    }
-
-    /// Waits for every queued launch (a kernel's failure surfaces here on the driver).
-    pub fn sync(&self, what: &str) -> anyhow::Result<()> {
-        match self {
-            Device::Driver(d) => drv(d.stream.synchronize(), what),
-            Device::Emulated(_) => Ok(()),
-        }
-    }
-
-    /// Starts recording the launches that follow into a graph.
-    pub fn begin_capture(&self) -> anyhow::Result<()> {
-        match self {
-            Device::Driver(d) => drv(d.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "beginning a graph capture"),
-            Device::Emulated(e) => {
-                let mut c = e.capture.borrow_mut();
-                ensure!(c.is_none(), "a graph capture is already under way");
-                *c = Some(Vec::new());
-                Ok(())
-            }
-        }
-    }
-
-    /// Ends the capture begun by [`Device::begin_capture`].
-    pub fn end_capture(&self) -> anyhow::Result<Graph> {
-        match self {
-            Device::Driver(d) => {
-                let graph = drv(d.stream.end_capture(sys::CUgraphInstantiate_flags(0)), "instantiating the interval graph")?;
-                Ok(Graph::Driver(graph.ok_or_else(|| anyhow!("the graph capture of an interval was empty"))?))
-            }
-            Device::Emulated(e) => {
-                let recorded = e.capture.borrow_mut().take().ok_or_else(|| anyhow!("no graph capture is under way"))?;
-                ensure!(!recorded.is_empty(), "the graph capture of an interval was empty");
-                Ok(Graph::Emulated(recorded))
-            }
-        }
-    }
-
-    /// Replays a captured graph.
-    pub fn replay(&self, graph: &Graph) -> anyhow::Result<()> {
-        match graph {
-            Graph::Driver(g) => drv(g.launch(), "replaying the interval graph"),
-            Graph::Emulated(launches) => {
-                for l in launches {
-                    self.launch(&l.kernel, l.config, &l.args, "a kernel of the replayed interval graph")?;
-                }
-                Ok(())
-            }
-        }
+    #[test]
+    fn shared_memory_needs_the_opt_in_and_fits_the_device() {
+        let l = DeviceLimits::SM_90;
+        let r = KernelResources::new(None, 1024);
+        assert!(check_launch(&l, "k", &r, &config((1, 1, 1), 256, 48 * 1024)).is_ok());
+        let e = check_launch(&l, "k", &r, &config((1, 1, 1), 256, 64 * 1024)).unwrap_err();
+        assert!(e.contains("opt in"), "{e}");
+        r.dynamic_shared_allowed.store(227 * 1024, Ordering::Relaxed);
+        // The clone shares the opt-in, as a kernel handed out twice does.
+        let clone = r.clone();
+        assert!(check_launch(&l, "k", &clone, &config((1, 1, 1), 256, 64 * 1024)).is_ok());
+        // Static + dynamic past 227 KiB.
+        let e = check_launch(&l, "k", &clone, &config((1, 1, 1), 256, 227 * 1024)).unwrap_err();
+        assert!(e.contains("233472"), "{e}");
     }
 }

@@ -7,12 +7,15 @@
 //! - [`modules`]: the four modules and their `-D` configurations.
 //! - [`reward_codegen`]: device code for the run's reward.
 //! - [`device`]: [`CudaBackend`], buffers, launches, graph capture.
-//! - [`gpu`]: the device under it: the GPU through the driver, or the host emulator.
-//! - [`emulator`]: the kernels compiled as C++ and run on the CPU (kernels/emulator.hpp).
+//! - [`gpu`]: the device trait under it, its launch limits and [`gpu::check_launch`].
+//! - [`driver`]: the GPU through the CUDA driver, one implementation of the trait.
+//! - [`emulator`]: the other: the kernels compiled as C++ and run on the CPU
+//!   (kernels/emulator.hpp).
 //! - [`nvtx`]: optional NVTX ranges.
 //! - [`dispatch`]: [`AnyBackend`], the CPU or CUDA engine behind one type for the commands.
 
 pub mod device;
+pub mod driver;
 pub mod emulator;
 pub mod gpu;
 pub mod dispatch;

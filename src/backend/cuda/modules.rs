@@ -184,11 +184,11 @@ impl PropagateVariant {
 
 /// The launch of `fs_propagate`: persistent, at most `resident` blocks (what the device runs at
 /// once, [`super::gpu::Device::resident_blocks`]) walking `total` particles in a grid-stride loop.
-pub fn propagate_launch(variant: PropagateVariant, total: usize, resident: u32, shared_bytes: u32) -> cudarc::driver::LaunchConfig {
+pub fn propagate_launch(variant: PropagateVariant, total: usize, resident: u32, shared_bytes: u32) -> super::gpu::LaunchConfig {
     let per_block = variant.block as usize * variant.particles_per_thread as usize;
     let needed = total.div_ceil(per_block).max(1);
     let grid = needed.min(resident.max(1) as usize) as u32;
-    cudarc::driver::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (variant.block, 1, 1), shared_mem_bytes: shared_bytes }
+    super::gpu::LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (variant.block, 1, 1), shared_mem_bytes: shared_bytes }
 }
 
 fn activation_code(a: Activation) -> u32 {
@@ -229,6 +229,27 @@ pub fn check_shape(shape: &MlpShape) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Refuses a model whose propagate kernel needs more shared memory per block (`variant`'s MLP
+/// weights and scratch) than the device lets one block opt into (`available`:
+/// MAX_SHARED_MEMORY_PER_BLOCK_OPTIN; 227 KiB on sm_90, 99 KiB on sm_86/89), with both numbers.
+pub fn check_shared_fit(shape: &MlpShape, variant: PropagateVariant, available: u32) -> Result<(), String> {
+    let needed = variant.shared_bytes(shape);
+    if needed <= available {
+        return Ok(());
+    }
+    Err(format!(
+        "the model (D = {}, H = {}, L = {}) needs {needed} bytes ({:.1} KiB) of shared memory per block for its weights \
+         (propagate variant {}), but this GPU allows {available} ({:.1} KiB): use a smaller model, a GPU with more shared \
+         memory per block (sm_90: 227 KiB), or --backend cpu",
+        shape.dim,
+        shape.hidden,
+        shape.hidden_layers,
+        needed as f64 / 1024.0,
+        variant.name(),
+        available as f64 / 1024.0
+    ))
 }
 
 /// Multiply-adds of one MLP evaluation: (D+1)·H + (L−1)·H² + H·D (8,512 for D = 2, H = 64,
@@ -323,7 +344,9 @@ impl ModuleConfig {
                 "fs_exp_tile_sums",
                 "fs_ancestors_multinomial",
                 "fs_residual_counts",
-                "fs_residual_scatter",
+                "fs_residual_prefix",
+                "fs_residual_slots",
+                "fs_residual_fallback",
                 "fs_marks_clear",
                 "fs_marks_set",
                 "fs_marks_count",
@@ -535,6 +558,20 @@ mod tests {
         assert_eq!((c.grid_dim.0, c.block_dim.0, c.shared_mem_bytes), (6, 128, 100));
         assert_eq!(propagate_launch(PropagateVariant::TWO, 257, 6, 0).grid_dim.0, 2);
         assert_eq!(propagate_launch(PropagateVariant::ONE, 0, 6, 0).grid_dim.0, 1);
+    }
+
+    #[test]
+    fn a_model_is_refused_where_its_weights_do_not_fit_shared_memory() {
+        let big = Mlp::zeros(16, 64, 8, Activation::Elu).shape();
+        let needed = PropagateVariant::ONE.shared_bytes(&big);
+        assert!((120_000..130_000).contains(&needed), "D = 16, H = 64, L = 8 needs ~125 KB: {needed}");
+        let sm90 = crate::backend::cuda::occupancy::limits("sm_90").unwrap().shared_per_block;
+        let sm89 = crate::backend::cuda::occupancy::limits("sm_89").unwrap().shared_per_block;
+        assert!(check_shared_fit(&big, PropagateVariant::ONE, sm90).is_ok());
+        let e = check_shared_fit(&big, PropagateVariant::ONE, sm89).unwrap_err();
+        assert!(e.contains(&format!("needs {needed} bytes")) && e.contains(&format!("allows {sm89}")) && e.contains("H = 64"), "{e}");
+        // The default model fits everywhere.
+        assert!(check_shared_fit(&Mlp::zeros(2, 64, 3, Activation::Elu).shape(), PropagateVariant::ONE, sm89).is_ok());
     }
 
     #[test]
