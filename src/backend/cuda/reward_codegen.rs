@@ -184,6 +184,13 @@ mod tests {
     }
 
     #[test]
+    fn a_reward_program_reads_the_hosts_answers_from_x0() {
+        let c = crate::reward::command::RewardCommand::start("cat", std::time::Duration::from_secs(1)).unwrap();
+        let src = generate(&Reward::from_command(c), 3);
+        assert!(src.contains("return x[0];") && !src.contains("#error"), "{src}");
+    }
+
+    #[test]
     fn expressions_generate_one_statement_per_operation() {
         let r: Reward = "where(x[0] > t, -norm(x - [2, 0.5]) / 2, log(abs(x[1])))".parse().unwrap();
         let p = r.expression().unwrap().program(2).unwrap();
