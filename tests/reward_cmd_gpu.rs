@@ -170,6 +170,19 @@ fn a_steering_run_with_a_program_matches_the_cpu() {
         }
         println!("{extra:?}: {} batches on each backend, copies {} s", rg["batches"], rg["copy_seconds"]);
     }
+    // A search scores on the device (fs_score) and selects the best: the same pivots.
+    let mut samples = Vec::new();
+    for backend in ["cpu", engine] {
+        let out = dir.path().join(format!("zeroth-{backend}"));
+        let args = ["search", "zeroth", "--model", model.to_str().unwrap(), "--candidates", "8", "--cycles", "3", "--radius", "0.4", "--steps", "12"];
+        let o = Command::new(BIN).args(args).args(["--reward-cmd", &cmd, "--backend", backend, "--quiet", "--out", out.to_str().unwrap()]).output().unwrap();
+        assert!(o.status.success(), "search zeroth on {backend}: {}", String::from_utf8_lossy(&o.stderr));
+        samples.push(flowsteer::npy::read_f32(&out.join("samples.npy")).unwrap());
+    }
+    assert_eq!(samples[0].shape, samples[1].shape);
+    if gpu.is_emulated() {
+        assert!(bitwise(&samples[0].data, &samples[1].data), "search zeroth: the emulated run must give the CPU's samples");
+    }
 }
 
 #[test]
@@ -188,5 +201,8 @@ fn a_misbehaving_program_ends_a_device_run_with_no_output() {
         assert!(!o.status.success(), "{mode}: the run must fail");
         assert!(err.contains(why), "{mode}: {err}");
         assert!(!out.exists(), "{mode}: no partial output");
+        if mode == "hang" {
+            assert!(err.contains("thinking forever"), "the program's stderr must be shown: {err}");
+        }
     }
 }
