@@ -358,10 +358,11 @@ pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunR
         })
         .collect();
     let t = &r.times;
-    // Time spent in a --reward-cmd program (host round trips included).
+    // Time spent in a --reward-cmd program (host round trips included), and on a device backend
+    // in copying each batch to the host and its rewards back.
     let reward_command = spec.reward.command().map(|c| {
         let (seconds, batches) = c.time_spent();
-        json!({ "command": c.command, "seconds": seconds, "batches": batches })
+        json!({ "command": c.command, "seconds": seconds, "batches": batches, "copy_seconds": c.copy_time() })
     });
     // The model file's hash ties a result to exact weights (null if the file went away).
     let model_sha256 = std::fs::read(&prep.model_path).ok().map(|b| sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect::<String>());

@@ -33,6 +33,17 @@ fn python() -> bool {
     ok
 }
 
+/// `--reward-timeout` for a misbehaving `mode`: only the hang waits it out; the others must fail
+/// for their own reason even when Python starts slowly on a loaded machine (the first batch's
+/// wait includes the interpreter's start-up, over 2 s at a load of 19 on 2 cores).
+fn timeout(mode: &str) -> &'static str {
+    if mode == "hang" {
+        "8"
+    } else {
+        "60"
+    }
+}
+
 fn program(mode: &str) -> String {
     format!("python3 {}/examples/reward_stdlib.py {mode}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -72,7 +83,7 @@ fn a_misbehaving_program_ends_the_run_with_its_stderr_and_no_output() {
     ];
     for (mode, why) in cases {
         let out = dir.path().join(format!("run-{mode}"));
-        let o = steer(dir.path(), &model, &["--reward-cmd", &program(mode), "--reward-timeout", "2", "--out", out.to_str().unwrap()]);
+        let o = steer(dir.path(), &model, &["--reward-cmd", &program(mode), "--reward-timeout", timeout(mode), "--out", out.to_str().unwrap()]);
         let err = text(&o.stderr);
         assert!(!o.status.success(), "{mode}: the run must fail");
         assert!(err.contains(why), "{mode}: {err}");
@@ -85,13 +96,7 @@ fn a_misbehaving_program_ends_the_run_with_its_stderr_and_no_output() {
     let o = steer(dir.path(), &model, &["--reward-cmd", "no-such-program-xyz", "--out", dir.path().join("x").to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("not found"), "{}", text(&o.stderr));
-    // Not with a CUDA backend (yet): said before anything starts.
-    let o = Command::new(BIN)
-        .args(["steer", "--model", model.to_str().unwrap(), "--backend", "cuda-emulated", "--reward-cmd", "cat", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("--backend cpu"), "{}", text(&o.stderr));
+    // The CUDA backend calls the program too: tests/reward_cmd_gpu.rs.
 }
 
 #[test]

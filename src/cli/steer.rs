@@ -27,7 +27,8 @@ pub struct CommonArgs {
     pub reward: String,
     /// A program that computes the reward (instead of --reward), e.g. "python3 my_reward.py":
     /// started once, it reads batches ("<t> <nbytes>\n" + a [B, D] float32 .npy) on stdin and
-    /// answers "<nbytes>\n" + a [B] float32 .npy on stdout (docs/writing-a-reward.md). CPU backend.
+    /// answers "<nbytes>\n" + a [B] float32 .npy on stdout (docs/writing-a-reward.md). On the CUDA
+    /// backend each batch is copied to the host and the rewards back.
     #[arg(long, value_name = "CMD", conflicts_with = "reward")]
     pub reward_cmd: Option<String>,
     /// Seconds the --reward-cmd program may take to answer one batch before the run ends.

@@ -33,6 +33,8 @@ pub struct RewardCommand {
     stderr: Arc<Mutex<Vec<u8>>>,
     /// Seconds spent waiting for the program, and batches sent (for the summary).
     stats: Mutex<(f64, u64)>,
+    /// Seconds a device backend spent copying batches to the host and rewards back.
+    copy_seconds: Mutex<f64>,
 }
 
 struct Running {
@@ -88,7 +90,7 @@ fn read_frame(out: &mut BufReader<std::process::ChildStdout>) -> Result<Vec<u8>,
 impl RewardCommand {
     /// Starts `command` (through `sh -c`); `timeout` bounds each answer.
     pub fn start(command: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let this = Self { command: command.to_string(), timeout, inner: Mutex::new(None), stderr: Arc::default(), stats: Mutex::new((0.0, 0)) };
+        let this = Self { command: command.to_string(), timeout, inner: Mutex::new(None), stderr: Arc::default(), stats: Mutex::new((0.0, 0)), copy_seconds: Mutex::new(0.0) };
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(command)
@@ -146,6 +148,16 @@ impl RewardCommand {
     /// Seconds spent in the program (sending, waiting, reading) and batches sent so far.
     pub fn time_spent(&self) -> (f64, u64) {
         *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `seconds` of copies between a device and the host made for the program.
+    pub fn add_copy_time(&self, seconds: f64) {
+        *self.copy_seconds.lock().unwrap_or_else(|e| e.into_inner()) += seconds;
+    }
+
+    /// Seconds spent copying batches from a device and rewards back (0 on the CPU backend).
+    pub fn copy_time(&self) -> f64 {
+        *self.copy_seconds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Rewards of `rows` (`[B, dim]` row-major) at time `t`, `[B]`.

@@ -212,6 +212,19 @@ impl Reward {
         }
     }
 
+    /// The rewards of `rows` (`[B, dim]`) at time `t` from the reward program, weight applied:
+    /// one batch, the same on every backend. Fails when the reward is not a program or the
+    /// program fails (the run must end).
+    pub fn eval_rows_by_command(&self, rows: &[f32], dim: usize, t: f32) -> anyhow::Result<Vec<f32>> {
+        let Some(c) = self.command() else { anyhow::bail!("the reward {self} is not a --reward-cmd program") };
+        let mut r = c.eval(rows, dim, t)?;
+        let w = self.terms[0].0;
+        if w != 1.0 {
+            r.iter_mut().for_each(|v| *v *= w);
+        }
+        Ok(r)
+    }
+
     /// A reward computed by the program `command` (`--reward-cmd`).
     pub fn from_command(command: command::RewardCommand) -> Self {
         Reward { terms: vec![(1.0, Term::Command(Arc::new(command)))], eps: DEFAULT_EPS }
@@ -223,14 +236,10 @@ impl Reward {
     pub fn eval_soa(&self, x: &[f32], dim: usize, stride: usize, t: f32, out: &mut [f32]) -> anyhow::Result<()> {
         use rayon::prelude::*;
         const CHUNK: usize = 1024;
-        if let Some(c) = self.command() {
+        if self.command().is_some() {
             // One batch for the whole population: the program sees [B, D] rows.
             let rows = crate::backend::soa_to_rows(x, dim, stride, out.len());
-            let r = c.eval(&rows, dim, t)?;
-            let w = self.terms[0].0;
-            for (o, v) in out.iter_mut().zip(r) {
-                *o = if w == 1.0 { v } else { w * v };
-            }
+            out.copy_from_slice(&self.eval_rows_by_command(&rows, dim, t)?);
             return Ok(());
         }
         if let Some(e) = self.expression() {

@@ -240,9 +240,6 @@ impl Prepared {
                 if !(common.reward_timeout.is_finite() && common.reward_timeout > 0.0) {
                     bail!("--reward-timeout must be a number of seconds > 0, got {}", common.reward_timeout);
                 }
-                if backend.choice != crate::backend::BackendChoice::Cpu {
-                    bail!("--reward-cmd runs the program on the host, which only the CPU backend calls so far; add --backend cpu");
-                }
                 let timeout = std::time::Duration::from_secs_f64(common.reward_timeout);
                 Reward::from_command(crate::reward::command::RewardCommand::start(cmd, timeout)?)
             }

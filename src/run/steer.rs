@@ -67,7 +67,9 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
     let result = method::execute(&mut backend, &prep.spec, &Method::Steer(fk, cfg.tempering), init)?;
     if let (Some(c), false) = (prep.spec.reward.command(), quiet) {
         let (seconds, batches) = c.time_spent();
-        println!("  reward program: {seconds:.3} s in {batches} batches");
+        let copies = c.copy_time();
+        let copied = if copies > 0.0 { format!(", and {copies:.3} s copying between the device and the host") } else { String::new() };
+        println!("  reward program: {seconds:.3} s in {batches} batches{copied}");
     }
     let profiled = cfg.profile.is_some();
     if profiled {

@@ -47,6 +47,8 @@ const IV_RESAMPLE_STEP: usize = 4;
 const IV_REWARD_T: usize = 5;
 const IV_LEN: usize = 16;
 
+mod host_reward;
+
 // Per-group result slots (kernels/potential.cu FS_GR_*).
 const GR_LOG_Z: usize = 0;
 const GR_ESS: usize = 1;
@@ -585,6 +587,7 @@ impl CudaBackend {
         self.ensure_rin(k, spec, p, step, emit)?;
         // The reward's time t is read from the interval parameters.
         self.write_iv(spec, p, step, step, false, step)?;
+        self.rewards_from_host(spec, p, step)?;
         let (alt, anc, iv) = (self.ptr(&p.alt), self.ptr(&p.anc), self.ptr(&p.iv));
         let stride = p.capacity as u64;
         let total = p.total() as u64;
@@ -661,6 +664,7 @@ impl Backend for CudaBackend {
         let k = self.kernels(spec)?;
         let emit = Self::emit_for(spec, at.is_final);
         self.ensure_rin(&k, spec, p, at.step, emit)?;
+        self.rewards_from_host(spec, p, at.step)?;
         self.write_iv(spec, p, at.step, at.step, at.is_final, at.step)?;
         self.launch_weigh(&k, spec, p)?;
         let gr = self.read_groups(p)?;
@@ -681,8 +685,9 @@ impl Backend for CudaBackend {
         let k = self.kernels(spec)?;
         let emit = Self::emit_for(spec, plan.weigh.is_final);
         let step_end = plan.weigh.step;
-        if plan.steps.end != step_end {
-            // Not the fused shape (propagate up to the weighing point): the plain primitives.
+        if plan.steps.end != step_end || spec.reward.command().is_some() {
+            // Not the fused shape (propagate up to the weighing point), or a reward program that
+            // the host calls between propagating and weighing: the plain primitives.
             self.propagate(spec, p, plan.steps.clone())?;
             let weights = self.weigh(spec, p, plan.weigh)?;
             let (resample, ancestors) =
