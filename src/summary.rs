@@ -522,7 +522,7 @@ mod tests {
 
     #[test]
     fn weights_normalise_per_group() {
-        let w = normalised_weights(&[0.0, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY], Layout { n: 3, groups: 2 });
+        let w = normalised_weights(&[0.0, 0.0, f64::NEG_INFINITY, f64::NEG_INFINITY, 1.0, f64::NEG_INFINITY], Layout { n: 3, groups: 2 });
         let want = [0.25, 0.25, 0.0, 0.0, 0.5, 0.0];
         for (a, b) in w.iter().zip(want) {
             assert!((a - b).abs() < 1e-12);

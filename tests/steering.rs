@@ -96,7 +96,7 @@ fn snis_reference(m: usize) -> ([f64; 5], [f64; 5]) {
     b.propagate(&sp, &mut p, 0..STEPS).unwrap();
     let r = b.score(&sp, &mut p, flowsteer::backend::ScoreOn::Sample).unwrap();
     let x = b.read_positions(&p).unwrap();
-    let w = normalise(&r);
+    let w = normalise(&r.iter().map(|&v| v as f64).collect::<Vec<f64>>());
     let est = moments(&x, &w);
     let mut se = [0.0; 5];
     for (p, &wi) in x.chunks(2).zip(&w) {

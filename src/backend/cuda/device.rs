@@ -60,7 +60,7 @@ const TP_SLOTS: usize = 8;
 
 /// Bytes per particle for data dimension `dim` (see the table above).
 pub fn bytes_per_particle(dim: usize) -> usize {
-    4 * dim + 8 * 3 + 4 * 3 + 4 * (dim + 3).max(2)
+    4 * dim + 8 * 3 + 4 * 2 + 4 * (dim + 3).max(2)
 }
 
 /// Bytes a population of `total` particles in `groups` groups needs on the device.
