@@ -3,8 +3,8 @@
 
 Bytes are those the implementation sends (src/distributed/resample.rs, population.rs):
   per particle whose ancestor lives on another rank: a 16-byte point (group, threshold) and a
-  (4·D + 16)-byte reply (ancestor index, position, potential state, root id);
-  per resampling: 3 all-gathers of per-group records (32 + 72 + 8 bytes per group and rank), each
+  (4·D + 24)-byte reply (ancestor index, position, f64 potential state, root id);
+  per resampling: 3 all-gathers of per-group records (40 + 72 + 8 bytes per group and rank), each
   preceded by an all-gather of lengths, and 2 all-to-all-v, each preceded by an all-to-all of
   counts: about 10 collectives, each costing α·⌈log2 P⌉ (tree/recursive-doubling latency).
 Compute: (N/P)·k particle-steps at R particle-steps/s per GPU, k = grid steps per interval.
@@ -21,14 +21,14 @@ NETS = {                   # (α per collective hop, β bytes/s per GPU, one dir
     "NVLink (H100 node, 8 GPUs)": (3e-6, 300e9),
     "InfiniBand NDR 400 Gb/s": (5e-6, 50e9),
 }
-REPLY = 4 * D + 16
+REPLY = 4 * D + 24
 POINT = 16
 
 
 def interval(n_per_rank, p, alpha, beta, moved):
     compute = n_per_rank * K / R
     latency = COLLECTIVES * alpha * max(1, math.ceil(math.log2(p)))
-    volume = moved * n_per_rank * (POINT + REPLY) + 3 * 112 * p  # + group records (G = 1)
+    volume = moved * n_per_rank * (POINT + REPLY) + 3 * 120 * p  # + group records (G = 1)
     return compute, latency + volume / beta
 
 

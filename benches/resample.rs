@@ -11,9 +11,9 @@ use flowsteer::rng::{Philox, Purpose};
 
 /// Log-weights spread over a few units, like λ·r at a resampling point: not all equal (that
 /// would make residual trivial) and not degenerate (one winner would make the scan all there is).
-fn log_weights(n: usize) -> Vec<f32> {
+fn log_weights(n: usize) -> Vec<f64> {
     let rng = Philox::new(3);
-    (0..n).map(|i| 2.0 * rng.normals4(i as u64, 0, Purpose::InitialNoise, 0)[0]).collect()
+    (0..n).map(|i| 2.0 * rng.normals4(i as u64, 0, Purpose::InitialNoise, 0)[0] as f64).collect()
 }
 
 fn bench_resample(c: &mut Criterion) {

@@ -12,6 +12,24 @@ static_assert(FS_RBLOCK % 32 == 0 && FS_RBLOCK <= 1024, "FS_RBLOCK must be a mul
 #define FS_NEG_INF_F __int_as_float(0xff800000)
 #define FS_POS_INF_F __int_as_float(0x7f800000)
 #define FS_NEG_INF_D __longlong_as_double(0xfff0000000000000ull)
+#define FS_POS_INF_D __longlong_as_double(0x7ff0000000000000ull)
+
+// An f64 kept in two f32 rows of the scratch rows (`row`: low word, `row + 1`: high word), bit
+// for bit: the rows' float offsets need not be 8-byte aligned (log-weights and potential states
+// are f64, docs/steering.md).
+__device__ __forceinline__ void fs_store_f64_rows(float* rows, unsigned long long row, unsigned long long stride,
+                                                  unsigned long long i, double v) {
+    const unsigned long long b = (unsigned long long)__double_as_longlong(v);
+    rows[row * stride + i] = __uint_as_float((unsigned int)b);
+    rows[(row + 1) * stride + i] = __uint_as_float((unsigned int)(b >> 32));
+}
+
+__device__ __forceinline__ double fs_load_f64_rows(const float* rows, unsigned long long row, unsigned long long stride,
+                                                   unsigned long long i) {
+    const unsigned long long lo = __float_as_uint(rows[row * stride + i]);
+    const unsigned long long hi = __float_as_uint(rows[(row + 1) * stride + i]);
+    return __longlong_as_double((long long)(lo | (hi << 32)));
+}
 
 // The block's index on a grid numbered x first, then y: the host lays tiles × groups (up to
 // (2^31 − 1) × 65,535 blocks) along grid.x and spills into grid.y only past the x limit, so no

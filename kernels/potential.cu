@@ -8,8 +8,9 @@
 //
 // fs_weigh (a block per tile of a group, fs_block_index, FS_RBLOCK threads, FS_ITEMS per thread):
 //   r = reward(rin)                       rin = x̂1, x_t or the final sample (propagate.cu `emit`)
-//   (log G, state') = update(state, r)    as Potential::update in src/potential.rs
-//   lw' = lw + log G; NaN or +inf → −inf, counted (SPEC §5)
+//   (log G, state') = update(state, r)    as Potential::update in src/potential.rs, in f64
+//   lw' = lw + log G; NaN or +inf → −inf, counted (SPEC §5); lw, carried and acc are f64
+//   (rewards of −5·10^11 cancel in the terminal correction, docs/steering.md)
 //   per tile, in f64: (max, Σ e^{lw'−max}, Σ e^{2(lw'−max)}) of the new and (max, Σ) of the old
 //   log-weights, the count of non-finite results, Σ r over finite rewards and their count.
 // fs_weigh_finalize (one block per group): combines the tiles into the group's results
@@ -59,13 +60,13 @@ static_assert(FS_POTENTIAL >= 0 && FS_POTENTIAL <= 5, "FS_POTENTIAL must be 0..5
 #define FS_IV_REWARD_T 5
 
 // One potential update (src/potential.rs, Potential::update). Returns log G; updates the state.
-__device__ __forceinline__ float fs_potential_update(float lambda, float* carried, float* acc, float r, int is_final) {
-    float log_g;
+__device__ __forceinline__ double fs_potential_update(double lambda, double* carried, double* acc, double r, int is_final) {
+    double log_g;
 #if FS_POTENTIAL == 0 || FS_POTENTIAL == 1 || FS_POTENTIAL == 3
     if (is_final) return lambda * r - *acc;  // terminal correction; the state is not updated
 #endif
 #if FS_POTENTIAL == 0
-    *carried = fmaxf(*carried, r);
+    *carried = fmax(*carried, r);
     log_g = lambda * *carried;
 #elif FS_POTENTIAL == 1
     *carried = *carried + r;
@@ -76,17 +77,17 @@ __device__ __forceinline__ float fs_potential_update(float lambda, float* carrie
     log_g = lambda * (r - *carried);
     *carried = r;
 #elif FS_POTENTIAL == 4
-    log_g = is_final ? lambda * r : 0.0f;
+    log_g = is_final ? lambda * r : 0.0;
 #else
-    log_g = 0.0f;
+    log_g = 0.0;
 #endif
     if (!is_final) *acc = *acc + log_g;
     return log_g;
 }
 
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
-    const float* __restrict__ rin, unsigned long long stride, float* __restrict__ carried, float* __restrict__ acc,
-    float* __restrict__ lw, unsigned long long n, const unsigned int* __restrict__ iv, float lambda,
+    const float* __restrict__ rin, unsigned long long stride, double* __restrict__ carried, double* __restrict__ acc,
+    double* __restrict__ lw, unsigned long long n, const unsigned int* __restrict__ iv, float lambda,
     double* __restrict__ tile_part, unsigned int tiles, unsigned long long groups) {
     const unsigned long long b = fs_block_index();
     if (b >= (unsigned long long)tiles * groups) return;
@@ -94,13 +95,13 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
     const int is_final = (int)iv[FS_IV_IS_FINAL];
     const float t = __int_as_float((int)iv[FS_IV_REWARD_T]);
     double m_new = FS_NEG_INF_D, m_old = FS_NEG_INF_D;
-    float lw_new[FS_ITEMS], lw_old[FS_ITEMS];
+    double lw_new[FS_ITEMS], lw_old[FS_ITEMS];
     double rsum = 0.0;
     unsigned long long nonfinite = 0, rcount = 0;
 #pragma unroll
     for (int k = 0; k < FS_ITEMS; ++k) {
-        lw_new[k] = FS_NEG_INF_F;
-        lw_old[k] = FS_NEG_INF_F;
+        lw_new[k] = FS_NEG_INF_D;
+        lw_old[k] = FS_NEG_INF_D;
         const unsigned long long j = (unsigned long long)tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
         if (j >= n) continue;
         const unsigned long long i = (unsigned long long)g * n + j;
@@ -108,21 +109,21 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
 #pragma unroll
         for (int d = 0; d < FS_D; ++d) xr[d] = rin[d * stride + i];
         const float r = fs_reward(xr, t);
-        float c = carried[i], a = acc[i];
-        const float log_g = fs_potential_update(lambda, &c, &a, r, is_final);
+        double c = carried[i], a = acc[i];
+        const double log_g = fs_potential_update((double)lambda, &c, &a, (double)r, is_final);
         carried[i] = c;
         acc[i] = a;
-        const float old = lw[i];
-        float w = old + log_g;
-        if (isnan(w) || w == FS_POS_INF_F) {
-            w = FS_NEG_INF_F;
+        const double old = lw[i];
+        double w = old + log_g;
+        if (isnan(w) || w == FS_POS_INF_D) {
+            w = FS_NEG_INF_D;
             nonfinite += 1;
         }
         lw[i] = w;
         lw_new[k] = w;
         lw_old[k] = old;
-        m_new = fmax(m_new, (double)w);
-        m_old = fmax(m_old, (double)old);
+        m_new = fmax(m_new, w);
+        m_old = fmax(m_old, old);
         if (isfinite(r)) {
             rsum += (double)r;
             rcount += 1;
@@ -133,12 +134,12 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_weigh(
     double s1 = 0.0, s2 = 0.0, s0 = 0.0;
 #pragma unroll
     for (int k = 0; k < FS_ITEMS; ++k) {
-        if (bm_new != FS_NEG_INF_D && lw_new[k] != FS_NEG_INF_F) {
-            const double e = exp((double)lw_new[k] - bm_new);
+        if (bm_new != FS_NEG_INF_D && lw_new[k] != FS_NEG_INF_D) {
+            const double e = exp(lw_new[k] - bm_new);
             s1 += e;
             s2 += e * e;
         }
-        if (bm_old != FS_NEG_INF_D && lw_old[k] != FS_NEG_INF_F) s0 += exp((double)lw_old[k] - bm_old);
+        if (bm_old != FS_NEG_INF_D && lw_old[k] != FS_NEG_INF_D) s0 += exp(lw_old[k] - bm_old);
     }
     s1 = fs_block_sum(s1);
     s2 = fs_block_sum(s2);

@@ -61,7 +61,7 @@ __device__ __forceinline__ unsigned long long fs_search(const double* __restrict
 
 // (1) W_j into `w` (f64, indexed like the particles), per-tile Σ W and last j with W_j > 0.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_weights(
-    const float* __restrict__ lw, unsigned long long n, const double* __restrict__ gr, double* __restrict__ w,
+    const double* __restrict__ lw, unsigned long long n, const double* __restrict__ gr, double* __restrict__ w,
     double* __restrict__ tile_sum, long long* __restrict__ tile_last, unsigned int tiles, unsigned long long groups) {
     const unsigned long long b = fs_block_index();
     if (b >= (unsigned long long)tiles * groups) return;
@@ -76,9 +76,9 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_resample_weights(
         const unsigned long long j = (unsigned long long)tile * FS_TILE + k * FS_RBLOCK + threadIdx.x;
         if (j >= n) continue;
         const unsigned long long i = (unsigned long long)g * n + j;
-        const float l = lw[i];
-        const bool dead = l == FS_NEG_INF_F || l == FS_POS_INF_F || isnan(l);  // NaN/+inf count as −inf
-        const double wj = all ? 1.0 : (dead ? 0.0 : exp((double)l - m));
+        const double l = lw[i];
+        const bool dead = l == FS_NEG_INF_D || l == FS_POS_INF_D || isnan(l);  // NaN/+inf count as −inf
+        const double wj = all ? 1.0 : (dead ? 0.0 : exp(l - m));
         w[i] = wj;
         s += wj;
         if (wj > 0.0) last = (long long)j;
@@ -347,25 +347,27 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_residual_fallback(
 }
 
 // lw doubles as the "chosen" marks of resampled groups (its values are reset anyway): clear them.
-extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_clear(unsigned int* __restrict__ marks, unsigned long long n,
+// A mark is 64 bits wide, the size of a log-weight, so that a resampled group's marks never
+// touch a skipped group's carried log-weights.
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_clear(unsigned long long* __restrict__ marks, unsigned long long n,
                                                                       unsigned long long total, const double* __restrict__ gr) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total || !fs_group_resamples(gr, i / n)) return;
-    marks[i] = 0u;
+    marks[i] = 0ull;
 }
 
-extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_set(unsigned int* __restrict__ marks, const unsigned int* __restrict__ anc,
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_set(unsigned long long* __restrict__ marks, const unsigned int* __restrict__ anc,
                                                                     unsigned long long n, unsigned long long total,
                                                                     const double* __restrict__ gr) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     const unsigned long long g = i / n;
     if (!fs_group_resamples(gr, g)) return;
-    marks[g * n + anc[i]] = 1u;  // racing writers store the same value
+    marks[g * n + anc[i]] = 1ull;  // racing writers store the same value
 }
 
 // Counts the marks per group into gr[DISTINCT] and leaves the log-weights at 0 (reset, SPEC §5).
-extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_count(unsigned int* __restrict__ marks, unsigned long long n,
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_count(unsigned long long* __restrict__ marks, unsigned long long n,
                                                                       double* __restrict__ gr, unsigned int tiles, unsigned long long groups) {
     const unsigned long long b = fs_block_index();
     if (b >= (unsigned long long)tiles * groups) return;
@@ -378,18 +380,19 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_count(unsigned 
         if (j >= n) continue;
         const unsigned long long i = (unsigned long long)g * n + j;
         c += marks[i];
-        marks[i] = 0u;  // == 0.0f: the reset log-weight
+        marks[i] = 0ull;  // == 0.0: the reset log-weight
     }
     c = fs_block_sum(c);
     if (threadIdx.x == 0 && c > 0) atomicAdd(&gr[(unsigned long long)g * FS_GR_SLOTS + FS_GR_DISTINCT], (double)c);
 }
 
 // Gather of every per-particle state into the scratch rows `alt` ([rows][stride] floats:
-// x_0..x_{D−1}, carried, accumulated log G, root id); identity ancestors for skipped groups.
+// x_0..x_{D−1}, carried (f64 in two rows), root id) and, for the accumulated log G (f64), into
+// `lw`, free until fs_gather_commit resets it; identity ancestors for skipped groups.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_gather(
-    const float* __restrict__ x, const float* __restrict__ carried, const float* __restrict__ acc,
-    const unsigned int* __restrict__ root, unsigned int* __restrict__ anc, float* __restrict__ alt, unsigned int dim,
-    unsigned long long n, unsigned long long total, unsigned long long stride, const double* __restrict__ gr) {
+    const float* __restrict__ x, const double* __restrict__ carried, const double* __restrict__ acc,
+    const unsigned int* __restrict__ root, unsigned int* __restrict__ anc, float* __restrict__ alt, double* __restrict__ lw,
+    unsigned int dim, unsigned long long n, unsigned long long total, unsigned long long stride, const double* __restrict__ gr) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     const unsigned long long g = i / n;
@@ -399,25 +402,26 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_gather(
     }
     const unsigned long long src = g * n + anc[i];
     for (unsigned int d = 0; d < dim; ++d) alt[d * stride + i] = x[d * stride + src];
-    alt[dim * stride + i] = carried[src];
-    alt[(dim + 1) * stride + i] = acc[src];
+    fs_store_f64_rows(alt, dim, stride, i, carried[src]);
     alt[(dim + 2) * stride + i] = __uint_as_float(root[src]);
+    lw[i] = acc[src];
 }
 
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_gather_commit(
-    float* __restrict__ x, float* __restrict__ carried, float* __restrict__ acc, unsigned int* __restrict__ root,
-    const float* __restrict__ alt, unsigned int dim, unsigned long long n, unsigned long long total,
+    float* __restrict__ x, double* __restrict__ carried, double* __restrict__ acc, unsigned int* __restrict__ root,
+    const float* __restrict__ alt, double* __restrict__ lw, unsigned int dim, unsigned long long n, unsigned long long total,
     unsigned long long stride, const double* __restrict__ gr) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total || !fs_group_resamples(gr, i / n)) return;
     for (unsigned int d = 0; d < dim; ++d) x[d * stride + i] = alt[d * stride + i];
-    carried[i] = alt[dim * stride + i];
-    acc[i] = alt[(dim + 1) * stride + i];
+    carried[i] = fs_load_f64_rows(alt, dim, stride, i);
+    acc[i] = lw[i];
+    lw[i] = 0.0;  // the reset log-weight (SPEC §5)
     root[i] = __float_as_uint(alt[(dim + 2) * stride + i]);
 }
 
-// Initial FK state: every word of `dst` set to `value` (bit pattern), e.g. carried = r_min.
-extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_fill_u32(unsigned int* __restrict__ dst, unsigned int value,
+// Initial FK state: every 64-bit word of `dst` set to `value` (bit pattern), e.g. carried = r_min.
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_fill_u64(unsigned long long* __restrict__ dst, unsigned long long value,
                                                                    unsigned long long count) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < count) dst[i] = value;

@@ -131,11 +131,12 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_argmax_groups(
 }
 
 // New particle g·keep + k ← old particle g·n_old + sel[g·keep + k], every per-particle field,
-// into the scratch rows `alt` (x_0..x_{D−1}, carried, acc, root); fs_select_commit copies back.
-// The log-weights follow in a second round (fs_select_gather_lw / fs_select_commit_lw) so that
-// the scratch stays D + 3 rows (the memory budget, src/backend/cuda/mod.rs).
+// into the scratch rows `alt` (x_0..x_{D−1}, carried as f64 in two rows, root); fs_select_commit
+// copies back. The log-weights and acc (f64 each) follow in a second round
+// (fs_select_gather_lw / fs_select_commit_lw: rows 0–3) so that the scratch stays D + 3 rows
+// (the memory budget, src/backend/cuda/device.rs).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_select_gather(
-    const float* __restrict__ x, const float* __restrict__ carried, const float* __restrict__ acc,
+    const float* __restrict__ x, const double* __restrict__ carried,
     const unsigned int* __restrict__ root, const unsigned int* __restrict__ sel,
     float* __restrict__ alt, unsigned long long n_old, unsigned long long keep, unsigned long long total_new,
     unsigned long long stride) {
@@ -145,44 +146,47 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_select_gather(
     const unsigned long long src = g * n_old + sel[i];
 #pragma unroll
     for (int d = 0; d < FS_D; ++d) alt[d * stride + i] = x[d * stride + src];
-    alt[FS_D * stride + i] = carried[src];
-    alt[(FS_D + 1) * stride + i] = acc[src];
+    fs_store_f64_rows(alt, FS_D, stride, i, carried[src]);
     alt[(FS_D + 2) * stride + i] = __uint_as_float(root[src]);
 }
 
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_select_commit(
-    float* __restrict__ x, float* __restrict__ carried, float* __restrict__ acc,
+    float* __restrict__ x, double* __restrict__ carried,
     unsigned int* __restrict__ root, const float* __restrict__ alt, unsigned long long total_new,
     unsigned long long stride) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total_new) return;
 #pragma unroll
     for (int d = 0; d < FS_D; ++d) x[d * stride + i] = alt[d * stride + i];
-    carried[i] = alt[FS_D * stride + i];
-    acc[i] = alt[(FS_D + 1) * stride + i];
+    carried[i] = fs_load_f64_rows(alt, FS_D, stride, i);
     root[i] = __float_as_uint(alt[(FS_D + 2) * stride + i]);
 }
 
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_select_gather_lw(
-    const float* __restrict__ lw, const unsigned int* __restrict__ sel, float* __restrict__ alt,
-    unsigned long long n_old, unsigned long long keep, unsigned long long total_new) {
+    const double* __restrict__ lw, const double* __restrict__ acc, const unsigned int* __restrict__ sel,
+    float* __restrict__ alt, unsigned long long n_old, unsigned long long keep, unsigned long long total_new,
+    unsigned long long stride) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total_new) return;
-    alt[i] = lw[(i / keep) * n_old + sel[i]];
+    const unsigned long long src = (i / keep) * n_old + sel[i];
+    fs_store_f64_rows(alt, 0, stride, i, lw[src]);
+    fs_store_f64_rows(alt, 2, stride, i, acc[src]);
 }
 
-extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_select_commit_lw(float* __restrict__ lw, const float* __restrict__ alt,
-                                                                           unsigned long long total_new) {
+extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_select_commit_lw(double* __restrict__ lw, double* __restrict__ acc,
+                                                                           const float* __restrict__ alt,
+                                                                           unsigned long long total_new, unsigned long long stride) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total_new) return;
-    lw[i] = alt[i];
+    lw[i] = fs_load_f64_rows(alt, 0, stride, i);
+    acc[i] = fs_load_f64_rows(alt, 2, stride, i);
 }
 
 // Replication into freshly allocated buffers: new particle i·copies + c ← old particle i.
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_replicate(
-    const float* __restrict__ x, const float* __restrict__ carried, const float* __restrict__ acc,
-    const float* __restrict__ lw, const unsigned int* __restrict__ root, float* __restrict__ nx,
-    float* __restrict__ ncarried, float* __restrict__ nacc, float* __restrict__ nlw, unsigned int* __restrict__ nroot,
+    const float* __restrict__ x, const double* __restrict__ carried, const double* __restrict__ acc,
+    const double* __restrict__ lw, const unsigned int* __restrict__ root, float* __restrict__ nx,
+    double* __restrict__ ncarried, double* __restrict__ nacc, double* __restrict__ nlw, unsigned int* __restrict__ nroot,
     unsigned long long total_old, unsigned long long stride_old, unsigned long long stride_new, unsigned int copies) {
     const unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total_old * copies) return;

@@ -112,17 +112,17 @@ pub fn steer(side: Side, dim: usize, points: usize, ancestry: bool, baseline: bo
     if side == Side::Host {
         e = e
             .resident("positions", d * F32)
-            .resident("potential state", 2 * F32)
-            .resident("log-weights and root ids", F32 + U32)
+            .resident("potential state", 2 * F64)
+            .resident("log-weights and root ids", F64 + U32)
             // A resampling gathers into new buffers: positions, state, log-weights, roots, plus
             // the ancestor indices and their global source slots.
-            .transient("resampling gather", d * F32 + 2 * F32 + F32 + U32 + U32 + USIZE)
+            .transient("resampling gather", d * F32 + 2 * F64 + F64 + U32 + U32 + USIZE)
             // Rewards on x̂1: velocities, x̂1 and the rewards.
             .transient("reward scratch", 2 * d * F32 + F32);
     }
     // The end of the run: positions, log-weights, rewards and roots read back, then staged as
     // samples.npy and log_weights.npy with the normalised weights of the summary.
-    e = e.transient("results and output files", d * F32 + F32 + F32 + U32 + d * F32 + F32 + F64);
+    e = e.transient("results and output files", d * F32 + F64 + F32 + U32 + d * F32 + F64 + F64);
     if ancestry {
         // One u32 row per point, held during the run and concatenated for ancestry.npy.
         e = e.resident("ancestry", 2 * points as u64 * U32);
@@ -151,13 +151,13 @@ pub fn search_select(side: Side, dim: usize, init: bool, option: &'static str, g
     if side == Side::Host {
         e = e
             .resident("positions", d * F32)
-            .resident("potential state", 2 * F32)
-            .resident("log-weights and root ids", F32 + U32)
+            .resident("potential state", 2 * F64)
+            .resident("log-weights and root ids", F64 + U32)
             // Scores, the sort order (usize), the chosen indices, the gather of the kept ones.
-            .transient("top-k selection", F32 + USIZE + U32 + USIZE + d * F32 + 2 * F32 + F32 + U32)
+            .transient("top-k selection", F32 + USIZE + U32 + USIZE + d * F32 + 2 * F64 + F64 + U32)
             .transient("reward scratch", 2 * d * F32 + F32);
     }
-    e = e.transient("results and output files", 2 * (d * F32 + F32 + F32 + U32));
+    e = e.transient("results and output files", 2 * (d * F32 + F64 + F32 + U32));
     with_init(e, d, init)
 }
 
@@ -168,14 +168,14 @@ pub fn search_paths(side: Side, dim: usize, copies: usize, init: bool, groups: u
     let mut e = Estimate::new(format!("search paths on the {}", side_name(side)), "beam states", "--particles", groups as u64);
     if side == Side::Host {
         e = e
-            .resident("beam", d * F32 + 2 * F32 + F32 + U32)
+            .resident("beam", d * F32 + 2 * F64 + F64 + U32)
             // The M copies of a round with their source slots, and their renoising noise (one
             // Vec per copy).
-            .resident("copies", m * (d * F32 + 2 * F32 + F32 + U32 + USIZE))
+            .resident("copies", m * (d * F32 + 2 * F64 + F64 + U32 + USIZE))
             .transient("renoising noise", m * (d * F32 + VEC_OVERHEAD))
             .transient("scoring and top-N", m * (2 * d * F32 + F32 + USIZE + U32 + USIZE));
     }
-    e = e.transient("results and output files", 2 * (d * F32 + F32 + F32 + U32));
+    e = e.transient("results and output files", 2 * (d * F32 + F64 + F32 + U32));
     with_init(e, d, init)
 }
 
@@ -348,14 +348,14 @@ mod tests {
 
     #[test]
     fn steer_on_the_cpu_is_the_sum_of_its_buffers() {
-        // D = 2: resident 8 (positions) + 8 (state) + 8 (log-w, roots) = 24; transient phases:
-        // gather 8+8+4+4+4+8 = 36, reward 16+4 = 20, results 8+4+4+4+8+4+8 = 40 → max 40.
+        // D = 2: resident 8 (positions) + 16 (f64 state) + 12 (f64 log-w, roots) = 36; transient
+        // phases: gather 8+16+8+4+4+8 = 48, reward 16+4 = 20, results 8+8+4+4+8+8+8 = 48 → max 48.
         let e = steer(Side::Host, 2, 6, false, false, false, 1);
-        assert_eq!(e.per_item(), 24 + 40);
-        assert_eq!(e.bytes(1000), FIXED_BYTES as u128 + 64_000);
+        assert_eq!(e.per_item(), 36 + 48);
+        assert_eq!(e.bytes(1000), FIXED_BYTES as u128 + 84_000);
         // Ancestry (2 × 6 points × 4) and the baseline (8 + 4) are resident on top.
         let e = steer(Side::Host, 2, 6, true, true, false, 1);
-        assert_eq!(e.per_item(), 24 + 48 + 12 + 40);
+        assert_eq!(e.per_item(), 36 + 48 + 12 + 48);
     }
 
     #[test]
@@ -369,7 +369,7 @@ mod tests {
     fn the_gpu_is_charged_only_its_host_copies() {
         let host = steer(Side::Host, 2, 6, false, false, false, 1);
         let dev = steer(Side::Device, 2, 6, false, false, false, 1);
-        assert_eq!(dev.per_item(), 40);
+        assert_eq!(dev.per_item(), 48);
         assert!(dev.per_item() < host.per_item());
     }
 
@@ -391,7 +391,7 @@ mod tests {
         let e = steer(Side::Host, 2, 6, false, true, false, 1);
         let err = check_against(&e, 1 << 34, &avail(16 * GIB)).unwrap_err().to_string();
         let largest = e.largest_count(16 * GIB);
-        assert!(err.contains("steer on the CPU with 17,179,869,184 particles (N·G) needs about 1.2 TiB"), "{err}");
+        assert!(err.contains("steer on the CPU with 17,179,869,184 particles (N·G) needs about 1.5 TiB"), "{err}");
         assert!(err.contains(&format!("the largest --particles that fits is {}", crate::format::count(largest))), "{err}");
         assert!(err.contains("16 GiB (test) is available") && err.contains("Lower --particles"), "{err}");
         assert!(err.contains("positions 128 GiB"), "{err}");

@@ -76,8 +76,8 @@ fn panels<'a>(spec: &RunSpec, r: &'a RunResult) -> Vec<Panel<'a>> {
         .collect();
     let weighted = r.log_weights.iter().any(|&l| l != 0.0);
     let shade = weighted.then(|| {
-        let top = r.log_weights.iter().copied().filter(|l| l.is_finite()).fold(f32::NEG_INFINITY, f32::max);
-        r.log_weights.iter().map(|&l| if l.is_finite() { (l - top).exp() } else { 0.0 }).collect::<Vec<f32>>()
+        let top = r.log_weights.iter().copied().filter(|l| l.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+        r.log_weights.iter().map(|&l| if l.is_finite() { (l - top).exp() as f32 } else { 0.0 }).collect::<Vec<f32>>()
     });
     let title = format!("final: {}{}", count_text(&r.positions, dim), if weighted { ", darker = more weight" } else { "" });
     out.push(Panel { title, points: &r.positions, shade });

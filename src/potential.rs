@@ -2,6 +2,10 @@
 //!
 //! One function, [`Potential::update`], holds the arithmetic of SPEC §5's table and of the
 //! terminal correction; the CPU backend calls it and `kernels/potential.cu` mirrors it.
+//!
+//! The reward is f32, but everything the potential carries (running max, sum or previous reward,
+//! `Σ log G`) and every log-weight is f64: rewards of −5·10^11 (inside an obstacle) cancel in
+//! `λ·r_K − Σ log G` and would leave errors of ~10^5 in f32 (docs/steering.md).
 
 use std::fmt;
 
@@ -67,9 +71,9 @@ impl Default for Potential {
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct PotentialState {
     /// Running max `m`, running sum `s` or previous reward `r_{k−1}`, by kind.
-    pub carried: f32,
+    pub carried: f64,
     /// `Σ_{j<k} log G_j` along the ancestry, divided out at the end (terminal correction).
-    pub accumulated_log_g: f32,
+    pub accumulated_log_g: f64,
 }
 
 impl Potential {
@@ -87,7 +91,7 @@ impl Potential {
     pub fn initial_state(&self) -> PotentialState {
         let carried = match self.kind {
             PotentialKind::Add => 0.0,
-            _ => self.r_min,
+            _ => self.r_min as f64,
         };
         PotentialState { carried, accumulated_log_g: 0.0 }
     }
@@ -97,10 +101,10 @@ impl Potential {
     /// correction `λ·r_K − Σ_{j<K} log G_j` for `max`, `add` and `rt` (SPEC §5).
     ///
     /// A non-finite reward or result is returned as is; the caller maps NaN and +inf to −inf
-    /// log-weight and counts them (SPEC §5).
+    /// log-weight and counts them (SPEC §5). In f64: `λ·r` of two f32 is exact.
     #[inline(always)]
-    pub fn update(&self, state: PotentialState, r: f32, is_final: bool) -> (f32, PotentialState) {
-        let lambda = self.lambda;
+    pub fn update(&self, state: PotentialState, r: f32, is_final: bool) -> (f64, PotentialState) {
+        let (lambda, r) = (self.lambda as f64, r as f64);
         let mut next = state;
         let log_g = match self.kind {
             PotentialKind::Max | PotentialKind::Add | PotentialKind::Rt if is_final => lambda * r - state.accumulated_log_g,
@@ -135,9 +139,9 @@ impl Potential {
 
 /// SPEC §5's rule for bad weights: NaN and +inf become −inf (the particle is dropped).
 #[inline(always)]
-pub fn sanitize_log_weight(lw: f32) -> (f32, bool) {
-    if lw.is_nan() || lw == f32::INFINITY {
-        (f32::NEG_INFINITY, true)
+pub fn sanitize_log_weight(lw: f64) -> (f64, bool) {
+    if lw.is_nan() || lw == f64::INFINITY {
+        (f64::NEG_INFINITY, true)
     } else {
         (lw, false)
     }
@@ -147,7 +151,7 @@ pub fn sanitize_log_weight(lw: f32) -> (f32, bool) {
 mod tests {
     use super::*;
 
-    fn run(kind: PotentialKind, rewards: &[f32]) -> Vec<f32> {
+    fn run(kind: PotentialKind, rewards: &[f32]) -> Vec<f64> {
         let p = Potential { kind, lambda: 2.0, r_min: 0.0 };
         let mut s = p.initial_state();
         rewards
@@ -181,17 +185,17 @@ mod tests {
     fn weights_telescope_to_the_final_reward() {
         let rewards = [0.3f32, -1.2, 2.5, 0.7];
         for kind in [PotentialKind::Max, PotentialKind::Add, PotentialKind::Rt, PotentialKind::Diff, PotentialKind::Is] {
-            let total: f32 = run(kind, &rewards).iter().sum();
-            let want = 2.0 * rewards[3]; // diff telescopes to λ·(r_K − r_0), r_0 = r_min = 0
-            assert!((total - want).abs() < 1e-5, "{kind}: {total} vs {want}");
+            let total: f64 = run(kind, &rewards).iter().sum();
+            let want = 2.0 * rewards[3] as f64; // diff telescopes to λ·(r_K − r_0), r_0 = r_min = 0
+            assert!((total - want).abs() < 1e-12, "{kind}: {total} vs {want}");
         }
     }
 
     #[test]
     fn nan_and_plus_inf_become_minus_inf() {
-        assert_eq!(sanitize_log_weight(f32::NAN), (f32::NEG_INFINITY, true));
-        assert_eq!(sanitize_log_weight(f32::INFINITY), (f32::NEG_INFINITY, true));
-        assert_eq!(sanitize_log_weight(f32::NEG_INFINITY), (f32::NEG_INFINITY, false));
+        assert_eq!(sanitize_log_weight(f64::NAN), (f64::NEG_INFINITY, true));
+        assert_eq!(sanitize_log_weight(f64::INFINITY), (f64::NEG_INFINITY, true));
+        assert_eq!(sanitize_log_weight(f64::NEG_INFINITY), (f64::NEG_INFINITY, false));
         assert_eq!(sanitize_log_weight(1.5), (1.5, false));
     }
 }

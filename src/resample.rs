@@ -98,15 +98,14 @@ pub struct Cdf {
 
 impl Cdf {
     /// `C_j` from log-weights.
-    pub fn from_log_weights(lw: &[f32]) -> Cdf {
+    pub fn from_log_weights(lw: &[f64]) -> Cdf {
         assert!(!lw.is_empty(), "a group needs at least one particle");
-        let finite_or_neg = |x: f32| if x.is_nan() || x == f32::INFINITY { f32::NEG_INFINITY } else { x };
-        let max = lw.iter().map(|&x| finite_or_neg(x)).fold(f32::NEG_INFINITY, f32::max);
-        if max == f32::NEG_INFINITY {
+        let finite_or_neg = |x: f64| if x.is_nan() || x == f64::INFINITY { f64::NEG_INFINITY } else { x };
+        let max = lw.iter().map(|&x| finite_or_neg(x)).fold(f64::NEG_INFINITY, f64::max);
+        if max == f64::NEG_INFINITY {
             return Cdf::from_weights_iter(lw.iter().map(|_| 1.0), true);
         }
-        let max = max as f64;
-        Cdf::from_weights_iter(lw.iter().map(|&x| (finite_or_neg(x) as f64 - max).exp()), false)
+        Cdf::from_weights_iter(lw.iter().map(|&x| (finite_or_neg(x) - max).exp()), false)
     }
 
     /// `C_j` from non-negative weights (the residual step's `ρ_j`).
@@ -187,7 +186,7 @@ impl Stream<'_> {
 }
 
 /// Ancestors of one group by `scheme` (module doc), into `out` (`lw.len()` entries).
-pub fn ancestors(scheme: ResampleScheme, lw: &[f32], s: Stream<'_>, out: &mut [u32]) -> GroupDraw {
+pub fn ancestors(scheme: ResampleScheme, lw: &[f64], s: Stream<'_>, out: &mut [u32]) -> GroupDraw {
     assert_eq!(lw.len(), out.len());
     assert_eq!(lw.len() as u64, s.n, "the stream's n must be the group size");
     let cdf = Cdf::from_log_weights(lw);
@@ -304,7 +303,7 @@ mod tests {
     #[test]
     fn all_minus_infinity_resamples_uniformly_and_says_so() {
         let rng = Philox::new(3);
-        let lw = [f32::NEG_INFINITY; 8];
+        let lw = [f64::NEG_INFINITY; 8];
         let mut a = [0u32; 8];
         let d = ancestors(ResampleScheme::Systematic, &lw, stream(&rng, 8), &mut a);
         assert!(d.all_neg_inf);
@@ -315,7 +314,7 @@ mod tests {
     #[test]
     fn nan_and_zero_weight_particles_are_never_chosen() {
         let rng = Philox::new(11);
-        let lw = [f32::NAN, 0.0, f32::NEG_INFINITY, f32::INFINITY, -1.0, f32::NEG_INFINITY];
+        let lw = [f64::NAN, 0.0, f64::NEG_INFINITY, f64::INFINITY, -1.0, f64::NEG_INFINITY];
         for scheme in ResampleScheme::ALL {
             for step in 0..50 {
                 let mut a = [0u32; 6];
@@ -328,7 +327,7 @@ mod tests {
     #[test]
     fn residual_places_the_deterministic_copies_first() {
         let rng = Philox::new(5);
-        let ninf = f32::NEG_INFINITY;
+        let ninf = f64::NEG_INFINITY;
         // w = [1/2, 1/2, 0, 0], n = 4: n·w = 2 exactly, no residual draws.
         let mut a = [9u32; 4];
         ancestors(ResampleScheme::Residual, &[0.0, 0.0, ninf, ninf], stream(&rng, 4), &mut a);
@@ -342,7 +341,7 @@ mod tests {
     #[test]
     fn multinomial_ancestors_come_out_sorted_and_gather_follows_them() {
         let rng = Philox::new(9);
-        let lw: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let lw: Vec<f64> = (0..100).map(|i| ((i * 37) % 11) as f64 * 0.3).collect();
         let mut a = vec![0u32; 100];
         ancestors(ResampleScheme::Multinomial, &lw, stream(&rng, 100), &mut a);
         assert!(a.windows(2).all(|w| w[0] <= w[1]));
@@ -357,7 +356,7 @@ mod tests {
     #[test]
     fn merge_walk_matches_binary_search() {
         let rng = Philox::new(21);
-        let lw: Vec<f32> = (0..257).map(|i| (((i * 7919) % 101) as f32 / 10.0) - 5.0).collect();
+        let lw: Vec<f64> = (0..257).map(|i| (((i * 7919) % 101) as f64 / 10.0) - 5.0).collect();
         let cdf = Cdf::from_log_weights(&lw);
         let s = stream(&rng, 257);
         let mut a = vec![0u32; 257];

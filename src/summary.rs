@@ -29,17 +29,17 @@ pub struct Outputs {
 
 /// Normalised weights over all groups, each group carrying mass 1/G (uniform in a group whose
 /// weights are all −inf). None when the weights are all equal to 0 (unweighted methods).
-pub fn normalised_weights(log_w: &[f32], layout: Layout) -> Vec<f64> {
+pub fn normalised_weights(log_w: &[f64], layout: Layout) -> Vec<f64> {
     let mut w = vec![0f64; log_w.len()];
     for (lw, out) in log_w.chunks(layout.n).zip(w.chunks_mut(layout.n)) {
-        let max = lw.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if max == f64::NEG_INFINITY {
             out.fill(1.0 / (layout.n * layout.groups) as f64);
             continue;
         }
-        let s: f64 = lw.iter().map(|&l| (l as f64 - max).exp()).sum();
+        let s: f64 = lw.iter().map(|&l| (l - max).exp()).sum();
         for (o, &l) in out.iter_mut().zip(lw) {
-            *o = (l as f64 - max).exp() / s / layout.groups as f64;
+            *o = (l - max).exp() / s / layout.groups as f64;
         }
     }
     w
@@ -523,7 +523,7 @@ mod tests {
 
     #[test]
     fn weights_normalise_per_group() {
-        let w = normalised_weights(&[0.0, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY], Layout { n: 3, groups: 2 });
+        let w = normalised_weights(&[0.0, 0.0, f64::NEG_INFINITY, f64::NEG_INFINITY, 1.0, f64::NEG_INFINITY], Layout { n: 3, groups: 2 });
         let want = [0.25, 0.25, 0.0, 0.0, 0.5, 0.0];
         for (a, b) in w.iter().zip(want) {
             assert!((a - b).abs() < 1e-12);

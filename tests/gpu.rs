@@ -203,7 +203,7 @@ fn weigh_matches_cpu_bitwise_inputs() {
                     // the MLP's few-ulp difference (bound below), which the carried state and the
                     // terminal correction then keep: 1e-4 relative from the first x̂1 weighing on.
                     let tol = if reward_on == RewardOn::Xt || gpu.is_emulated() { 0.0 } else { 1e-4 };
-                    let lw_err = lc.iter().zip(&lg).map(|(a, b)| if a == b { 0.0 } else { (a - b).abs() / (1.0 + a.abs()) }).fold(0.0f32, f32::max);
+                    let lw_err = lc.iter().zip(&lg).map(|(a, b)| if a == b { 0.0 } else { (a - b).abs() / (1.0 + a.abs()) }).fold(0.0f64, f64::max);
                     println!("weigh {kind} n={n:<8} groups={groups} on={reward_on:?} step={step}: max lw diff {lw_err:.2e} (allowed {tol:.0e})");
                     assert!(lw_err <= tol, "log-weights differ");
                     for (g, (a, b)) in wc.iter().zip(&wg).enumerate() {
@@ -238,6 +238,10 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+fn bits64(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 #[test]
 fn resampling_gives_identical_ancestors() {
     let Some(mut gpu) = device() else { return };
@@ -269,7 +273,7 @@ fn resampling_gives_identical_ancestors() {
             assert_eq!(rc, rg, "per-group resampling reports differ");
             assert_eq!(bits(&cpu.read_positions(&pc).unwrap()), bits(&gpu.read_positions(&pg).unwrap()), "gathered positions differ");
             assert_eq!(cpu.read_root_ids(&pc).unwrap(), gpu.read_root_ids(&pg).unwrap(), "gathered root ids differ");
-            assert_eq!(bits(&cpu.read_log_weights(&pc).unwrap()), bits(&gpu.read_log_weights(&pg).unwrap()), "log-weights after resampling differ");
+            assert_eq!(bits64(&cpu.read_log_weights(&pc).unwrap()), bits64(&gpu.read_log_weights(&pg).unwrap()), "log-weights after resampling differ");
 
             // (b) generic weights: the GPU's f64 prefix sums run in another order than the CPU's
             // left-to-right sum, so C_j differ by ~√n·2^-53·C (random rounding). A point then picks
@@ -373,7 +377,7 @@ fn search_primitives_match_cpu() {
             gpu.replicate(&mut pg2, 2).unwrap();
             assert_eq!(bits(&cpu.read_positions(&pc2).unwrap()), bits(&gpu.read_positions(&pg2).unwrap()), "replicated positions differ");
             assert_eq!(cpu.read_root_ids(&pc2).unwrap(), gpu.read_root_ids(&pg2).unwrap(), "replicated root ids differ");
-            assert_eq!(bits(&cpu.read_log_weights(&pc2).unwrap()), bits(&gpu.read_log_weights(&pg2).unwrap()), "replicated log-weights differ");
+            assert_eq!(bits64(&cpu.read_log_weights(&pc2).unwrap()), bits64(&gpu.read_log_weights(&pg2).unwrap()), "replicated log-weights differ");
         }
         if n <= 1025 {
             // replicate then renoise (exact and legacy forms): noise from the same counters.

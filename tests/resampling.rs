@@ -20,10 +20,10 @@ use flowsteer::rng::Philox;
 const W: [f64; 8] = [0.30, 0.05, 0.20, 0.01, 0.14, 0.10, 0.12, 0.08];
 const DRAWS: usize = 20_000;
 
-/// The weights as the code sees them: f32 log-weights, normalised in f64.
-fn weights() -> (Vec<f32>, Vec<f64>) {
-    let lw: Vec<f32> = W.iter().map(|w| w.ln() as f32).collect();
-    let e: Vec<f64> = lw.iter().map(|&l| (l as f64).exp()).collect();
+/// The weights as the code sees them: f64 log-weights, normalised in f64.
+fn weights() -> (Vec<f64>, Vec<f64>) {
+    let lw: Vec<f64> = W.iter().map(|w| w.ln()).collect();
+    let e: Vec<f64> = lw.iter().map(|&l| l.exp()).collect();
     let s: f64 = e.iter().sum();
     (lw, e.iter().map(|x| x / s).collect())
 }
@@ -101,7 +101,7 @@ fn low_variance_schemes_keep_everyone_under_equal_weights() {
     let rng = Philox::new(1);
     for scheme in [ResampleScheme::Systematic, ResampleScheme::Stratified, ResampleScheme::Residual] {
         for n in [1usize, 31, 32, 33, 49, 1025] {
-            let lw = vec![-3.5f32; n];
+            let lw = vec![-3.5f64; n];
             let mut a = vec![0u32; n];
             ancestors(scheme, &lw, Stream { rng: &rng, step: 4, group: 2, n: n as u64 }, &mut a);
             assert!(a.iter().enumerate().all(|(i, &ai)| ai as usize == i), "{scheme} n={n}");

@@ -54,8 +54,9 @@ fn spec(reward: &str) -> RunSpec {
     }
 }
 
-fn agree(gpu: &CudaBackend, a: &[f32], b: &[f32]) -> bool {
-    a.iter().zip(b).all(|(x, y)| {
+fn agree<T: Copy + Into<f64>>(gpu: &CudaBackend, a: &[T], b: &[T]) -> bool {
+    a.iter().zip(b).all(|(&x, &y)| {
+        let (x, y): (f64, f64) = (x.into(), y.into());
         x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()) || (!gpu.is_emulated() && (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
     })
 }

@@ -78,9 +78,9 @@ fn moments(x: &[f32], w: &[f64]) -> [f64; 5] {
     [mx, my, vxx, vyy, vxy]
 }
 
-fn normalise(lw: &[f32]) -> Vec<f64> {
-    let max = lw.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let e: Vec<f64> = lw.iter().map(|&l| (l as f64 - max).exp()).collect();
+fn normalise(lw: &[f64]) -> Vec<f64> {
+    let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = lw.iter().map(|&l| (l - max).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|v| v / s).collect()
 }
@@ -96,7 +96,7 @@ fn snis_reference(m: usize) -> ([f64; 5], [f64; 5]) {
     b.propagate(&sp, &mut p, 0..STEPS).unwrap();
     let r = b.score(&sp, &mut p, flowsteer::backend::ScoreOn::Sample).unwrap();
     let x = b.read_positions(&p).unwrap();
-    let w = normalise(&r);
+    let w = normalise(&r.iter().map(|&v| v as f64).collect::<Vec<f64>>());
     let est = moments(&x, &w);
     let mut se = [0.0; 5];
     for (p, &wi) in x.chunks(2).zip(&w) {

@@ -57,8 +57,8 @@ fn estimate(r: &RunResult, n: usize, groups: usize) -> ([f64; 4], [f64; 4]) {
     let per: Vec<[f64; 4]> = (0..groups)
         .map(|g| {
             let lw = &r.log_weights[g * n..(g + 1) * n];
-            let max = lw.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let w: Vec<f64> = lw.iter().map(|&l| (l as f64 - max).exp()).collect();
+            let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = lw.iter().map(|&l| (l - max).exp()).collect();
             let s: f64 = w.iter().sum();
             let x = &r.positions[2 * g * n..2 * (g + 1) * n];
             let mut out = [0.0; 4];

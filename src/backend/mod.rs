@@ -176,7 +176,7 @@ pub trait Backend {
     /// Positions, `[total, D]` row-major.
     fn read_positions(&mut self, p: &Self::Particles) -> anyhow::Result<Vec<f32>>;
     /// Current log-weights, `[total]`.
-    fn read_log_weights(&mut self, p: &Self::Particles) -> anyhow::Result<Vec<f32>>;
+    fn read_log_weights(&mut self, p: &Self::Particles) -> anyhow::Result<Vec<f64>>;
     /// The index each particle descends from at t = 0 (within its group), `[total]`.
     fn read_root_ids(&mut self, p: &Self::Particles) -> anyhow::Result<Vec<u32>>;
 

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure};
 
-use super::comm::{decode_f32s, decode_u32s, Bytes, Communicator, Metered, Traffic};
+use super::comm::{decode_f32s, decode_f64s, decode_u32s, Bytes, Communicator, Metered, Traffic};
 use super::population::{self, Population};
 use super::resample;
 use crate::backend::{Init, RunSpec};
@@ -108,7 +108,7 @@ pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init
     let rewards = timed(&mut res.times.potential, || pop.rewards(spec, spec.sampler.steps, true));
     let positions = gather_concat(&comm, &Bytes::f32s(&pop.rows()));
     let rewards = gather_concat(&comm, &Bytes::f32s(&rewards));
-    let log_weights = gather_concat(&comm, &Bytes::f32s(&pop.log_w));
+    let log_weights = gather_concat(&comm, &Bytes::f64s(&pop.log_w));
     let roots = gather_concat(&comm, &Bytes::u32s(&pop.root));
     let rows: Vec<Option<Vec<u8>>> = ancestry.iter().map(|a| gather_concat(&comm, &Bytes::u32s(a))).collect();
     let mut traffic = [comm.traffic().bytes_sent as f64, resampling_bytes as f64];
@@ -126,7 +126,7 @@ pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init
     let Some(positions) = positions else { return Ok((None, report)) };
     res.positions = decode_f32s(&positions);
     res.rewards = decode_f32s(&rewards.unwrap());
-    res.log_weights = decode_f32s(&log_weights.unwrap());
+    res.log_weights = decode_f64s(&log_weights.unwrap());
     res.root_ids = decode_u32s(&roots.unwrap());
     res.distinct_ancestors = distinct_roots(&res.root_ids, layout);
     res.layout = layout;

@@ -36,22 +36,22 @@ pub fn to_fx(x: f64) -> u128 {
 
 /// The weight `exp(lw − max)` in fixed point; 0 for −inf; `FX_ONE` for every particle when the
 /// whole group is −inf (`max = −inf`: uniform resampling, SPEC §5).
-pub fn weight_fx(lw: f32, max: f64) -> u128 {
+pub fn weight_fx(lw: f64, max: f64) -> u128 {
     if max == f64::NEG_INFINITY {
         FX_ONE
-    } else if lw == f32::NEG_INFINITY {
+    } else if lw == f64::NEG_INFINITY {
         0
     } else {
-        to_fx((lw as f64 - max).exp())
+        to_fx((lw - max).exp())
     }
 }
 
 /// `w²` in fixed point (for the ESS).
-fn weight_sq_fx(lw: f32, max: f64) -> u128 {
-    if lw == f32::NEG_INFINITY || max == f64::NEG_INFINITY {
+fn weight_sq_fx(lw: f64, max: f64) -> u128 {
+    if lw == f64::NEG_INFINITY || max == f64::NEG_INFINITY {
         0
     } else {
-        let w = (lw as f64 - max).exp();
+        let w = (lw - max).exp();
         to_fx(w * w)
     }
 }
@@ -70,7 +70,8 @@ pub struct Population {
     pub range: Range<usize>,
     pub x: Vec<f32>,
     pub state: Vec<PotentialState>,
-    pub log_w: Vec<f32>,
+    /// f64, as the CPU backend's (crate::potential).
+    pub log_w: Vec<f64>,
     /// Within-group index of the particle each one descends from at t = 0.
     pub root: Vec<u32>,
 }
@@ -216,7 +217,7 @@ pub fn weigh(
     let mut rec = Bytes::default();
     for g in groups_here.clone() {
         let seg = pop.local_segment(g);
-        let max_before = before[seg.clone()].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max_before = before[seg.clone()].iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let (mut nonfinite, mut r_sum, mut r_count) = (0u64, 0f64, 0u64);
         for i in seg.clone() {
             let (log_g, next) = potential.update(pop.state[i], rewards[i], is_final);
@@ -229,16 +230,16 @@ pub fn weigh(
                 r_count += 1;
             }
         }
-        let max_after = pop.log_w[seg].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        rec.f32(max_before).f32(max_after).u64(nonfinite).f64(r_sum).u64(r_count);
+        let max_after = pop.log_w[seg].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        rec.f64(max_before).f64(max_after).u64(nonfinite).f64(r_sum).u64(r_count);
     }
     let (mut max_b, mut max_a) = (vec![f64::NEG_INFINITY; total_groups], vec![f64::NEG_INFINITY; total_groups]);
     let (mut nonfinite, mut r_sum, mut r_count) = (vec![0u64; total_groups], vec![0f64; total_groups], vec![0u64; total_groups]);
     for (r, bytes) in comm.all_gather(&rec.0).into_iter().enumerate() {
         let mut rd = Reader::new(&bytes);
         for g in share::groups_of(&share::share(pop.layout.total(), comm.size(), r), pop.layout.n) {
-            max_b[g] = max_b[g].max(rd.f32() as f64);
-            max_a[g] = max_a[g].max(rd.f32() as f64);
+            max_b[g] = max_b[g].max(rd.f64());
+            max_a[g] = max_a[g].max(rd.f64());
             nonfinite[g] += rd.u64();
             // In rank order: the mean reward's last bits may change with P (it is reported, not
             // used to decide anything).

@@ -144,7 +144,7 @@ pub fn resample(comm: &dyn Communicator, spec: &RunSpec, pop: &mut Population, w
             for d in 0..dim {
                 out.f32(pop.x[d * len + j]);
             }
-            out.f32(pop.state[j].carried).f32(pop.state[j].accumulated_log_g).u32(pop.root[j]);
+            out.f64(pop.state[j].carried).f64(pop.state[j].accumulated_log_g).u32(pop.root[j]);
         }
         replies[q] = out.0;
     }
@@ -168,7 +168,7 @@ pub fn resample(comm: &dyn Communicator, spec: &RunSpec, pop: &mut Population, w
         for d in 0..dim {
             x[d * len + i] = rd.f32();
         }
-        state[i] = PotentialState { carried: rd.f32(), accumulated_log_g: rd.f32() };
+        state[i] = PotentialState { carried: rd.f64(), accumulated_log_g: rd.f64() };
         root[i] = rd.u32();
     }
     for (g, seg) in &segments_c {

@@ -41,7 +41,8 @@ fn run(p: usize, spec: &RunSpec, layout: Layout) -> RunResult {
 fn assert_same(a: &RunResult, b: &RunResult, what: &str) {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a.positions), bits(&b.positions), "{what}: samples");
-    assert_eq!(bits(&a.log_weights), bits(&b.log_weights), "{what}: log-weights");
+    let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits64(&a.log_weights), bits64(&b.log_weights), "{what}: log-weights");
     assert_eq!(a.ancestry, b.ancestry, "{what}: ancestry");
     assert_eq!(a.root_ids, b.root_ids, "{what}: root ids");
     for (x, y) in a.trace.iter().zip(&b.trace) {

@@ -136,8 +136,8 @@ pub struct RunResult {
     pub positions: Vec<f32>,
     /// Final rewards on the samples, `[total]`.
     pub rewards: Vec<f32>,
-    /// Final log-weights `[total]` (0 where a method does not weight).
-    pub log_weights: Vec<f32>,
+    /// Final log-weights `[total]`, f64 (0 where a method does not weight).
+    pub log_weights: Vec<f64>,
     /// The index each final particle descends from at t = 0 (within its group).
     pub root_ids: Vec<u32>,
     pub trace: Vec<TraceRow>,

@@ -92,11 +92,11 @@ impl Tempering {
 
 /// ESS `(Σw)²/Σw²` of `w_i = exp(lw_i + λ·r_i)` (f64; NaN and +inf rewards count as weight 0,
 /// as the NaN rule does), 0 when every weight is 0.
-pub fn ess_at(lw: &[f32], r: &[f32], lambda: f64) -> f64 {
+pub fn ess_at(lw: &[f64], r: &[f32], lambda: f64) -> f64 {
     let v: Vec<f64> = lw
         .iter()
         .zip(r)
-        .map(|(&l, &r)| if r.is_nan() || r == f32::INFINITY { f64::NEG_INFINITY } else { l as f64 + lambda * r as f64 })
+        .map(|(&l, &r)| if r.is_nan() || r == f32::INFINITY { f64::NEG_INFINITY } else { l + lambda * r as f64 })
         .collect();
     let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max == f64::NEG_INFINITY || max.is_nan() {
@@ -113,7 +113,7 @@ pub fn ess_at(lw: &[f32], r: &[f32], lambda: f64) -> f64 {
 
 /// The adaptive λ_k (see the module comment): the largest λ in `[lo, hi]` with the ESS of every
 /// group (`n` particles each) at least `target·n`, by 50 bisections (λ to 2^-50 of the range).
-pub fn adaptive_lambda(lw: &[f32], r: &[f32], n: usize, lo: f32, hi: f32, target: f32) -> f32 {
+pub fn adaptive_lambda(lw: &[f64], r: &[f32], n: usize, lo: f32, hi: f32, target: f32) -> f32 {
     let ok = |lambda: f64| lw.chunks(n).zip(r.chunks(n)).all(|(l, r)| ess_at(l, r, lambda) >= target as f64 * n as f64);
     if ok(hi as f64) {
         return hi;
@@ -155,7 +155,7 @@ mod tests {
     fn bisection_hits_the_target_ess() {
         let n = 1000;
         let r: Vec<f32> = (0..n).map(|i| i as f32 / n as f32 * 4.0 - 2.0).collect();
-        let lw = vec![0f32; n];
+        let lw = vec![0f64; n];
         let l = adaptive_lambda(&lw, &r, n, 0.0, 100.0, 0.5);
         assert!(l > 0.0 && l < 100.0);
         assert!((ess_at(&lw, &r, l as f64) / n as f64 - 0.5).abs() < 1e-4, "{l}");
@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(adaptive_lambda(&lw, &r, n, 50.0, 100.0, 0.5), 50.0);
         // Two groups: the harder one decides.
         let r2: Vec<f32> = r.iter().chain(r.iter().map(|v| v * 0.1).collect::<Vec<_>>().iter()).copied().collect();
-        let lw2 = vec![0f32; 2 * n];
+        let lw2 = vec![0f64; 2 * n];
         assert_eq!(adaptive_lambda(&lw2, &r2, n, 0.0, 100.0, 0.5), l);
     }
 }

@@ -31,8 +31,8 @@ pub struct CpuParticles {
     pub x: Vec<f32>,
     /// Potential state carried along the ancestry (SPEC §5).
     pub state: Vec<PotentialState>,
-    /// Log-weights carried since the last resampling.
-    pub log_w: Vec<f32>,
+    /// Log-weights carried since the last resampling (f64: see `crate::potential`).
+    pub log_w: Vec<f64>,
     /// The within-group index each particle descends from at t = 0.
     pub root: Vec<u32>,
     /// ESS of each group at the last weighing (adaptive resampling decides on it; 0 before).
@@ -112,14 +112,14 @@ fn gather_all(p: &mut CpuParticles, src: &[usize], layout: Layout, reset_log_w: 
 }
 
 /// `log Σ exp(lw)` in f64 over a group, with its max; −inf for an all −inf group.
-fn log_sum_exp(lw: &[f32]) -> (f64, f64, f64, f64) {
-    let max = lw.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+fn log_sum_exp(lw: &[f64]) -> (f64, f64, f64, f64) {
+    let max = lw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if max == f64::NEG_INFINITY {
         return (f64::NEG_INFINITY, max, 0.0, 0.0);
     }
     let (mut s1, mut s2) = (0f64, 0f64);
     for &l in lw {
-        let w = (l as f64 - max).exp();
+        let w = (l - max).exp();
         s1 += w;
         s2 += w * w;
     }
@@ -351,7 +351,7 @@ impl Backend for CpuBackend {
         Ok(super::soa_to_rows(&p.x, p.dim, p.total(), p.total()))
     }
 
-    fn read_log_weights(&mut self, p: &CpuParticles) -> anyhow::Result<Vec<f32>> {
+    fn read_log_weights(&mut self, p: &CpuParticles) -> anyhow::Result<Vec<f64>> {
         Ok(p.log_w.clone())
     }
 
@@ -510,7 +510,7 @@ mod tests {
         let mut p = b.init(&sp, Layout { n: 2, groups: 1 }, Init::Given(&[0.0, 0.0, 1.0, 0.0])).unwrap();
         let w = b.weigh(&sp, &mut p, AT_2).unwrap()[0];
         assert_eq!((w.nonfinite, w.all_neg_inf), (1, false));
-        assert_eq!(p.log_w[0], f32::NEG_INFINITY);
+        assert_eq!(p.log_w[0], f64::NEG_INFINITY);
         let mut p = b.init(&sp, Layout { n: 2, groups: 1 }, Init::Given(&[0.0, 0.0, 0.0, 0.0])).unwrap();
         let w = b.weigh(&sp, &mut p, AT_2).unwrap()[0];
         assert_eq!((w.nonfinite, w.all_neg_inf, w.ess), (2, true, 0.0));

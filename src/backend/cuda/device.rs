@@ -5,19 +5,19 @@
 //! interval is captured as a CUDA graph and replayed ([`CudaBackend::use_graph`]; `--no-graph`
 //! launches plainly).
 //!
-//! # Memory per particle (D = 2: 48 bytes)
+//! # Memory per particle (D = 2: 60 bytes)
 //! | buffer | bytes | use |
 //! |---|---|---|
 //! | `x` | 4·D | positions, SoA `x[d·stride + i]` |
-//! | `carried`, `acc` | 4 + 4 | potential state (SPEC §5) |
-//! | `lw` | 4 | log-weights; doubles as the "chosen" marks while resampling |
+//! | `carried`, `acc` | 8 + 8 | potential state, f64 (SPEC §5, docs/steering.md) |
+//! | `lw` | 8 | log-weights, f64; doubles as the "chosen" marks and gather staging while resampling |
 //! | `root` | 4 | ancestry ids |
 //! | `anc` | 4 | ancestors; scores for the search methods |
 //! | `alt` | 4·(D+3) | scratch rows: reward input (x̂1), f64 weights/CDF (first 8 bytes), residual's u64 count prefix (next 8), gather staging |
 //!
-//! Total `8·D + 32` bytes, plus per group 64 bytes of results and per tile of 1,024 particles
-//! 96 bytes of partial sums: 48.1 bytes per particle for the default model, so 10^9 particles
-//! need about 48 GB and fit an 80 GB H100.
+//! Total `8·D + 44` bytes, plus per group 64 bytes of results and per tile of 1,024 particles
+//! 96 bytes of partial sums: 60.1 bytes per particle for the default model, so 10^9 particles
+//! need about 60 GB and fit an 80 GB H100.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -63,7 +63,7 @@ const TP_SLOTS: usize = 8;
 
 /// Bytes per particle for data dimension `dim` (see the table above).
 pub fn bytes_per_particle(dim: usize) -> usize {
-    4 * dim + 4 * 5 + 4 * (dim + 3).max(2)
+    4 * dim + 8 * 3 + 4 * 2 + 4 * (dim + 3).max(2)
 }
 
 /// Bytes a population of `total` particles in `groups` groups needs on the device.
@@ -126,9 +126,9 @@ pub struct CudaParticles {
     pub dim: usize,
     capacity: usize,
     x: Buffer<f32>,
-    carried: Buffer<f32>,
-    acc: Buffer<f32>,
-    lw: Buffer<f32>,
+    carried: Buffer<f64>,
+    acc: Buffer<f64>,
+    lw: Buffer<f64>,
     root: Buffer<u32>,
     anc: Buffer<u32>,
     alt: Buffer<f32>,
@@ -492,8 +492,8 @@ impl CudaBackend {
         let (x, carried, acc, root, alt) = (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.root), self.ptr(&p.alt));
         let dim = p.dim as u32;
         let stride = p.capacity as u64;
-        launch("fs_gather", Self::flat(total), args![x, carried, acc, root, anc, alt, dim, n64, total64, stride, gr])?;
-        launch("fs_gather_commit", Self::flat(total), args![x, carried, acc, root, alt, dim, n64, total64, stride, gr])?;
+        launch("fs_gather", Self::flat(total), args![x, carried, acc, root, anc, alt, lw, dim, n64, total64, stride, gr])?;
+        launch("fs_gather_commit", Self::flat(total), args![x, carried, acc, root, alt, lw, dim, n64, total64, stride, gr])?;
         Ok(())
     }
 
@@ -642,10 +642,10 @@ impl Backend for CudaBackend {
         let init_state = spec.potential.initial_state();
         let (carried, acc, lw, root) = (self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root));
         let (c_bits, a_bits) = (init_state.carried.to_bits(), init_state.accumulated_log_g.to_bits());
-        self.launch_flat(&k.resample, "fs_fill_u32", total, args![carried, c_bits, total64])?;
-        self.launch_flat(&k.resample, "fs_fill_u32", total, args![acc, a_bits, total64])?;
-        let zero = 0u32;
-        self.launch_flat(&k.resample, "fs_fill_u32", total, args![lw, zero, total64])?;
+        self.launch_flat(&k.resample, "fs_fill_u64", total, args![carried, c_bits, total64])?;
+        self.launch_flat(&k.resample, "fs_fill_u64", total, args![acc, a_bits, total64])?;
+        let zero = 0u64;
+        self.launch_flat(&k.resample, "fs_fill_u64", total, args![lw, zero, total64])?;
         self.launch_flat(&k.resample, "fs_root_init", total, args![root, n64, total64])?;
         self.sync("initialising the particles")?;
         Ok(p)
@@ -748,8 +748,8 @@ impl Backend for CudaBackend {
         Ok(crate::backend::soa_to_rows(&soa, dim, cap, total))
     }
 
-    fn read_log_weights(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f32>> {
-        let mut out = vec![0f32; p.total()];
+    fn read_log_weights(&mut self, p: &CudaParticles) -> anyhow::Result<Vec<f64>> {
+        let mut out = vec![0f64; p.total()];
         self.device.download(&p.lw, &mut out, "reading the log-weights")?;
         Ok(out)
     }
@@ -824,10 +824,10 @@ impl Backend for CudaBackend {
             (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root), self.ptr(&p.anc), self.ptr(&p.alt));
         let (n_old, keep64, stride) = (n as u64, keep as u64, p.capacity as u64);
         let count = groups * keep;
-        self.launch_flat(&k.search, "fs_select_gather", count, args![x, carried, acc, root, anc, alt, n_old, keep64, total_new, stride])?;
-        self.launch_flat(&k.search, "fs_select_commit", count, args![x, carried, acc, root, alt, total_new, stride])?;
-        self.launch_flat(&k.search, "fs_select_gather_lw", count, args![lw, anc, alt, n_old, keep64, total_new])?;
-        self.launch_flat(&k.search, "fs_select_commit_lw", count, args![lw, alt, total_new])?;
+        self.launch_flat(&k.search, "fs_select_gather", count, args![x, carried, root, anc, alt, n_old, keep64, total_new, stride])?;
+        self.launch_flat(&k.search, "fs_select_commit", count, args![x, carried, root, alt, total_new, stride])?;
+        self.launch_flat(&k.search, "fs_select_gather_lw", count, args![lw, acc, anc, alt, n_old, keep64, total_new, stride])?;
+        self.launch_flat(&k.search, "fs_select_commit_lw", count, args![lw, acc, alt, total_new, stride])?;
         self.sync("gathering the selected particles")?;
         p.layout = Layout { n: keep, groups };
         p.rin = None;
@@ -856,10 +856,10 @@ impl Backend for CudaBackend {
                 (self.ptr(&p.x), self.ptr(&p.carried), self.ptr(&p.acc), self.ptr(&p.lw), self.ptr(&p.root), self.ptr(&p.anc), self.ptr(&p.alt));
             let (n_old, n_new, t_new, stride, cp) = (p.layout.n as u64, layout.n as u64, total_new as u64, p.capacity as u64, copies as u32);
             self.launch_flat(&search, "fs_replicate_index", total_new, args![anc, n_new, cp, t_new])?;
-            self.launch_flat(&search, "fs_select_gather", total_new, args![x, carried, acc, root, anc, alt, n_old, n_new, t_new, stride])?;
-            self.launch_flat(&search, "fs_select_commit", total_new, args![x, carried, acc, root, alt, t_new, stride])?;
-            self.launch_flat(&search, "fs_select_gather_lw", total_new, args![lw, anc, alt, n_old, n_new, t_new])?;
-            self.launch_flat(&search, "fs_select_commit_lw", total_new, args![lw, alt, t_new])?;
+            self.launch_flat(&search, "fs_select_gather", total_new, args![x, carried, root, anc, alt, n_old, n_new, t_new, stride])?;
+            self.launch_flat(&search, "fs_select_commit", total_new, args![x, carried, root, alt, t_new, stride])?;
+            self.launch_flat(&search, "fs_select_gather_lw", total_new, args![lw, acc, anc, alt, n_old, n_new, t_new, stride])?;
+            self.launch_flat(&search, "fs_select_commit_lw", total_new, args![lw, acc, alt, t_new, stride])?;
             self.sync("replicating the particles in place")?;
             p.layout = layout;
             p.rin = None;
@@ -868,8 +868,8 @@ impl Backend for CudaBackend {
         let (free, _) = self.memory()?;
         check_fits(dim, total_new, layout.groups, free, &self.device_name)
             .map_err(|e| anyhow!("replicating to {total_new} particles: {e}; lower the number of copies"))?;
-        let mk = |len: usize, what: &str| self.alloc::<f32>(len, what);
-        let nx = mk(dim * total_new, "positions")?;
+        let mk = |len: usize, what: &str| self.alloc::<f64>(len, what);
+        let nx = self.alloc::<f32>(dim * total_new, "positions")?;
         let nc = mk(total_new, "potential state")?;
         let na = mk(total_new, "accumulated log-potentials")?;
         let nl = mk(total_new, "log-weights")?;
@@ -917,10 +917,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_model_fits_the_48_byte_budget() {
-        assert_eq!(bytes_per_particle(2), 48);
+    fn default_model_fits_the_60_byte_budget() {
+        // 48 bytes with f32 log-weights and potential states; f64 ones add 12 (docs/steering.md).
+        assert_eq!(bytes_per_particle(2), 60);
         // 10^9 particles of the default model in one group fit 80 GB with room for the rest.
-        assert!(bytes_needed(2, 1_000_000_000, 1) < 50_000_000_000);
+        assert!(bytes_needed(2, 1_000_000_000, 1) < 62_000_000_000);
     }
 
     #[test]
@@ -929,12 +930,12 @@ mod tests {
         let free = 79 * (1usize << 30);
         assert!(check_fits(2, 1_000_000_000, 1, free, "H100").is_ok());
         assert!(check_fits(2, 1_000_000_000, 1000, free, "H100").is_ok());
-        // 2·10^9 need ~96 GB: refused, with the bytes and the largest N.
+        // 2·10^9 need ~120 GB: refused, with the bytes and the largest N.
         let e = check_fits(2, 2_000_000_000, 1, free, "H100").unwrap_err();
         assert!(e.contains(&bytes_needed(2, 2_000_000_000, 1).to_string()) && e.contains("H100"), "{e}");
         let fits: usize = e.split("fits is ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
         assert!(bytes_needed(2, fits, 1) <= free && bytes_needed(2, fits + 1, 1) > free, "{fits}");
-        assert!(fits > 1_700_000_000, "{fits}");
+        assert!(fits > 1_400_000_000, "{fits}");
         // With groups, the largest N is a whole number of groups.
         let e = check_fits(2, 2_000_000_000, 1000, free, "H100").unwrap_err();
         assert!(e.contains("per group × 1000 groups"), "{e}");

@@ -105,7 +105,7 @@ impl Backend for AnyBackend {
         both!(self, p, b, q => b.read_positions(q))
     }
 
-    fn read_log_weights(&mut self, p: &AnyParticles) -> anyhow::Result<Vec<f32>> {
+    fn read_log_weights(&mut self, p: &AnyParticles) -> anyhow::Result<Vec<f64>> {
         both!(self, p, b, q => b.read_log_weights(q))
     }
 

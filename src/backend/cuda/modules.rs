@@ -352,7 +352,7 @@ impl ModuleConfig {
                 "fs_marks_count",
                 "fs_gather",
                 "fs_gather_commit",
-                "fs_fill_u32",
+                "fs_fill_u64",
                 "fs_root_init",
             ],
             dynamic_shared_bytes: 0,
