@@ -72,12 +72,13 @@ fn bitwise(a: &[f32], b: &[f32]) -> bool {
 }
 
 /// Rewards of the program on x̂1: bitwise on the emulator, else within the bound derived above.
-fn rewards_agree(gpu: &CudaBackend, device: &[f32], cpu: &[f32]) -> bool {
+/// Rewards (f32, widened exactly) or log-weights (f64) of the device against the CPU's.
+fn rewards_agree(gpu: &CudaBackend, device: &[f64], cpu: &[f64]) -> bool {
     if gpu.is_emulated() {
-        return bitwise(device, cpu);
+        return device.len() == cpu.len() && device.iter().zip(cpu).all(|(a, b)| a.to_bits() == b.to_bits());
     }
     // |x̂1_d| ≤ 2.5 + |r| + 2 bounds 1 + |x̂1_d| by |r| + 6 (the reward is a distance from (2, 0.5)).
-    device.len() == cpu.len() && device.iter().zip(cpu).all(|(a, b)| (a - b).abs() <= 2f32.sqrt() * TRAJ_TOL * (b.abs() + 6.0) + 2.0 * f32::EPSILON * b.abs())
+    device.len() == cpu.len() && device.iter().zip(cpu).all(|(a, b)| (a - b).abs() <= 2f64.sqrt() * TRAJ_TOL as f64 * (b.abs() + 6.0) + 2.0 * f32::EPSILON as f64 * b.abs())
 }
 
 #[test]
@@ -102,7 +103,8 @@ fn the_device_calls_the_program_with_the_cpus_batches() {
     // x̂1 at an intermediate step (one MLP evaluation on each side).
     let on = ScoreOn::Intermediate { step: 3 };
     let (a, b) = (cpu.score(&s, &mut pc, on).unwrap(), gpu.score(&s, &mut pg, on).unwrap());
-    assert!(rewards_agree(&gpu, &b, &a), "device {b:?}\ncpu {a:?}");
+    let widen = |v: &[f32]| v.iter().map(|&r| r as f64).collect::<Vec<f64>>();
+    assert!(rewards_agree(&gpu, &widen(&b), &widen(&a)), "device {b:?}\ncpu {a:?}");
     // A weighing reads the program's rewards: the same log-weights and mean rewards.
     let at = WeighAt { step: 3, index: 0, is_final: false };
     let (wc, wg) = (cpu.weigh(&s, &mut pc, at).unwrap(), gpu.weigh(&s, &mut pg, at).unwrap());
