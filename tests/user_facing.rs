@@ -188,3 +188,22 @@ fn bench_prints_each_row_once_and_no_row_exceeds_the_fp32_limit() {
         assert!(f > 0.0 && f <= 1.0, "{} at {:.0}% of the FP32 limit {}", row["phase"], 100.0 * f, report["fp32_limit_gflops"]);
     }
 }
+
+#[test]
+fn lambda_beyond_f32_and_os_errors_are_reported_as_given() {
+    let (dir, model) = setup(1.0);
+    let m = model.to_str().unwrap();
+    // 1e300 used to be stored as f32 inf and refused as "got inf".
+    let o = run(dir.path(), &["steer", "--model", m, "--particles", "8", "--lambda", "1e300"]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("1e300 is beyond the largest f32") && !e.contains("got inf"), "{e}");
+    // The OS's text once, not once per link of the error chain.
+    let o = run(dir.path(), &["steer", "--model", m, "--init", "missing.npy"]);
+    let e = stderr(&o);
+    assert!(refused(&o) && e.matches("os error 2").count() == 1, "{e}");
+    // The CPU fallback is one short line, without advice to pass what auto has just chosen.
+    let o = run(dir.path(), &["steer", "--model", m, "--particles", "8", "--no-baseline"]);
+    let line = stderr(&o).lines().find(|l| l.starts_with("backend:")).map(str::to_string).unwrap_or_default();
+    assert!(o.status.success() && !line.contains("use --backend cpu"), "{line}");
+    assert!(!line.contains("no usable CUDA device") || line.chars().count() < 100, "{line}");
+}
