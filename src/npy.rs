@@ -10,8 +10,8 @@ pub enum NpyError {
     Dtype { path: String, dtype: String },
     #[error("{path}: Fortran-ordered arrays are not supported; save np.ascontiguousarray(x)")]
     FortranOrder { path: String },
-    #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 /// An array read from a `.npy` file, converted to f32.
@@ -65,7 +65,7 @@ pub fn to_bytes<T: NpyElement>(shape: &[usize], data: &[T]) -> Vec<u8> {
 /// Reads a float32 or float64 `.npy` file as f32.
 pub fn read_f32(path: &std::path::Path) -> Result<NpyArray, NpyError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: shown.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| NpyError::Io { path: shown.clone(), error })?;
     parse_f32(&bytes, &shown)
 }
 
@@ -126,6 +126,15 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OS's text is in the message once: the io::Error is shown, not chained as a source too
+    /// (anyhow's `{:#}` printed "No such file or directory (os error 2)" twice).
+    #[test]
+    fn an_unreadable_file_names_the_os_error_once() {
+        let e = format!("{:#}", anyhow::Error::new(crate::npy::read_f32(std::path::Path::new("/no/such/file")).unwrap_err()));
+        assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+        assert!(e.contains("/no/such/file"), "{e}");
+    }
 
     #[test]
     fn round_trip_f32_2d_and_1d() {

@@ -20,6 +20,8 @@ static REGISTER: Once = Once::new();
 const MAX_POINTS: usize = 20_000;
 /// Most panels: t = 0, the resampling points, the final weighted cloud.
 const MAX_PANELS: usize = 6;
+/// The coordinates a panel shows (D > 2: the first two).
+const AXES: [&str; 2] = ["x[0]", "x[1]"];
 /// Pixels above the panels for the run's heading.
 const TITLE_HEIGHT: u32 = 30;
 
@@ -47,22 +49,45 @@ fn distinct_rows(points: &[f32], dim: usize) -> usize {
     rows.len()
 }
 
-/// "4096 particles", or "4096 particles, 1 distinct" when copies dominate.
+/// "4,096 particles", "1 particle", "4,096 particles, 1 distinct" when copies dominate, and
+/// "(first 20,000 drawn)" when the panel shows only [`MAX_POINTS`] of them.
 fn count_text(points: &[f32], dim: usize) -> String {
     let n = points.len() / dim.max(1);
     let d = distinct_rows(points, dim);
+    let mut text = format!("{} particle{}", crate::format::count(n as u64), if n == 1 { "" } else { "s" });
     if d < n / 2 {
-        format!("{n} particles, {d} distinct")
-    } else {
-        format!("{n} particles")
+        text += &format!(", {} distinct", crate::format::count(d as u64));
     }
+    if n > MAX_POINTS {
+        text += &format!(" (first {} drawn)", crate::format::count(MAX_POINTS as u64));
+    }
+    text
+}
+
+/// The figure's heading: the method and reward, λ only for FK steering (the searches rank by
+/// the reward itself and never use it), and how many snapshots were left out.
+fn heading(spec: &RunSpec, r: &RunResult) -> String {
+    let mut h = format!("{}: reward {}", r.method, spec.reward);
+    if r.method.starts_with("fk-") {
+        h += &format!(", λ = {}", crate::format::number(spec.potential.lambda as f64));
+    }
+    let snaps = snapshots_before_the_end(spec, r).len();
+    if snaps > MAX_PANELS - 1 {
+        h += &format!(" ({} of {snaps} snapshots shown)", MAX_PANELS - 1);
+    }
+    h
+}
+
+/// The snapshots taken before the final time (the final samples get their own panel).
+fn snapshots_before_the_end<'a>(spec: &RunSpec, r: &'a RunResult) -> Vec<&'a (usize, Vec<f32>)> {
+    r.snapshots.iter().filter(|(s, _)| *s < spec.sampler.steps).collect()
 }
 
 /// The panels of a run: snapshots (thinned to [`MAX_PANELS`] − 1, first and last kept), then
 /// the final samples.
 fn panels<'a>(spec: &RunSpec, r: &'a RunResult) -> Vec<Panel<'a>> {
     let steps = spec.sampler.steps as f64;
-    let snaps: Vec<&(usize, Vec<f32>)> = r.snapshots.iter().filter(|(s, _)| (*s as f64) < steps).collect();
+    let snaps = snapshots_before_the_end(spec, r);
     let keep = MAX_PANELS - 1;
     let chosen: Vec<&(usize, Vec<f32>)> = if snaps.len() <= keep {
         snaps
@@ -72,7 +97,7 @@ fn panels<'a>(spec: &RunSpec, r: &'a RunResult) -> Vec<Panel<'a>> {
     let dim = r.dim;
     let mut out: Vec<Panel> = chosen
         .into_iter()
-        .map(|(s, p)| Panel { title: format!("t = {:.2}: {}", *s as f64 / steps, count_text(p, dim)), points: p, shade: None })
+        .map(|(s, p)| Panel { title: format!("t = {}: {}", crate::format::number(*s as f64 / steps), count_text(p, dim)), points: p, shade: None })
         .collect();
     let weighted = r.log_weights.iter().any(|&l| l != 0.0);
     let shade = weighted.then(|| {
@@ -96,8 +121,7 @@ pub fn write_png(spec: &RunSpec, r: &RunResult, path: &std::path::Path) -> anyho
     (|| -> anyhow::Result<()> {
         let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
-        let heading = format!("{}: reward {}, λ = {}", r.method, spec.reward, spec.potential.lambda);
-        let root = root.titled(&heading, ("sans-serif", 18)).map_err(|e| anyhow!("plot: {e}"))?;
+        let root = root.titled(&heading(spec, r), ("sans-serif", 18)).map_err(|e| anyhow!("plot: {e}"))?;
         let (lo, hi) = bounds(spec, &panels, dim);
         for (area, panel) in root.split_evenly((rows, cols)).iter().zip(&panels) {
             draw_panel(area, spec, panel, dim, lo, hi).map_err(|e| anyhow!("plot: {e}"))?;
@@ -143,8 +167,8 @@ fn draw_panel<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 15))
         .margin(8)
-        .x_label_area_size(24)
-        .y_label_area_size(28)
+        .x_label_area_size(40)
+        .y_label_area_size(44)
         .build_cartesian_2d(lo..hi, lo..hi)?;
     // Whole-number ticks: the squares' corners sit on multiples of 1.5, and "1.0"-style labels
     // blur at this size.
@@ -156,6 +180,9 @@ fn draw_panel<DB: DrawingBackend>(
         .y_labels(ticks)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc(AXES[0])
+        .y_desc(AXES[1])
+        .axis_desc_style(("sans-serif", 14))
         .label_style(("sans-serif", 13))
         .draw()?;
     if dim == 2 {
@@ -222,4 +249,59 @@ fn dashed_circle(c: (f32, f32), r: f32, style: ShapeStyle) -> Vec<PathElement<(f
 fn circle_point(c: (f32, f32), r: f32, frac: f32) -> (f32, f32) {
     let a = std::f32::consts::TAU * frac;
     (c.0 + r * a.cos(), c.1 + r * a.sin())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Layout;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            model: crate::model::Mlp::init_uniform(2, 4, 1, crate::model::Activation::Elu, 1),
+            sampler: crate::sampler::Sampler::default(),
+            reward: "point([2,0.5])".parse().unwrap(),
+            reward_on: Default::default(),
+            potential: crate::potential::Potential { lambda: 10.0, ..Default::default() },
+            resample: Default::default(),
+            adaptive_ess: None,
+            seed: 0,
+        }
+    }
+
+    fn result(method: &str, n: usize, snapshots: usize) -> RunResult {
+        let mut r = RunResult::new(method, 2);
+        r.layout = Layout { n, groups: 1 };
+        r.positions = (0..2 * n).map(|i| i as f32 * 1e-4).collect();
+        r.log_weights = vec![0.0; n];
+        r.snapshots = (0..snapshots).map(|k| (k * 10, vec![0.5; 2 * n])).collect();
+        r
+    }
+
+    #[test]
+    fn the_heading_names_lambda_only_where_the_method_uses_it() {
+        let s = spec();
+        assert!(heading(&s, &result("fk-max", 4, 0)).contains("λ = 10"));
+        for method in ["bon", "zeroth", "paths"] {
+            let h = heading(&s, &result(method, 1, 0));
+            assert!(!h.contains('λ'), "{h}");
+        }
+    }
+
+    #[test]
+    fn counts_are_singular_for_one_and_say_when_points_or_panels_are_left_out() {
+        let s = spec();
+        let r = result("bon", 1, 0);
+        let p = panels(&s, &r);
+        assert_eq!(p.last().unwrap().title, "final: 1 particle");
+        let r = result("fk-max", MAX_POINTS + 5, 9);
+        let p = panels(&s, &r);
+        assert_eq!(p.len(), MAX_PANELS);
+        let last = &p.last().unwrap().title;
+        assert!(last.contains("20,005 particles") && last.contains("(first 20,000 drawn)"), "{last}");
+        let h = heading(&s, &r);
+        assert!(h.contains("(5 of 9 snapshots shown)"), "{h}");
+        // Snapshot times are short numbers.
+        assert!(p[1].title.starts_with("t = 0.2:"), "{}", p[1].title);
+    }
 }

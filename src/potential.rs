@@ -76,6 +76,25 @@ pub struct PotentialState {
     pub accumulated_log_g: f64,
 }
 
+/// `--lambda` as typed. λ is an f32 (as the kernels take it), so a λ beyond f32's range would be stored
+/// as inf (and `1e300` reported as "inf"); such values are refused as given, as are those that
+/// would round to 0. Sign and finiteness are [`Potential::validate`]'s.
+pub fn parse_lambda(s: &str) -> Result<f32, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    let as_f32 = v as f32;
+    if v.is_finite() && as_f32.is_infinite() {
+        return Err(format!(
+            "{s} is beyond the largest f32 ({}), the precision λ is held in; a λ far above \
+             1 / (the spread of the rewards) already keeps only the best particle, as `flowsteer search bon` does",
+            crate::format::number(f32::MAX as f64)
+        ));
+    }
+    if v != 0.0 && as_f32 == 0.0 {
+        return Err(format!("{s} is below the smallest f32 ({}): every weight would be equal", crate::format::number(f32::MIN_POSITIVE as f64)));
+    }
+    Ok(as_f32)
+}
+
 impl Potential {
     pub fn validate(&self) -> Result<(), String> {
         if !(self.lambda.is_finite() && self.lambda > 0.0) {
@@ -150,6 +169,16 @@ pub fn sanitize_log_weight(lw: f64) -> (f64, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lambda_beyond_f32_is_refused_as_typed() {
+        let e = parse_lambda("1e300").unwrap_err();
+        assert!(e.contains("1e300 is beyond the largest f32 (3.403e38)") && !e.contains("inf"), "{e}");
+        assert!(parse_lambda("1e-300").unwrap_err().contains("1e-300 is below"));
+        assert_eq!(parse_lambda("2.5"), Ok(2.5));
+        assert_eq!(parse_lambda("3e38"), Ok(3e38));
+        assert!(parse_lambda("ten").unwrap_err().contains("`ten` is not a number"));
+    }
 
     fn run(kind: PotentialKind, rewards: &[f32]) -> Vec<f64> {
         let p = Potential { kind, lambda: 2.0, r_min: 0.0 };

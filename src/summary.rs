@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::backend::{BackendInfo, Layout, RunSpec};
 use crate::checkerboard;
+use crate::format::{count, number};
 use crate::output::stage_samples_and_summary;
 use crate::run::Prepared;
 use crate::methods::{trace_csv, RunResult};
@@ -134,12 +135,12 @@ fn ess_text(ess: f64) -> String {
 
 /// A time as `0.67`: at most 4 decimals, no trailing zeros.
 fn time_text(t: f64) -> String {
-    ((t * 1e4).round() / 1e4).to_string()
+    number(t)
 }
 
 /// A point as `(2, 0.5)`.
 fn point_text(c: &[f32]) -> String {
-    format!("({})", c.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
+    format!("({})", c.iter().map(|&v| number(v as f64)).collect::<Vec<_>>().join(", "))
 }
 
 /// "91.2% before → 0.0% after (0.0% weighted)", or without the parts that are absent.
@@ -176,16 +177,18 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>)
         let before = RewardStats::new(&b.rewards, None);
         let _ = writeln!(
             s,
-            "  reward before steering (same noises, no steering): mean {:.4}, median {:.4}, max {:.4}",
-            before.mean, before.quantiles[2], before.max
+            "  reward before steering (same noises, no steering): mean {}, median {}, max {}",
+            number(before.mean),
+            number(before.quantiles[2]),
+            number(before.max)
         );
     }
     let label = if steered { "reward after steering:" } else { "reward of the kept samples:" };
     let total = r.layout.total();
     let of = if steered { "of particles".to_string() } else { format!("of the {total} kept sample{}", if total == 1 { "" } else { "s" }) };
-    let _ = write!(s, "  {label} mean {:.4}, median {:.4}, max {:.4}", after.mean, after.quantiles[2], after.max);
+    let _ = write!(s, "  {label} mean {}, median {}, max {}", number(after.mean), number(after.quantiles[2]), number(after.max));
     if let Some(m) = after.weighted_mean {
-        let _ = write!(s, " (weighted by the final weights: mean {m:.4})");
+        let _ = write!(s, " (weighted by the final weights: mean {})", number(m));
     }
     s.push('\n');
     if let Some(c) = &place.target {
@@ -212,7 +215,7 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>)
         let _ = writeln!(s, "{}", wrap(&ess_line));
         let mean_lz = lz.iter().sum::<f64>() / lz.len() as f64;
         let distinct = r.distinct_ancestors.iter().sum::<u64>() as f64 / groups as f64;
-        let _ = writeln!(s, "  distinct ancestors left: {distinct:.0} of {n}{over_groups}; log Ẑ = {mean_lz:.4}");
+        let _ = writeln!(s, "  distinct ancestors left: {distinct:.0} of {n}{over_groups}; log Ẑ = {}", number(mean_lz));
         s.push_str(&steering_warnings(spec, r, distinct));
     }
     if let (Some(c), 2) = (&place.target, r.dim) {
@@ -239,11 +242,11 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>)
     };
     let _ = writeln!(
         s,
-        "  time {:.3} s ({phases}); {:.3e} particle-steps/s, NFE {} ({:.3e}/s)",
+        "  time {:.3} s ({phases}); {} particle-steps/s, NFE {} ({}/s)",
         t.total,
-        r.particle_steps_per_second(),
-        r.nfe,
-        r.nfe as f64 / t.total.max(1e-12)
+        number(r.particle_steps_per_second()),
+        count(r.nfe),
+        number(r.nfe as f64 / t.total.max(1e-12))
     );
     s
 }
@@ -293,11 +296,13 @@ fn steering_warnings(spec: &RunSpec, r: &RunResult, distinct: f64) -> String {
             "warning: the population collapsed. At t = {} one particle held almost all the weight (ESS {} of {n}), so \
              resampling copied it into the whole population: the {n} final samples descend from {distinct:.0} starting \
              particle(s), and the later ESS values near N only mean that the copies weigh the same. The largest \
-             log-weight there was {top:.0} against λ·(mean reward) = {mean:.1}; weights exp(λ·r) that far apart pick \
+             log-weight there was {} against λ·(mean reward) = {}; weights exp(λ·r) that far apart pick \
              one winner. For a spread-out steered population use a smaller --lambda or a smoother reward, e.g. \
              --reward \"gaussian([2,0.5], 0.5)\" --lambda 1 --potential rt.",
             time_text(point_mean(r, k, |t| t.t)),
-            ess_text(ess)
+            ess_text(ess),
+            number(top),
+            number(mean)
             ))
         );
     } else if distinct <= (n as f64 / 100.0).max(1.0) && n > 1 {
@@ -488,6 +493,18 @@ mod tests {
     /// The summary with its wrapped lines joined, so that phrases can be searched.
     fn one_line(text: &str) -> String {
         text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// Huge log-weights (λ = 1e38) and rewards are short numbers, not 39 digits (issue 13 item 7).
+    #[test]
+    fn huge_numbers_are_printed_short() {
+        let (spec, mut r) = fk_result(&[1.0, 8.0, 8.0], 1);
+        r.trace.iter_mut().for_each(|t| t.max_log_weight = 1.8615654e38);
+        r.rewards = vec![1.3e30; 8];
+        let text = human_summary(&spec, &r, None);
+        assert!(text.contains("1.862e38") && text.contains("max 1.3e30"), "{text}");
+        let longest_digits = text.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap();
+        assert!(longest_digits < 8, "{text}");
     }
 
     #[test]

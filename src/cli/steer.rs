@@ -73,7 +73,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t)]
     pub potential: PotentialKind,
     /// Temperature λ > 0.
-    #[arg(long, default_value_t = 10.0, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 10.0, allow_hyphen_values = true, value_parser = crate::potential::parse_lambda)]
     pub lambda: f32,
     /// Start of the running max / previous reward of `max` and `diff`.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]

@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1)]
     pub k: f32,
     /// λ of the FK potentials.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = crate::potential::parse_lambda)]
     pub lambda: f32,
     /// Zeroth-order search: cycles (the particle count is the candidates per cycle).
     #[arg(long, default_value_t = 4)]

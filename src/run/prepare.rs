@@ -90,16 +90,24 @@ pub fn resolve_backend(
             Ok(device) => Ok(cpu(format!(
                 "found {device}, but auto does not select the CUDA backend yet; pass --backend cuda to use it"
             ))),
-            Err(why) => Ok(cpu(format!("no usable CUDA device: {why}"))),
+            Err(why) => Ok(cpu(cpu_fallback_reason(&why))),
         },
     }
+}
+
+/// Auto's reason for the CPU, said on every run: the probe's first clause only ("no CUDA driver
+/// (libcuda.so) found"), without its advice to pass `--backend cpu`, which auto has just done.
+/// `flowsteer info` and `--backend cuda` give the whole reason.
+pub fn cpu_fallback_reason(why: &str) -> String {
+    let first = why.split([':', ';']).next().unwrap_or(why).trim();
+    format!("no usable CUDA device: {first}")
 }
 
 /// Loads a model, turning each failure into a message with the fix.
 pub fn load_model(path: &Path) -> anyhow::Result<Mlp> {
     match Mlp::load(path) {
         Ok(m) => Ok(m),
-        Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(ModelError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
             if path == Path::new(DEFAULT_MODEL) {
                 bail!(
                     "model file {} not found: run from the repository root, train one with \
@@ -319,6 +327,10 @@ mod tests {
         let r = resolve_backend(BackendChoice::Auto, Err("no driver".into()), true).unwrap();
         assert_eq!(r.choice, BackendChoice::Cpu);
         assert!(r.reason.contains("no driver"));
+        // Said on every run, so short: the cause, not the probe's advice.
+        let why = "no CUDA driver (libcuda.so) found: this machine has no NVIDIA GPU driver; use --backend cpu";
+        let r = resolve_backend(BackendChoice::Auto, Err(why.into()), true).unwrap();
+        assert_eq!(r.reason, "no usable CUDA device: no CUDA driver (libcuda.so) found");
         assert_eq!(resolve_backend(BackendChoice::Cpu, Ok("H100".into()), true).unwrap().choice, BackendChoice::Cpu);
     }
 

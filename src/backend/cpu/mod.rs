@@ -6,6 +6,7 @@
 //! `crate::resample` (SPEC §6), `crate::sampler` (SPEC §2), `crate::reward` (SPEC §4).
 
 pub mod field;
+pub mod activation;
 pub mod propagate;
 
 use std::ops::Range;

@@ -39,8 +39,12 @@ impl Progress for Bar {
     }
     fn finish(&mut self, point: &Point, row: &Row) {
         let line = format!(
-            "{point}: reward mean {:.4} max {:.4}, NFE {}, {:.3} s, {:.3e} NFE/s",
-            row.reward_mean, row.reward_max, row.nfe, row.wall_s, row.nfe_per_s
+            "{point}: reward mean {} max {}, NFE {}, {:.3} s, {} NFE/s",
+            crate::format::number(row.reward_mean),
+            crate::format::number(row.reward_max),
+            crate::format::count(row.nfe),
+            row.wall_s,
+            crate::format::number(row.nfe_per_s)
         );
         if self.tty {
             self.bar.println(line);
