@@ -171,19 +171,35 @@ pub fn check_same_configuration(comm: &dyn Communicator, args: &[String], model:
 
 /// The unsteered run of the same starting points, across ranks (rank 0 gets it).
 pub fn baseline(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Option<Baseline>> {
+    let share = baseline_share(comm, spec, layout, init)?;
+    let rewards = gather_concat(comm, &Bytes::f32s(&share.rewards));
+    let positions = gather_concat(comm, &Bytes::f32s(&share.positions));
+    Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
+}
+
+/// This rank's share of the unsteered run of the same starting points (rewards, rows).
+pub fn baseline_share(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Baseline> {
     let mut plain = spec.clone();
     plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
     let mut pop = Population::new(&plain, layout, comm, init)?;
     pop.propagate(&plain, 0..plain.sampler.steps);
-    let rewards = pop.rewards(&plain, plain.sampler.steps, true);
-    let rewards = gather_concat(comm, &Bytes::f32s(&rewards));
-    let positions = gather_concat(comm, &Bytes::f32s(&pop.rows()));
-    Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
+    Ok(Baseline { rewards: pop.rewards(&plain, plain.sampler.steps, true), positions: pop.rows() })
+}
+
+/// How a distributed run leaves its per-particle arrays (docs/distributed.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputForm {
+    /// Rank 0 gathers them and writes the files of a single-process run.
+    #[default]
+    Gathered,
+    /// Each rank writes its share, rank 0 a manifest (`--shard-outputs`, [`super::shards`]).
+    Sharded,
 }
 
 /// `flowsteer steer` on every rank of `comm` (the run layer's `run::steer` for one population
-/// across ranks): `Some(outcome)` on rank 0, which reports it as a single process would.
-pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Option<Outcome>> {
+/// across ranks): `Some(outcome)` on rank 0, which reports it as a single process would. With
+/// [`OutputForm::Sharded`] the run reports and writes its files itself and returns None.
+pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> anyhow::Result<Option<Outcome>> {
     let mut common = cfg.common.clone();
     let out = common.out.clone();
     if comm.rank() != 0 {
@@ -202,6 +218,14 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         cfg.schedule.validate().map_err(anyhow::Error::msg)?;
         if cfg.ancestry && out.is_none() {
             bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
+        }
+        if form == OutputForm::Sharded {
+            if out.is_none() {
+                bail!("--shard-outputs writes one file per rank into the output directory; give --out DIR");
+            }
+            if common.plot {
+                bail!("--plot draws every particle in one process, which --shard-outputs avoids; drop --plot, or --shard-outputs");
+            }
         }
         let prep = Prepared::new(&common, cfg.potential, cfg.resample, cfg.adaptive_ess)?;
         if prep.engine()?.info().backend != "cpu" {
@@ -241,7 +265,25 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         println!("  resampling at grid steps {resolved}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
-    let (result, report) = match fk::steer(comm, &prep.spec, &fk_cfg, init) {
+    if form == OutputForm::Sharded {
+        super::shards::steer(comm, cfg, prep, info, &fk_cfg, init, &common).map(|()| None)
+    } else {
+        steer_gathered(comm, cfg, prep, info, &fk_cfg, init, common)
+    }
+}
+
+/// [`steer`] with the arrays gathered on rank 0.
+fn steer_gathered(
+    comm: &dyn Communicator,
+    cfg: &SteerConfig,
+    prep: Prepared,
+    info: crate::backend::BackendInfo,
+    fk_cfg: &FkConfig,
+    init: Init<'_>,
+    common: crate::run::CommonConfig,
+) -> anyhow::Result<Option<Outcome>> {
+    let layout = fk_cfg.layout;
+    let (result, report) = match fk::steer(comm, &prep.spec, fk_cfg, init) {
         Ok(r) => {
             agree(comm, Ok(()))?;
             r
@@ -253,7 +295,25 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
     if !common.quiet {
         eprintln!("{}", comm_line(&report));
     }
-    let config = serde_json::json!({
+    let config = steer_config_json(cfg, &prep, layout, &report);
+    Ok(Some(Outcome {
+        prepared: prep,
+        info,
+        result,
+        baseline,
+        config,
+        files: Outputs { ancestry: cfg.ancestry, plot: common.plot },
+        out: common.out,
+        force: common.force,
+        quiet: common.quiet,
+        profiled: false,
+    }))
+}
+
+/// `config.run` of a distributed steering run's summary.json.
+pub fn steer_config_json(cfg: &SteerConfig, prep: &Prepared, layout: Layout, report: &CommReport) -> serde_json::Value {
+    let schedule = cfg.schedule;
+    serde_json::json!({
         "command": "steer",
         "particles": layout.n,
         "groups": layout.groups,
@@ -267,19 +327,7 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         "init": cfg.init.as_ref().map(|p| p.display().to_string()),
         "fused": false,
         "mpi": report,
-    });
-    Ok(Some(Outcome {
-        prepared: prep,
-        info,
-        result,
-        baseline,
-        config,
-        files: Outputs { ancestry: cfg.ancestry, plot: common.plot },
-        out: common.out,
-        force: common.force,
-        quiet: common.quiet,
-        profiled: false,
-    }))
+    })
 }
 
 /// The summary's line on communication against compute.

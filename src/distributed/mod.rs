@@ -9,10 +9,12 @@
 pub mod comm;
 pub mod driver;
 pub mod fk;
+pub mod global_stats;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod population;
 pub mod resample;
 pub mod share;
+pub mod shards;
 #[cfg(test)]
 mod tests;
