@@ -284,4 +284,50 @@ mod with_mpi {
         assert!(String::from_utf8_lossy(&o.stderr).contains("--shard-outputs splits the output files across MPI ranks"));
         assert!(!out.exists());
     }
+
+    /// `search bon` across P = 1, 2, 3 ranks keeps what one process keeps: the same rows, bit for
+    /// bit (groups of 500 span ranks for P = 3), the same rewards and roots.
+    #[test]
+    fn best_of_n_across_ranks_equals_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |out: &Path| -> Vec<String> {
+            ["search", "bon", "--particles", "500", "--groups", "2", "--top-k", "3", "--steps", "10", "--reward", "gaussian([2,0.5], 0.5)", "--backend", "cpu", "--quiet", "--out", out.to_str().unwrap()]
+                .map(String::from)
+                .to_vec()
+        };
+        let plain = dir.path().join("plain");
+        let o = Command::new(BIN).args(args(&plain)).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let one: serde_json::Value = serde_json::from_slice(&read(&plain, "summary.json")).unwrap();
+        for p in 1..=3 {
+            let out = dir.path().join(format!("p{p}"));
+            let a = args(&out);
+            let o = mpirun(p, &a.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(o.status.success(), "P = {p}: {}", String::from_utf8_lossy(&o.stderr));
+            for name in ["samples.npy", "log_weights.npy"] {
+                assert!(read(&out, name) == read(&plain, name), "P = {p}: {name} differs from one process's");
+            }
+            let summary: serde_json::Value = serde_json::from_slice(&read(&out, "summary.json")).unwrap();
+            for key in ["final_reward", "distinct_ancestors", "throughput"] {
+                let (a, b) = (&summary[key], &one[key]);
+                if key == "throughput" {
+                    assert_eq!((&a["nfe"], &a["particle_steps"]), (&b["nfe"], &b["particle_steps"]), "P = {p}");
+                } else {
+                    assert_eq!(a, b, "P = {p}: {key}");
+                }
+            }
+            assert_eq!(summary["config"]["run"]["mpi"]["ranks"], p);
+        }
+    }
+
+    /// The searches that do not run across ranks are refused under mpirun with a clear message.
+    #[test]
+    fn zeroth_and_paths_search_are_refused_across_ranks() {
+        for method in ["zeroth", "paths"] {
+            let o = mpirun(2, &["search", method, "--steps", "10", "--backend", "cpu"]);
+            assert!(!o.status.success());
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(&format!("`flowsteer search {method}` does not run across MPI ranks yet")), "{err}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub mod global_stats;
 pub mod mpi;
 pub mod population;
 pub mod resample;
+pub mod search;
 pub mod share;
 pub mod shards;
 #[cfg(test)]
