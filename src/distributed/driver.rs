@@ -233,6 +233,12 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
         }
         let (layout, init_rows) =
             prep.layout_and_init(cfg.particles, crate::run::steer::DEFAULT_PARTICLES, cfg.groups, cfg.init.as_deref())?;
+        if form == OutputForm::Gathered && comm.rank() == 0 {
+            // Rank 0 alone gathers every particle: refused before any work when they cannot fit.
+            let rows = if cfg.ancestry { methods::fk::resolve_schedule(&prep.spec, &cfg.schedule).map_or(0, |s| s.steps.len()) } else { 0 };
+            let per = super::shards::gathered_bytes_per_particle(prep.spec.model.dim, cfg.baseline, rows);
+            super::shards::check_gather_fits(layout.total(), per, crate::memory::available().as_ref())?;
+        }
         Ok((prep, layout, init_rows))
     })();
     let (prep, layout, init_rows) = match prepared {

@@ -23,6 +23,7 @@ use super::driver::{self, agree};
 use super::{fk, global_stats};
 use crate::backend::{BackendInfo, Init};
 use crate::methods::{trace_csv, FkConfig};
+use crate::memory::{bytes_text, Available};
 use crate::npy::NpyElement;
 use crate::output::Staging;
 use crate::run::{CommonConfig, Prepared, SteerConfig};
@@ -193,6 +194,32 @@ pub fn write(
     }
 }
 
+/// Bytes rank 0 holds per particle to gather a steering run and stage its files
+/// (docs/distributed.md, "Sharded outputs"): positions, rewards, log-weights and roots gathered
+/// (4·D + 12), the `.npy` bytes of samples and log-weights staged (4·D + 4), the baseline's
+/// positions and rewards (4·D + 4), and 8 per ancestry row (gathered, then staged).
+pub fn gathered_bytes_per_particle(dim: usize, baseline: bool, ancestry_rows: usize) -> u64 {
+    let d = dim as u64;
+    (4 * d + 12) + (4 * d + 4) + if baseline { 4 * d + 4 } else { 0 } + 8 * ancestry_rows as u64
+}
+
+/// Refuses, before any work, a gathered run of `total` particles whose arrays would not fit in
+/// rank 0's `available` memory, and names the way out (`--shard-outputs`). Passes where the
+/// available memory is unknown.
+pub fn check_gather_fits(total: usize, per_particle: u64, available: Option<&Available>) -> anyhow::Result<()> {
+    let Some(a) = available else { return Ok(()) };
+    let need = total as u128 * per_particle as u128;
+    if need > a.bytes as u128 {
+        anyhow::bail!(
+            "gathering the {} particles on MPI rank 0 needs about {} of its memory, but {a} is available; pass \
+             --shard-outputs so that each rank writes its own share (docs/distributed.md), or use fewer particles",
+            crate::format::count(total as u64),
+            bytes_text(need)
+        );
+    }
+    Ok(())
+}
+
 /// `flowsteer steer --shard-outputs` once the run is prepared (from `driver::steer`, on every
 /// rank): steer, compute the summary's statistics across ranks, write the shards and, on rank 0,
 /// the manifest, summary and trace, then print the summary. `common` is this rank's (quiet
@@ -270,6 +297,18 @@ mod tests {
 
     fn head(ranks: usize) -> Manifest {
         Manifest { format: MANIFEST_FORMAT.into(), version: MANIFEST_VERSION, particles: 5, n: 5, groups: 1, dim: 2, ranks, arrays: BTreeMap::new() }
+    }
+
+    /// A gathered run that would not fit in rank 0's memory is refused, naming --shard-outputs.
+    #[test]
+    fn a_gathered_run_too_large_for_rank_0_names_shard_outputs() {
+        let per = gathered_bytes_per_particle(2, true, 5);
+        assert_eq!(per, 20 + 12 + 12 + 40);
+        let gib = Available { bytes: 1 << 30, source: "MemAvailable" };
+        check_gather_fits(1_000_000, per, Some(&gib)).unwrap();
+        let e = check_gather_fits(100_000_000, per, Some(&gib)).unwrap_err().to_string();
+        assert!(e.contains("needs about 7.8 GiB") && e.contains("1.0 GiB (MemAvailable) is available") && e.contains("--shard-outputs"), "{e}");
+        check_gather_fits(100_000_000, per, None).unwrap();
     }
 
     /// Three ranks write their shards; the manifest lists each one with its range and hash, and
