@@ -124,17 +124,10 @@ impl<'a> OutputSet<'a> {
         if let Some((p, _)) = self.files.iter().find(|(p, _)| parent_of(p) != dir) {
             bail!("output files must share one directory: {} is not in {}", p.display(), dir.display());
         }
-        let parent = parent_of(&dir).to_path_buf();
-        let created = create_parents(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        let (staging, ()) = unique(&parent, &format!(".{}.tmp", name_of(&dir)), |p| std::fs::create_dir(p))
-            .with_context(|| format!("cannot write {}: no temporary directory can be created in {}", dir.display(), parent.display()))
-            .inspect_err(|_| remove_created(&created))?;
-        let result = self.write_into(&staging).and_then(|written| place(&staging, &dir, replace).map(|()| written));
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&staging);
-            remove_created(&created);
-        }
-        result
+        let staging = Staging::new(&dir)?;
+        let written = self.write_into(&staging.path)?;
+        staging.commit(replace)?;
+        Ok(written)
     }
 
     /// Writes each file into `staging` under its own name; errors name the file's final path.
@@ -151,6 +144,45 @@ impl<'a> OutputSet<'a> {
             written.push(path);
         }
         Ok(written)
+    }
+}
+
+/// A fresh temporary directory beside a run's directory `dir`, filled by one writer (an
+/// [`OutputSet`]) or several (every MPI rank writing its shard, docs/distributed.md), then
+/// renamed into place by [`Staging::commit`]. Dropped uncommitted (any failure), it is removed
+/// with its files, and so are the parents of `dir` that [`Staging::new`] created.
+pub struct Staging {
+    /// Where the writers put their files.
+    pub path: PathBuf,
+    dir: PathBuf,
+    created: Vec<PathBuf>,
+    committed: bool,
+}
+
+impl Staging {
+    pub fn new(dir: &Path) -> anyhow::Result<Staging> {
+        let parent = parent_of(dir).to_path_buf();
+        let created = create_parents(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let (path, ()) = unique(&parent, &format!(".{}.tmp", name_of(dir)), |p| std::fs::create_dir(p))
+            .with_context(|| format!("cannot write {}: no temporary directory can be created in {}", dir.display(), parent.display()))
+            .inspect_err(|_| remove_created(&created))?;
+        Ok(Staging { path, dir: dir.to_path_buf(), created, committed: false })
+    }
+
+    /// Renames the finished directory to `dir` (see [`OutputSet::commit_replacing`] for `replace`).
+    pub fn commit(mut self, replace: bool) -> anyhow::Result<()> {
+        place(&self.path, &self.dir, replace)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.path);
+            remove_created(&self.created);
+        }
     }
 }
 

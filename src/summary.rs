@@ -167,14 +167,41 @@ fn point_mean(r: &RunResult, k: usize, f: impl Fn(&crate::methods::TraceRow) -> 
 /// the squares, ESS at each point, and plain warnings when the population collapsed or the
 /// intermediate points did not steer (so that a surprising result explains itself).
 pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>) -> String {
+    human_summary_of(spec, r, &FinalStats::new(spec, r, baseline))
+}
+
+/// The statistics of the final particles, and of the baseline's, that the summaries report.
+#[derive(Clone, Debug)]
+pub struct FinalStats {
+    pub reward: RewardStats,
+    pub placement: Placement,
+    /// The unsteered run's rewards and placement (unweighted).
+    pub baseline: Option<(RewardStats, Placement)>,
+    /// Final samples with a NaN or infinite coordinate.
+    pub nonfinite_samples: usize,
+}
+
+impl FinalStats {
+    /// From the arrays of a result held by one process (a population split across MPI ranks
+    /// computes them with collectives instead: `crate::distributed::global_stats`).
+    pub fn new(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>) -> Self {
+        let w = weighted(r).then(|| normalised_weights(&r.log_weights, r.layout));
+        FinalStats {
+            reward: RewardStats::new(&r.rewards, w.as_deref()),
+            placement: Placement::new(spec, &r.positions, r.dim, w.as_deref()),
+            baseline: baseline.map(|b| (RewardStats::new(&b.rewards, None), Placement::new(spec, &b.positions, r.dim, None))),
+            nonfinite_samples: crate::finite::nonfinite_rows(&r.positions, r.dim),
+        }
+    }
+}
+
+/// [`human_summary`] with the final statistics given; `r`'s per-particle arrays are not read.
+pub fn human_summary_of(spec: &RunSpec, r: &RunResult, stats: &FinalStats) -> String {
     let mut s = String::new();
-    let w = weighted(r).then(|| normalised_weights(&r.log_weights, r.layout));
-    let after = RewardStats::new(&r.rewards, w.as_deref());
-    let place = Placement::new(spec, &r.positions, r.dim, w.as_deref());
-    let before_place = baseline.map(|b| Placement::new(spec, &b.positions, r.dim, None));
+    let (after, place) = (&stats.reward, &stats.placement);
+    let before_place = stats.baseline.as_ref().map(|(_, p)| p);
     let steered = r.log_z.is_some();
-    if let Some(b) = baseline {
-        let before = RewardStats::new(&b.rewards, None);
+    if let Some((before, _)) = &stats.baseline {
         let _ = writeln!(
             s,
             "  reward before steering (same noises, no steering): mean {}, median {}, max {}",
@@ -346,8 +373,12 @@ fn steering_warnings(spec: &RunSpec, r: &RunResult, distinct: f64) -> String {
 
 /// `summary.json` (SPEC §9).
 pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunResult, baseline: Option<&Baseline>) -> Value {
+    summary_json_of(prep, config, info, r, &FinalStats::new(&prep.spec, r, baseline))
+}
+
+/// [`summary_json`] with the final statistics given; `r`'s per-particle arrays are not read.
+pub fn summary_json_of(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunResult, stats: &FinalStats) -> Value {
     let spec = &prep.spec;
-    let w = weighted(r).then(|| normalised_weights(&r.log_weights, r.layout));
     let steps: Vec<Value> = r
         .trace
         .iter()
@@ -407,16 +438,16 @@ pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunR
         },
         "layout": { "n": r.layout.n, "groups": r.layout.groups },
         "schedule": r.schedule,
-        "final_reward": RewardStats::new(&r.rewards, w.as_deref()),
-        "baseline_reward": baseline.map(|b| RewardStats::new(&b.rewards, None)),
-        "baseline_placement": baseline.map(|b| Placement::new(spec, &b.positions, r.dim, None)),
-        "placement": Placement::new(spec, &r.positions, r.dim, w.as_deref()),
+        "final_reward": stats.reward,
+        "baseline_reward": stats.baseline.as_ref().map(|(b, _)| b),
+        "baseline_placement": stats.baseline.as_ref().map(|(_, p)| p),
+        "placement": stats.placement,
         "steps": steps,
         "log_z": r.log_z.as_ref().map(|v| v.iter().map(|&x| finite(x)).collect::<Vec<_>>()),
         "distinct_ancestors": r.distinct_ancestors,
         "nonfinite_events": r.nonfinite,
         "all_neg_inf_events": r.all_neg_inf_events,
-        "nonfinite_samples": crate::finite::nonfinite_rows(&r.positions, r.dim),
+        "nonfinite_samples": stats.nonfinite_samples,
     })
 }
 

@@ -173,4 +173,186 @@ mod with_mpi {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(read(&plain, "samples.npy") == read(&three, "samples.npy"));
     }
+
+    /// The data of a .npy file: what follows its header.
+    fn npy_data(bytes: &[u8]) -> &[u8] {
+        let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        &bytes[10 + header..]
+    }
+
+    /// `--shard-outputs` for P = 2 and 3: the shards, joined as manifest.json says (each file's
+    /// SHA-256 checked), are the data of the gathered single-process files byte for byte, and the
+    /// summary's statistics, taken across ranks, are the gathered run's.
+    #[test]
+    fn sharded_outputs_join_into_the_gathered_files() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        // A lower --r-min so that the intermediate points resample and particles change rank.
+        let gathered = dir.path().join("gathered");
+        let o = steer(1, &gathered, &["--r-min=-1000"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let one: serde_json::Value = serde_json::from_slice(&read(&gathered, "summary.json")).unwrap();
+        for p in [2usize, 3] {
+            let out = dir.path().join(format!("sharded{p}"));
+            let o = steer(p, &out, &["--r-min=-1000", "--shard-outputs"]);
+            assert!(o.status.success(), "P = {p}: {}", String::from_utf8_lossy(&o.stderr));
+            let m: serde_json::Value = serde_json::from_slice(&read(&out, "manifest.json")).unwrap();
+            assert_eq!((m["format"].as_str(), m["version"].as_u64()), (Some("flowsteer-shards"), Some(1)), "{m}");
+            assert_eq!((m["ranks"].as_u64(), m["particles"].as_u64(), m["dim"].as_u64()), (Some(p as u64), Some(2100), Some(2)), "{m}");
+            let mut names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+            names.sort();
+            let mut expected: Vec<String> = ["manifest.json", "summary.json", "trace.csv"].map(String::from).to_vec();
+            for name in ["samples", "log_weights", "ancestry"] {
+                let a = &m["arrays"][name];
+                let shards = a["shards"].as_array().unwrap();
+                assert_eq!(shards.len(), p, "{name}");
+                let files: Vec<Vec<u8>> = shards
+                    .iter()
+                    .map(|s| {
+                        let bytes = read(&out, s["file"].as_str().unwrap());
+                        let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+                        assert_eq!(s["sha256"].as_str(), Some(sha.as_str()), "P = {p}: {s}");
+                        expected.push(s["file"].as_str().unwrap().into());
+                        bytes
+                    })
+                    .collect();
+                let joined: Vec<u8> = if a["axis"] == 0 {
+                    files.iter().flat_map(|f| npy_data(f).to_vec()).collect()
+                } else {
+                    // ancestry [K, N·G], cut along axis 1: row k is every shard's row k.
+                    assert_eq!((name, a["axis"].as_u64()), ("ancestry", Some(1)));
+                    let k = a["shape"][0].as_u64().unwrap() as usize;
+                    assert!(k > 0, "the run resamples");
+                    (0..k)
+                        .flat_map(|row| {
+                            files.iter().flat_map(move |f| {
+                                let d = npy_data(f);
+                                let width = d.len() / k;
+                                d[row * width..(row + 1) * width].to_vec()
+                            })
+                        })
+                        .collect()
+                };
+                let whole = read(&gathered, &format!("{name}.npy"));
+                assert!(joined == npy_data(&whole), "P = {p}: the {name} shards differ from {name}.npy");
+            }
+            expected.sort();
+            assert_eq!(names, expected, "P = {p}: exactly the manifest's files, the summary and the trace");
+            let summary: serde_json::Value = serde_json::from_slice(&read(&out, "summary.json")).unwrap();
+            for key in ["count", "min", "max", "quantiles", "nonfinite"] {
+                assert_eq!(summary["final_reward"][key], one["final_reward"][key], "P = {p}: final_reward.{key}");
+                assert_eq!(summary["baseline_reward"][key], one["baseline_reward"][key], "P = {p}: baseline_reward.{key}");
+            }
+            for key in ["distinct_ancestors", "log_z", "nonfinite_samples"] {
+                assert_eq!(summary[key], one[key], "P = {p}: {key}");
+            }
+            assert_eq!(summary["config"]["run"]["shard_outputs"], true);
+        }
+    }
+
+    /// Rank 1 cannot write its shard (a file-size limit of 512 bytes; SIGXFSZ ignored, so the
+    /// write fails instead of killing it): every rank ends with the error naming rank 1, and
+    /// neither --out nor the temporary directory is left.
+    #[test]
+    fn a_rank_that_cannot_write_its_shard_leaves_no_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let script = format!(
+            "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then trap '' XFSZ; ulimit -f 1; fi; exec {BIN} steer --particles 4000 --steps 4 --backend cpu --quiet --shard-outputs --out {}",
+            out.display()
+        );
+        let o = Command::new("mpirun")
+            .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", "sh", "-c", &script])
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("MPI rank 1: cannot write") && err.contains("samples.r1.npy"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// Without mpirun, --shard-outputs is refused before any work.
+    #[test]
+    fn shard_outputs_without_mpirun_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        let o = Command::new(BIN).args(["steer", "--particles", "16", "--steps", "4", "--shard-outputs", "--out", out.to_str().unwrap()]).output().unwrap();
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--shard-outputs splits the output files across MPI ranks"));
+        assert!(!out.exists());
+    }
+
+    /// `search bon` across P = 1, 2, 3 ranks keeps what one process keeps: the same rows, bit for
+    /// bit (groups of 500 span ranks for P = 3), the same rewards and roots.
+    #[test]
+    fn best_of_n_across_ranks_equals_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |out: &Path| -> Vec<String> {
+            ["search", "bon", "--particles", "500", "--groups", "2", "--top-k", "3", "--steps", "10", "--reward", "gaussian([2,0.5], 0.5)", "--backend", "cpu", "--quiet", "--out", out.to_str().unwrap()]
+                .map(String::from)
+                .to_vec()
+        };
+        let plain = dir.path().join("plain");
+        let o = Command::new(BIN).args(args(&plain)).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let one: serde_json::Value = serde_json::from_slice(&read(&plain, "summary.json")).unwrap();
+        for p in 1..=3 {
+            let out = dir.path().join(format!("p{p}"));
+            let a = args(&out);
+            let o = mpirun(p, &a.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(o.status.success(), "P = {p}: {}", String::from_utf8_lossy(&o.stderr));
+            for name in ["samples.npy", "log_weights.npy"] {
+                assert!(read(&out, name) == read(&plain, name), "P = {p}: {name} differs from one process's");
+            }
+            let summary: serde_json::Value = serde_json::from_slice(&read(&out, "summary.json")).unwrap();
+            for key in ["final_reward", "distinct_ancestors", "throughput"] {
+                let (a, b) = (&summary[key], &one[key]);
+                if key == "throughput" {
+                    assert_eq!((&a["nfe"], &a["particle_steps"]), (&b["nfe"], &b["particle_steps"]), "P = {p}");
+                } else {
+                    assert_eq!(a, b, "P = {p}: {key}");
+                }
+            }
+            assert_eq!(summary["config"]["run"]["mpi"]["ranks"], p);
+        }
+    }
+
+    /// `search zeroth` across P = 1, 2, 3 ranks moves the pivot as one process does: the same
+    /// final samples, bit for bit, and the same winner at every cycle.
+    #[test]
+    fn zeroth_order_search_across_ranks_equals_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |out: &Path| -> Vec<String> {
+            ["search", "zeroth", "--candidates", "40", "--cycles", "3", "--groups", "2", "--steps", "10", "--reward", "gaussian([2,0.5], 0.5)", "--backend", "cpu", "--quiet", "--out", out.to_str().unwrap()]
+                .map(String::from)
+                .to_vec()
+        };
+        let plain = dir.path().join("plain");
+        let o = Command::new(BIN).args(args(&plain)).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let one: serde_json::Value = serde_json::from_slice(&read(&plain, "summary.json")).unwrap();
+        let winners = |s: &serde_json::Value| s["steps"].as_array().unwrap().iter().map(|r| r["best_reward"].clone()).collect::<Vec<_>>();
+        for p in 1..=3 {
+            let out = dir.path().join(format!("p{p}"));
+            let a = args(&out);
+            let o = mpirun(p, &a.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(o.status.success(), "P = {p}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(read(&out, "samples.npy") == read(&plain, "samples.npy"), "P = {p}: samples.npy differs from one process's");
+            let summary: serde_json::Value = serde_json::from_slice(&read(&out, "summary.json")).unwrap();
+            assert_eq!(winners(&summary), winners(&one), "P = {p}");
+            assert_eq!(summary["final_reward"], one["final_reward"], "P = {p}");
+        }
+    }
+
+    /// Search over paths does not run across ranks yet: refused under mpirun with a clear message.
+    #[test]
+    fn paths_search_is_refused_across_ranks() {
+        let o = mpirun(2, &["search", "paths", "--steps", "10", "--backend", "cpu"]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("`flowsteer search paths` does not run across MPI ranks yet"), "{err}");
+    }
 }

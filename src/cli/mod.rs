@@ -46,7 +46,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sample(_) => "sample",
         Command::Info(_) => "info",
         Command::Train(_) => "train",
-        Command::Search(_) => "search",
+        Command::Search(a) => match a.method {
+            search::Method::Bon(_) => "search bon",
+            search::Method::Zeroth(_) => "search zeroth",
+            search::Method::Paths(_) => "search paths",
+        },
         Command::Bench(_) => "bench",
         Command::Sweep(_) => "sweep",
     };

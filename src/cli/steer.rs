@@ -123,6 +123,11 @@ pub struct Args {
     #[arg(long, value_name = "INTERVALS", num_args = 0..=1, default_missing_value = super::profile::DEFAULT_INTERVALS,
           value_parser = super::profile::parse_intervals)]
     pub profile: Option<usize>,
+    /// Under mpirun/srun: each rank writes its share of the particles (samples.r{rank}.npy, …)
+    /// and rank 0 a manifest.json saying how to join them, instead of gathering every particle
+    /// on rank 0 (docs/distributed.md). For populations too large for one process's memory.
+    #[arg(long)]
+    pub shard_outputs: bool,
 }
 
 impl CommonArgs {
@@ -168,9 +173,15 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    match crate::distributed::driver::world() {
+    use crate::distributed::driver::{self, OutputForm};
+    let form = if args.shard_outputs { OutputForm::Sharded } else { OutputForm::Gathered };
+    match driver::world() {
         // Under mpirun/srun: one population across the ranks; rank 0 reports (docs/distributed.md).
-        Some(w) => crate::distributed::driver::steer(&*w, &args.config()?)?.map_or(Ok(()), |o| o.report()),
+        Some(w) => driver::steer(&*w, &args.config()?, form)?.map_or(Ok(()), |o| o.report()),
+        None if args.shard_outputs => anyhow::bail!(
+            "--shard-outputs splits the output files across MPI ranks, but this run has none; run it under mpirun/srun \
+             (with a flowsteer built with --features mpi), or drop --shard-outputs"
+        ),
         None => crate::run::steer(&args.config()?)?.report(),
     }
 }

@@ -88,8 +88,8 @@ impl std::error::Error for Collective {}
 /// (each rank would run the whole job alone and write the same files).
 pub fn refuse_unless_distributed(command: &str) -> anyhow::Result<()> {
     let Some(w) = world() else { return Ok(()) };
-    if w.size() > 1 && !matches!(command, "steer" | "sample" | "info") {
-        let e = format!("`flowsteer {command}` does not run across MPI ranks yet (steer and sample do); run it without mpirun");
+    if w.size() > 1 && !matches!(command, "steer" | "sample" | "info" | "search bon" | "search zeroth") {
+        let e = format!("`flowsteer {command}` does not run across MPI ranks yet (steer, sample, search bon and search zeroth do); run it without mpirun");
         return Err(Collective(e).into());
     }
     Ok(())
@@ -171,19 +171,35 @@ pub fn check_same_configuration(comm: &dyn Communicator, args: &[String], model:
 
 /// The unsteered run of the same starting points, across ranks (rank 0 gets it).
 pub fn baseline(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Option<Baseline>> {
+    let share = baseline_share(comm, spec, layout, init)?;
+    let rewards = gather_concat(comm, &Bytes::f32s(&share.rewards));
+    let positions = gather_concat(comm, &Bytes::f32s(&share.positions));
+    Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
+}
+
+/// This rank's share of the unsteered run of the same starting points (rewards, rows).
+pub fn baseline_share(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Baseline> {
     let mut plain = spec.clone();
     plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
     let mut pop = Population::new(&plain, layout, comm, init)?;
     pop.propagate(&plain, 0..plain.sampler.steps);
-    let rewards = pop.rewards(&plain, plain.sampler.steps, true);
-    let rewards = gather_concat(comm, &Bytes::f32s(&rewards));
-    let positions = gather_concat(comm, &Bytes::f32s(&pop.rows()));
-    Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
+    Ok(Baseline { rewards: pop.rewards(&plain, plain.sampler.steps, true), positions: pop.rows() })
+}
+
+/// How a distributed run leaves its per-particle arrays (docs/distributed.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputForm {
+    /// Rank 0 gathers them and writes the files of a single-process run.
+    #[default]
+    Gathered,
+    /// Each rank writes its share, rank 0 a manifest (`--shard-outputs`, [`super::shards`]).
+    Sharded,
 }
 
 /// `flowsteer steer` on every rank of `comm` (the run layer's `run::steer` for one population
-/// across ranks): `Some(outcome)` on rank 0, which reports it as a single process would.
-pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Option<Outcome>> {
+/// across ranks): `Some(outcome)` on rank 0, which reports it as a single process would. With
+/// [`OutputForm::Sharded`] the run reports and writes its files itself and returns None.
+pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> anyhow::Result<Option<Outcome>> {
     let mut common = cfg.common.clone();
     let out = common.out.clone();
     if comm.rank() != 0 {
@@ -203,12 +219,26 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         if cfg.ancestry && out.is_none() {
             bail!("--ancestry writes ancestry.npy into the output directory; give --out DIR");
         }
+        if form == OutputForm::Sharded {
+            if out.is_none() {
+                bail!("--shard-outputs writes one file per rank into the output directory; give --out DIR");
+            }
+            if common.plot {
+                bail!("--plot draws every particle in one process, which --shard-outputs avoids; drop --plot, or --shard-outputs");
+            }
+        }
         let prep = Prepared::new(&common, cfg.potential, cfg.resample, cfg.adaptive_ess)?;
         if prep.engine()?.info().backend != "cpu" {
             bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
         }
         let (layout, init_rows) =
             prep.layout_and_init(cfg.particles, crate::run::steer::DEFAULT_PARTICLES, cfg.groups, cfg.init.as_deref())?;
+        if form == OutputForm::Gathered && comm.rank() == 0 {
+            // Rank 0 alone gathers every particle: refused before any work when they cannot fit.
+            let rows = if cfg.ancestry { methods::fk::resolve_schedule(&prep.spec, &cfg.schedule).map_or(0, |s| s.steps.len()) } else { 0 };
+            let per = super::shards::gathered_bytes_per_particle(prep.spec.model.dim, cfg.baseline, rows);
+            super::shards::check_gather_fits(layout.total(), per, crate::memory::available().as_ref())?;
+        }
         Ok((prep, layout, init_rows))
     })();
     let (prep, layout, init_rows) = match prepared {
@@ -241,7 +271,25 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         println!("  resampling at grid steps {resolved}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
-    let (result, report) = match fk::steer(comm, &prep.spec, &fk_cfg, init) {
+    if form == OutputForm::Sharded {
+        super::shards::steer(comm, cfg, prep, info, &fk_cfg, init, &common).map(|()| None)
+    } else {
+        steer_gathered(comm, cfg, prep, info, &fk_cfg, init, common)
+    }
+}
+
+/// [`steer`] with the arrays gathered on rank 0.
+fn steer_gathered(
+    comm: &dyn Communicator,
+    cfg: &SteerConfig,
+    prep: Prepared,
+    info: crate::backend::BackendInfo,
+    fk_cfg: &FkConfig,
+    init: Init<'_>,
+    common: crate::run::CommonConfig,
+) -> anyhow::Result<Option<Outcome>> {
+    let layout = fk_cfg.layout;
+    let (result, report) = match fk::steer(comm, &prep.spec, fk_cfg, init) {
         Ok(r) => {
             agree(comm, Ok(()))?;
             r
@@ -253,7 +301,25 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
     if !common.quiet {
         eprintln!("{}", comm_line(&report));
     }
-    let config = serde_json::json!({
+    let config = steer_config_json(cfg, &prep, layout, &report);
+    Ok(Some(Outcome {
+        prepared: prep,
+        info,
+        result,
+        baseline,
+        config,
+        files: Outputs { ancestry: cfg.ancestry, plot: common.plot },
+        out: common.out,
+        force: common.force,
+        quiet: common.quiet,
+        profiled: false,
+    }))
+}
+
+/// `config.run` of a distributed steering run's summary.json.
+pub fn steer_config_json(cfg: &SteerConfig, prep: &Prepared, layout: Layout, report: &CommReport) -> serde_json::Value {
+    let schedule = cfg.schedule;
+    serde_json::json!({
         "command": "steer",
         "particles": layout.n,
         "groups": layout.groups,
@@ -267,19 +333,7 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         "init": cfg.init.as_ref().map(|p| p.display().to_string()),
         "fused": false,
         "mpi": report,
-    });
-    Ok(Some(Outcome {
-        prepared: prep,
-        info,
-        result,
-        baseline,
-        config,
-        files: Outputs { ancestry: cfg.ancestry, plot: common.plot },
-        out: common.out,
-        force: common.force,
-        quiet: common.quiet,
-        profiled: false,
-    }))
+    })
 }
 
 /// The summary's line on communication against compute.

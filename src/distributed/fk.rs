@@ -38,6 +38,67 @@ pub fn gather_concat(comm: &dyn Communicator, mine: &[u8]) -> Option<Vec<u8>> {
 pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<(Option<RunResult>, CommReport)> {
     let comm = Metered::new(comm);
     let clock = Clock::start();
+    let Ended { mut res, pop, rewards, ancestry, resampling_bytes, resamplings } = run_share(&comm, spec, cfg, init)?;
+    let layout = cfg.layout;
+    let positions = gather_concat(&comm, &Bytes::f32s(&pop.rows()));
+    let rewards = gather_concat(&comm, &Bytes::f32s(&rewards));
+    let log_weights = gather_concat(&comm, &Bytes::f64s(&pop.log_w));
+    let roots = gather_concat(&comm, &Bytes::u32s(&pop.root));
+    let rows: Vec<Option<Vec<u8>>> = ancestry.iter().map(|a| gather_concat(&comm, &Bytes::u32s(a))).collect();
+    let report = finish_report(&comm, &mut res, &clock, resampling_bytes, resamplings);
+    let Some(positions) = positions else { return Ok((None, report)) };
+    res.positions = decode_f32s(&positions);
+    res.rewards = decode_f32s(&rewards.unwrap());
+    res.log_weights = decode_f64s(&log_weights.unwrap());
+    res.root_ids = decode_u32s(&roots.unwrap());
+    res.distinct_ancestors = distinct_roots(&res.root_ids, layout);
+    res.ancestry = cfg.keep_ancestors.then(|| rows.into_iter().map(|r| decode_u32s(&r.unwrap())).collect());
+    Ok((Some(res), report))
+}
+
+/// What a rank holds when the steering loop ends, before anything is gathered.
+pub struct Ended {
+    /// The global parts of the result, the same on every rank (trace, schedule, log Ẑ, counters);
+    /// the per-particle arrays are empty.
+    pub res: RunResult,
+    /// This rank's share of the final population.
+    pub pop: Population,
+    /// The final rewards of the share.
+    pub rewards: Vec<f32>,
+    /// Per resampling point, the ancestors of the share's particles (with `keep_ancestors`).
+    pub ancestry: Vec<Vec<u32>>,
+    resampling_bytes: u64,
+    resamplings: usize,
+}
+
+/// FK steering across the ranks of `comm` where every rank keeps its share at the end (sharded
+/// outputs, docs/distributed.md): nothing is gathered.
+pub fn steer_kept(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<(Ended, CommReport)> {
+    let comm = Metered::new(comm);
+    let clock = Clock::start();
+    let mut ended = run_share(&comm, spec, cfg, init)?;
+    let report = finish_report(&comm, &mut ended.res, &clock, ended.resampling_bytes, ended.resamplings);
+    Ok((ended, report))
+}
+
+/// Total time and the communication figures, summed over ranks (a collective).
+fn finish_report(comm: &Metered, res: &mut RunResult, clock: &Clock, resampling_bytes: u64, resamplings: usize) -> CommReport {
+    let mut traffic = [comm.traffic().bytes_sent as f64, resampling_bytes as f64];
+    comm.inner.all_reduce_sum(&mut traffic);
+    res.times.total = clock.seconds();
+    let Traffic { seconds, .. } = comm.traffic();
+    CommReport {
+        ranks: comm.size(),
+        comm_seconds: seconds,
+        compute_seconds: res.times.total - seconds,
+        bytes_total: traffic[0] as u64,
+        bytes_per_resampling: if resamplings > 0 { traffic[1] / resamplings as f64 } else { 0.0 },
+        resamplings,
+    }
+}
+
+/// The steering loop on this rank's share.
+fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<Ended> {
     population::check_scheme(spec.resample)?;
     ensure!(spec.potential.kind != PotentialKind::Bon, "--potential bon does not run across MPI ranks yet; run it without mpirun");
     ensure!(cfg.max_intervals.is_none(), "--profile does not run across MPI ranks; profile one process");
@@ -49,9 +110,9 @@ pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init
     let mut res = RunResult::new(format!("fk-{}", spec.potential.kind), spec.model.dim);
     let total = layout.total() as u64;
     let evals = spec.sampler.evals_per_step() as u64;
-    let mut pop = Population::new(spec, layout, &comm, init)?;
+    let mut pop = Population::new(spec, layout, comm, init)?;
     if cfg.snapshots {
-        gather_snapshot(&comm, &pop, 0, &mut res);
+        gather_snapshot(comm, &pop, 0, &mut res);
     }
     let mut log_z = vec![0f64; layout.groups];
     let mut ancestry: Vec<Vec<u32>> = Vec::new();
@@ -62,15 +123,15 @@ pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init
         let is_final = step == spec.sampler.steps;
         timed(&mut res.times.propagate, || pop.propagate(spec, prev..step));
         if cfg.snapshots {
-            gather_snapshot(&comm, &pop, step, &mut res);
+            gather_snapshot(comm, &pop, step, &mut res);
         }
         let spacings_at = (!is_final && spec.resample == ResampleScheme::Multinomial).then_some(step);
-        let w = timed(&mut res.times.potential, || population::weigh(&comm, spec, &mut pop, step, is_final, spacings_at));
+        let w = timed(&mut res.times.potential, || population::weigh(comm, spec, &mut pop, step, is_final, spacings_at));
         let report = if is_final {
             None
         } else {
             let before = comm.traffic().bytes_sent;
-            let r = timed(&mut res.times.resample, || resample::resample(&comm, spec, &mut pop, &w, step));
+            let r = timed(&mut res.times.resample, || resample::resample(comm, spec, &mut pop, &w, step));
             resampling_bytes += comm.traffic().bytes_sent - before;
             resamplings += 1;
             Some(r)
@@ -106,34 +167,10 @@ pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init
         prev = step;
     }
     let rewards = timed(&mut res.times.potential, || pop.rewards(spec, spec.sampler.steps, true));
-    let positions = gather_concat(&comm, &Bytes::f32s(&pop.rows()));
-    let rewards = gather_concat(&comm, &Bytes::f32s(&rewards));
-    let log_weights = gather_concat(&comm, &Bytes::f64s(&pop.log_w));
-    let roots = gather_concat(&comm, &Bytes::u32s(&pop.root));
-    let rows: Vec<Option<Vec<u8>>> = ancestry.iter().map(|a| gather_concat(&comm, &Bytes::u32s(a))).collect();
-    let mut traffic = [comm.traffic().bytes_sent as f64, resampling_bytes as f64];
-    comm.inner.all_reduce_sum(&mut traffic);
-    res.times.total = clock.seconds();
-    let Traffic { seconds, .. } = comm.traffic();
-    let report = CommReport {
-        ranks: comm.size(),
-        comm_seconds: seconds,
-        compute_seconds: res.times.total - seconds,
-        bytes_total: traffic[0] as u64,
-        bytes_per_resampling: if resamplings > 0 { traffic[1] / resamplings as f64 } else { 0.0 },
-        resamplings,
-    };
-    let Some(positions) = positions else { return Ok((None, report)) };
-    res.positions = decode_f32s(&positions);
-    res.rewards = decode_f32s(&rewards.unwrap());
-    res.log_weights = decode_f64s(&log_weights.unwrap());
-    res.root_ids = decode_u32s(&roots.unwrap());
-    res.distinct_ancestors = distinct_roots(&res.root_ids, layout);
     res.layout = layout;
     res.schedule = schedule.steps;
-    res.ancestry = cfg.keep_ancestors.then(|| rows.into_iter().map(|r| decode_u32s(&r.unwrap())).collect());
     res.log_z = Some(log_z);
-    Ok((Some(res), report))
+    Ok(Ended { res, pop, rewards, ancestry, resampling_bytes, resamplings })
 }
 
 fn gather_snapshot(comm: &dyn Communicator, pop: &Population, step: usize, res: &mut RunResult) {

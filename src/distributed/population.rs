@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::comm::{Bytes, Communicator, Reader};
 use super::share;
-use crate::backend::cpu::propagate;
+use crate::backend::cpu::{candidate_around_pivot, propagate};
 use crate::backend::{GroupWeights, Init, Layout, RunSpec};
 use crate::potential::{sanitize_log_weight, PotentialState};
 use crate::resample::{draws, ResampleScheme};
@@ -98,7 +98,20 @@ impl Population {
                 ensure!(rows.len() == total * dim, "initial points hold {} values, expected {total} × {dim}", rows.len());
                 crate::backend::rows_to_soa(&rows[range.start * dim..range.end * dim], dim, len, &mut x);
             }
-            Init::AroundPivot { .. } => bail!("zeroth-order search does not run across MPI ranks yet; run it without mpirun"),
+            Init::AroundPivot { pivot, radius, cycle } => {
+                // As the CPU backend draws them, keyed by the global index (docs/search.md).
+                ensure!(pivot.len() == layout.groups * dim, "the pivot holds {} values, expected one D = {dim} point per group ({} groups)", pivot.len(), layout.groups);
+                ensure!(radius.is_finite() && radius >= 0.0, "the search radius must be a finite number ≥ 0, got {radius}");
+                let rng = Philox::new(spec.seed);
+                let mut c = vec![0f32; dim];
+                for (i, gi) in range.clone().enumerate() {
+                    let g = gi / layout.n;
+                    candidate_around_pivot(&rng, &pivot[g * dim..(g + 1) * dim], radius, cycle, gi as u64, gi % layout.n, &mut c);
+                    for d in 0..dim {
+                        x[d * len + i] = c[d];
+                    }
+                }
+            }
         }
         Ok(Population {
             layout,

@@ -12,7 +12,7 @@ use crate::sampler::{Sampler, SamplerKind};
 
 /// A random small MLP (so particles move), an SDE sampler (so noise keyed by the global index
 /// matters), reward gaussian([1, 0.5], 0.7) with λ = 3.
-fn spec(resample: ResampleScheme, adaptive: Option<f32>) -> RunSpec {
+pub(crate) fn spec(resample: ResampleScheme, adaptive: Option<f32>) -> RunSpec {
     RunSpec {
         model: Mlp::init_uniform(2, 16, 2, Activation::Elu, 7),
         sampler: Sampler { steps: 12, kind: SamplerKind::Sde, ..Sampler::default() },
