@@ -220,7 +220,7 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
     };
     check_same_configuration(comm, &argv, &prep.model_path)?;
     let schedule = cfg.schedule;
-    let fk_cfg = FkConfig { layout, schedule, keep_ancestors: cfg.ancestry, fused: false, snapshots: common.plot, max_intervals: None };
+    let fk_cfg = FkConfig { layout, schedule, keep_ancestors: cfg.ancestry, fused: false, snapshots: common.plot, max_intervals: None, final_resample: cfg.final_resample };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
     let info = prep.engine()?.info();
     if !common.quiet {
@@ -239,6 +239,9 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         );
         println!("{}", summary::wrap(&setup));
         println!("  resampling at grid steps {resolved}");
+    }
+    if let (Some(w), false) = (crate::run::steer::ode_resampling_warning(&prep.spec), common.quiet) {
+        eprintln!("{w}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
     let (result, report) = match fk::steer(comm, &prep.spec, &fk_cfg, init) {
@@ -266,6 +269,8 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig) -> anyhow::Result<Optio
         "adaptive_ess": cfg.adaptive_ess,
         "init": cfg.init.as_ref().map(|p| p.display().to_string()),
         "fused": false,
+        "final_resample": cfg.final_resample,
+        "clamp_weights": cfg.potential.clamp_weights,
         "mpi": report,
     });
     Ok(Some(Outcome {

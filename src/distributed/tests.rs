@@ -18,7 +18,7 @@ fn spec(resample: ResampleScheme, adaptive: Option<f32>) -> RunSpec {
         sampler: Sampler { steps: 12, kind: SamplerKind::Sde, ..Sampler::default() },
         reward: Reward { terms: vec![(1.0, Term::Gaussian { c: vec![1.0, 0.5], sigma: 0.7 })], eps: 1e-3 },
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind: PotentialKind::Max, lambda: 3.0, r_min: -10.0 },
+        potential: Potential { kind: PotentialKind::Max, lambda: 3.0, r_min: -10.0, clamp_weights: None },
         resample,
         adaptive_ess: adaptive,
         seed: 42,
@@ -33,6 +33,7 @@ fn run(p: usize, spec: &RunSpec, layout: Layout) -> RunResult {
         fused: false,
         snapshots: false,
         max_intervals: None,
+        final_resample: false,
     };
     let mut out = ThreadWorld::run(p, |c| fk::steer(c, spec, &cfg, Init::Noise).unwrap().0);
     out.remove(0).expect("rank 0 holds the result")
@@ -93,6 +94,7 @@ fn it_resamples_as_the_single_process_cpu_backend_does() {
             fused: false,
             snapshots: false,
             max_intervals: None,
+            final_resample: false,
         };
         let single = crate::methods::steer(&mut CpuBackend::new(), &sp, &cfg, Init::Noise).unwrap();
         let two = run(2, &sp, layout);
@@ -116,6 +118,7 @@ fn fewer_particles_than_ranks_and_residual_are_refused_clearly() {
         fused: false,
         snapshots: false,
         max_intervals: None,
+        final_resample: false,
     };
     let errs = ThreadWorld::run(3, |c| fk::steer(c, &sp, &cfg, Init::Noise).err().map(|e| e.to_string()));
     assert!(errs.iter().all(|e| e.as_ref().is_some_and(|e| e.contains("2 particles cannot be shared by 3 MPI ranks"))), "{errs:?}");
