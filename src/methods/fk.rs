@@ -80,6 +80,10 @@ pub fn steer_tempered<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfi
             _ => None,
         };
         point_spec.potential.lambda = if is_final { spec.potential.lambda } else { tempering.fixed(spec.potential.lambda, k, points) };
+        // The final resampling draws in every group whatever its ESS: no adaptive threshold at
+        // t = 1 (a backend may take the skip decision while weighing, so from the weighing on).
+        let final_resample = is_final && cfg.final_resample && spec.potential.kind != PotentialKind::Bon;
+        point_spec.adaptive_ess = if final_resample { None } else { spec.adaptive_ess };
         let spec = &point_spec;
         let mut report = if let Some(target) = adaptive {
             // λ_k by bisection on this point's rewards (one extra reward evaluation).
@@ -122,10 +126,8 @@ pub fn steer_tempered<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfi
             };
             crate::backend::IntervalReport { weights, resample, ancestors }
         };
-        if is_final && cfg.final_resample && spec.potential.kind != PotentialKind::Bon {
-            // Every group, whatever its ESS: the adaptive threshold never skips the final draw.
-            let forced = crate::backend::RunSpec { adaptive_ess: None, ..spec.clone() };
-            let (resample, ancestors) = timed(&mut res.times.resample, || backend.resample(&forced, &mut p, step, cfg.keep_ancestors))?;
+        if final_resample {
+            let (resample, ancestors) = timed(&mut res.times.resample, || backend.resample(spec, &mut p, step, cfg.keep_ancestors))?;
             (report.resample, report.ancestors) = (resample, ancestors);
             res.final_resampled = true;
         }
