@@ -215,10 +215,8 @@ pub fn human_summary(spec: &RunSpec, r: &RunResult, baseline: Option<&Baseline>)
         let left: Vec<String> = (0..r.schedule.len())
             .map(|k| format!("{:.0} at t = {}", point_mean(r, k, |t| t.distinct_ancestors as f64), time_text(point_mean(r, k, |t| t.t))))
             .collect();
-        let ancestors_line = format!(
-            "distinct ancestors (starting particles with descendants, of {n}{over_groups}) after each point: {}; at the end {distinct:.0}; log Ẑ = {mean_lz:.4}",
-            left.join(", ")
-        );
+        let _ = writeln!(s, "  distinct ancestors left: {distinct:.0} of {n}{over_groups}; log Ẑ = {mean_lz:.4}");
+        let ancestors_line = format!("distinct ancestors (starting particles with descendants) after each resampling point: {}", left.join(", "));
         let _ = writeln!(s, "{}", wrap(&ancestors_line));
         let _ = writeln!(s, "{}", wrap(&final_sample_text(r)));
         s.push_str(&steering_warnings(spec, r, distinct));
@@ -589,7 +587,8 @@ mod tests {
             row.distinct_ancestors = d;
         }
         let text = one_line(&human_summary(&spec, &r, None));
-        assert!(text.contains("after each point: 7 at t = 0.3333, 5 at t = 0.6667, 3 at t = 1; at the end 3"), "{text}");
+        assert!(text.contains("after each resampling point: 7 at t = 0.3333, 5 at t = 0.6667, 3 at t = 1"), "{text}");
+        assert!(text.contains("distinct ancestors left: 3 of 8"), "{text}");
     }
 
     #[test]
