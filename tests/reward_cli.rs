@@ -119,7 +119,7 @@ fn expressions_and_tempering_on_the_command_line() {
     let o = steer(dir.path(), &model, &["--reward", "pöint([2, 0.5])"]);
     assert!(text(&o.stderr).contains("`pöint`"), "{}", text(&o.stderr));
     // Adaptive tempering needs rt; diff needs a constant λ.
-    let o = steer(dir.path(), &model, &["--lambda-schedule", "adaptive"]);
+    let o = steer(dir.path(), &model, &["--lambda-schedule", "adaptive", "--potential", "max"]);
     assert!(!o.status.success() && text(&o.stderr).contains("--potential rt"), "{}", text(&o.stderr));
     let o = steer(dir.path(), &model, &["--lambda-schedule", "linear", "--potential", "diff"]);
     assert!(!o.status.success() && text(&o.stderr).contains("constant"), "{}", text(&o.stderr));
