@@ -59,11 +59,15 @@ pub struct Potential {
     pub kind: PotentialKind,
     pub lambda: f32,
     pub r_min: f32,
+    /// `--clamp-weights C`: every incremental weight `exp(log G_k)` is clamped to `[0, C]` before
+    /// it is normalised, as a 2025 tutorial's FK code does (`clamp(w, 0, 1e10)`). Biased: only to
+    /// reproduce its figures (docs/steering.md "Clamped weights"). None: no clamp.
+    pub clamp_weights: Option<f32>,
 }
 
 impl Default for Potential {
     fn default() -> Self {
-        Self { kind: PotentialKind::Max, lambda: 10.0, r_min: 0.0 }
+        Self { kind: PotentialKind::Max, lambda: 10.0, r_min: 0.0, clamp_weights: None }
     }
 }
 
@@ -103,7 +107,22 @@ impl Potential {
         if !self.r_min.is_finite() {
             return Err(format!("--r-min must be finite, got {}", self.r_min));
         }
+        if let Some(c) = self.clamp_weights {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(format!("--clamp-weights must be a finite number > 0 (the tutorial's is 1e10), got {c}"));
+            }
+        }
         Ok(())
+    }
+
+    /// `log G` under `--clamp-weights C`: `min(log G, ln C)`, so `exp(log G) ≤ C`. NaN stays NaN
+    /// (the NaN rule drops it); +∞ becomes ln C, as `clamp(inf, 0, C)` does in the tutorial.
+    #[inline(always)]
+    pub fn clamp_log_g(&self, log_g: f64) -> f64 {
+        match self.clamp_weights {
+            Some(c) if log_g > (c as f64).ln() => (c as f64).ln(),
+            _ => log_g,
+        }
     }
 
     /// The state every particle starts with: `m_0 = r_min`, `s_0 = 0`, `r_0 = r_min`.
@@ -149,6 +168,9 @@ impl Potential {
             }
             PotentialKind::Bon => 0.0,
         };
+        // The clamp acts on what resampling uses, so the terminal correction divides out the
+        // clamped values (docs/steering.md "Clamped weights").
+        let log_g = self.clamp_log_g(log_g);
         if !is_final {
             next.accumulated_log_g = state.accumulated_log_g + log_g;
         }
@@ -181,7 +203,7 @@ mod tests {
     }
 
     fn run(kind: PotentialKind, rewards: &[f32]) -> Vec<f64> {
-        let p = Potential { kind, lambda: 2.0, r_min: 0.0 };
+        let p = Potential { kind, lambda: 2.0, r_min: 0.0, clamp_weights: None };
         let mut s = p.initial_state();
         rewards
             .iter()
@@ -218,6 +240,30 @@ mod tests {
             let want = 2.0 * rewards[3] as f64; // diff telescopes to λ·(r_K − r_0), r_0 = r_min = 0
             assert!((total - want).abs() < 1e-12, "{kind}: {total} vs {want}");
         }
+    }
+
+    /// `--clamp-weights e^3`: rewards 1, 3, 2 (final), λ = 2, potential max. Unclamped log G would
+    /// be 2, 6, then 4 − 8; clamped, 2, 3 (= ln C), then the final 4 − (2 + 3) = −1: the
+    /// correction divides out the clamped values actually used. A final above ln C is clamped too.
+    #[test]
+    fn clamped_weights_cap_each_increment_at_ln_c() {
+        let c = 3f32.exp();
+        let p = Potential { kind: PotentialKind::Max, lambda: 2.0, r_min: 0.0, clamp_weights: Some(c) };
+        let mut s = p.initial_state();
+        let mut got = Vec::new();
+        for (k, r) in [1.0f32, 3.0, 2.0].into_iter().enumerate() {
+            let (g, n) = p.update(s, r, k == 2);
+            got.push(g);
+            s = n;
+        }
+        let ln_c = (c as f64).ln();
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-5;
+        assert!(near(got[0], 2.0) && near(got[1], ln_c) && near(got[2], 4.0 - 2.0 - ln_c), "{got:?}");
+        assert!(near(p.update(p.initial_state(), 10.0, true).0, ln_c), "the final weight is clamped too");
+        assert!(p.clamp_log_g(f64::NAN).is_nan(), "NaN is left to the NaN rule");
+        assert_eq!(p.clamp_log_g(f64::INFINITY), ln_c);
+        assert_eq!(Potential { clamp_weights: None, ..p }.clamp_log_g(1e6), 1e6);
+        assert!(Potential { clamp_weights: Some(0.0), ..p }.validate().unwrap_err().contains("--clamp-weights"));
     }
 
     #[test]

@@ -242,7 +242,13 @@ pub fn human_summary_of(spec: &RunSpec, r: &RunResult, stats: &FinalStats) -> St
         let _ = writeln!(s, "{}", wrap(&ess_line));
         let mean_lz = lz.iter().sum::<f64>() / lz.len() as f64;
         let distinct = r.distinct_ancestors.iter().sum::<u64>() as f64 / groups as f64;
+        let left: Vec<String> = (0..r.schedule.len())
+            .map(|k| format!("{:.0} at t = {}", point_mean(r, k, |t| t.distinct_ancestors as f64), time_text(point_mean(r, k, |t| t.t))))
+            .collect();
         let _ = writeln!(s, "  distinct ancestors left: {distinct:.0} of {n}{over_groups}; log Ẑ = {}", number(mean_lz));
+        let ancestors_line = format!("distinct ancestors (starting particles with descendants) after each resampling point: {}", left.join(", "));
+        let _ = writeln!(s, "{}", wrap(&ancestors_line));
+        let _ = writeln!(s, "{}", wrap(&final_sample_text(r)));
         s.push_str(&steering_warnings(spec, r, distinct));
     }
     if let (Some(c), 2) = (&place.target, r.dim) {
@@ -278,6 +284,32 @@ pub fn human_summary_of(spec: &RunSpec, r: &RunResult, stats: &FinalStats) -> St
     s
 }
 
+/// What the final particles are: `"resampled"` (an equally weighted sample, drawn at t = 1 from
+/// the final weights) or `"weighted"` (weigh them by the final log-weights); docs/outputs.md.
+pub fn final_sample_kind(r: &RunResult) -> &'static str {
+    if r.final_resampled {
+        "resampled"
+    } else {
+        "weighted"
+    }
+}
+
+/// The summary's line on which sample the run wrote.
+fn final_sample_text(r: &RunResult) -> String {
+    let total = r.layout.total();
+    if r.final_resampled {
+        format!(
+            "final samples (samples.npy): {total} equally weighted draws, resampled at t = 1 from the final weights \
+             (--no-final-resample keeps the weighted sample)"
+        )
+    } else {
+        format!(
+            "final samples (samples.npy): a weighted sample of {total}; weigh each by its final weight (log_weights.npy) \
+             — plotted or averaged without them they misrepresent the target"
+        )
+    }
+}
+
 /// `text` as lines of at most 100 columns, indented by two spaces (four after the first), so
 /// that warnings read as paragraphs in a terminal.
 pub fn wrap(text: &str) -> String {
@@ -303,6 +335,10 @@ pub fn wrap(text: &str) -> String {
 /// Below this ESS one particle holds essentially all the weight.
 const COLLAPSED_ESS: f64 = 1.5;
 
+/// A final weighted sample whose ESS is below this fraction of N is degenerate (issue 11 item 9:
+/// `add` at λ = 1 gives ESS 212 of 65,536).
+const DEGENERATE_FINAL_ESS: f64 = 0.01;
+
 /// Plain-language warnings about an FK run: a collapsed population (ESS ≈ 1, so every final
 /// sample is a copy of a few ancestors), or intermediate points that weighed every particle the
 /// same (so only the final weights steer). Empty when neither happened.
@@ -325,7 +361,7 @@ fn steering_warnings(spec: &RunSpec, r: &RunResult, distinct: f64) -> String {
              particle(s), and the later ESS values near N only mean that the copies weigh the same. The largest \
              log-weight there was {} against λ·(mean reward) = {}; weights exp(λ·r) that far apart pick \
              one winner. For a spread-out steered population use a smaller --lambda or a smoother reward, e.g. \
-             --reward \"gaussian([2,0.5], 0.5)\" --lambda 1 --potential rt.",
+             steer's defaults (--reward \"gaussian([2.25,2.25], 0.5)\" --lambda 1 --potential rt).",
             time_text(point_mean(r, k, |t| t.t)),
             ess_text(ess),
             number(top),
@@ -343,14 +379,28 @@ fn steering_warnings(spec: &RunSpec, r: &RunResult, distinct: f64) -> String {
             ))
         );
     }
-    if points > 0 && point_mean(r, points - 1, |t| t.ess) < COLLAPSED_ESS {
+    let final_ess = if points > 0 { point_mean(r, points - 1, |t| t.ess) } else { f64::NAN };
+    if final_ess < (DEGENERATE_FINAL_ESS * n as f64).max(COLLAPSED_ESS) {
+        let what = if r.final_resampled {
+            let parents = point_mean(r, points - 1, |t| t.distinct_parents as f64);
+            format!(
+                "the final resampling drew the {n} samples from {parents:.0} distinct particle(s), so samples.npy holds \
+                 many copies of each"
+            )
+        } else {
+            "the weighted numbers above rest on a few samples, and samples.npy is a poor picture of the target \
+             even weighted by log_weights.npy"
+                .to_string()
+        };
         let _ = writeln!(
             s,
             "{}",
             wrap(&format!(
-            "warning: the final weights rest on one sample (ESS {} at t = 1), so the weighted numbers above describe \
-             a single sample.",
-            ess_text(point_mean(r, points - 1, |t| t.ess))
+                "warning: the final weights are degenerate (ESS {} of {n} at t = 1, below 1%): {what}. The final \
+                 weights exp(λ·r − Σ log G) spread widely when the rewards at t = 1 differ by many units of 1/λ, or \
+                 when the intermediate potentials rewarded something else (e.g. --potential add); a smaller --lambda, \
+                 a smoother reward or --potential rt keep them even.",
+                ess_text(final_ess)
             ))
         );
     }
@@ -387,7 +437,7 @@ pub fn summary_json_of(prep: &Prepared, config: Value, info: &BackendInfo, r: &R
                 "index": t.index, "step": t.step, "t": t.t, "group": t.group, "ess": finite(t.ess),
                 "max_log_weight": finite(t.max_log_weight), "log_z_increment": finite(t.log_z_increment),
                 "mean_reward": finite(t.mean_reward), "best_reward": finite(t.best_reward),
-                "resampled": t.resampled, "distinct_parents": t.distinct_parents,
+                "resampled": t.resampled, "distinct_parents": t.distinct_parents, "distinct_ancestors": t.distinct_ancestors,
                 "nonfinite": t.nonfinite, "all_neg_inf": t.all_neg_inf, "nfe": t.nfe,
                 "lambda": finite(t.lambda),
             })
@@ -445,6 +495,7 @@ pub fn summary_json_of(prep: &Prepared, config: Value, info: &BackendInfo, r: &R
         "steps": steps,
         "log_z": r.log_z.as_ref().map(|v| v.iter().map(|&x| finite(x)).collect::<Vec<_>>()),
         "distinct_ancestors": r.distinct_ancestors,
+        "final_sample": r.log_z.is_some().then(|| final_sample_kind(r)),
         "nonfinite_events": r.nonfinite,
         "all_neg_inf_events": r.all_neg_inf_events,
         "nonfinite_samples": stats.nonfinite_samples,
@@ -556,7 +607,37 @@ mod tests {
         let text = one_line(&human_summary(&spec, &r, None));
         assert!(text.contains("only the final weights steer") && text.contains("--r-min"), "{text}");
         let (spec, r) = fk_result(&[8.0, 8.0, 1.0], 5);
-        assert!(one_line(&human_summary(&spec, &r, None)).contains("final weights rest on one sample"));
+        assert!(one_line(&human_summary(&spec, &r, None)).contains("final weights are degenerate (ESS 1.0 of 8"));
+    }
+
+    /// Issue 11 item 9: a final ESS below 1% of N is called degenerate (the weighted or the
+    /// resampled sample alike); 1% or more is not. The summary says which sample was written.
+    #[test]
+    fn a_degenerate_final_sample_is_called_one() {
+        let (spec, mut r) = fk_result(&[800.0, 700.0, 9.0], 500);
+        r.layout.n = 1000;
+        let text = one_line(&human_summary(&spec, &r, None));
+        assert!(text.contains("final weights are degenerate (ESS 9.0 of 1000 at t = 1, below 1%)"), "{text}");
+        assert!(text.contains("a weighted sample of 1000") && text.contains("log_weights.npy"), "{text}");
+        r.final_resampled = true;
+        r.trace[2].distinct_parents = 7;
+        let text = one_line(&human_summary(&spec, &r, None));
+        assert!(text.contains("from 7 distinct particle(s)") && text.contains("1000 equally weighted draws"), "{text}");
+        r.trace[2].ess = 10.0;
+        let text = one_line(&human_summary(&spec, &r, None));
+        assert!(!text.contains("degenerate"), "ESS 10 of 1000 is 1%, not below:\n{text}");
+    }
+
+    /// The distinct ancestors after each point are printed, one per point.
+    #[test]
+    fn distinct_ancestors_are_listed_per_point() {
+        let (spec, mut r) = fk_result(&[5.0, 6.0, 4.0], 3);
+        for (row, d) in r.trace.iter_mut().zip([7, 5, 3]) {
+            row.distinct_ancestors = d;
+        }
+        let text = one_line(&human_summary(&spec, &r, None));
+        assert!(text.contains("after each resampling point: 7 at t = 0.3333, 5 at t = 0.6667, 3 at t = 1"), "{text}");
+        assert!(text.contains("distinct ancestors left: 3 of 8"), "{text}");
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn spec(act: Activation, kind: SamplerKind, form: SdeForm, steps: usize, seed: u
         sampler: Sampler { kind, steps, k: 0.5, form },
         reward: reward(),
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind: PotentialKind::Max, lambda: 2.0, r_min: -5.0 },
+        potential: Potential { kind: PotentialKind::Max, lambda: 2.0, r_min: -5.0, clamp_weights: None },
         resample: ResampleScheme::Multinomial,
         adaptive_ess: None,
         seed,
@@ -505,8 +505,8 @@ fn every_method_agrees_with_cpu() {
         let layout = Layout { n: 2000, groups: 2 };
         type Method = Box<dyn Fn(&mut cuda::AnyBackend, &RunSpec) -> flowsteer::methods::RunResult>;
         let mut cases: Vec<(&str, Method)> = Vec::new();
-        cases.push(("steer", Box::new(move |b, s| methods::steer(b, s, &FkConfig { layout, schedule, keep_ancestors: false, fused: false, snapshots: false, max_intervals: None }, Init::Noise).unwrap())));
-        cases.push(("steer fused", Box::new(move |b, s| methods::steer(b, s, &FkConfig { layout, schedule, keep_ancestors: true, fused: true, snapshots: false, max_intervals: None }, Init::Noise).unwrap())));
+        cases.push(("steer", Box::new(move |b, s| methods::steer(b, s, &FkConfig { layout, schedule, keep_ancestors: false, fused: false, snapshots: false, max_intervals: None, final_resample: false }, Init::Noise).unwrap())));
+        cases.push(("steer fused", Box::new(move |b, s| methods::steer(b, s, &FkConfig { layout, schedule, keep_ancestors: true, fused: true, snapshots: false, max_intervals: None, final_resample: false }, Init::Noise).unwrap())));
         cases.push(("best-of-n top-8", Box::new(move |b, s| methods::best_of_n(b, s, &BonConfig { layout, top_k: 8 }, Init::Noise).unwrap())));
         cases.push(("zeroth", Box::new(move |b, s| methods::zeroth_order(b, s, &ZerothConfig { layout: Layout { n: 256, groups: 2 }, cycles: 3, radius: 0.5, pivot: None }).unwrap())));
         cases.push(("paths", Box::new(move |b, s| {

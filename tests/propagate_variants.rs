@@ -29,7 +29,7 @@ fn spec(kind: SamplerKind, hidden: usize, seed: u64) -> RunSpec {
         sampler: Sampler { kind, steps: 12, k: 0.5, form: SdeForm::Marginal },
         reward: Reward { terms: vec![(1.0, Term::Point { c: vec![0.5, 0.5] })], eps: DEFAULT_EPS },
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind: PotentialKind::Max, lambda: 1.0, r_min: -5.0 },
+        potential: Potential { kind: PotentialKind::Max, lambda: 1.0, r_min: -5.0, clamp_weights: None },
         resample: ResampleScheme::Multinomial,
         adaptive_ess: None,
         seed,

@@ -106,7 +106,7 @@ fn expressions_and_tempering_on_the_command_line() {
     let o = steer(
         dir.path(),
         &model,
-        &["--reward", "-norm(x - [2, 0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)", "--potential", "rt", "--lambda-schedule", "adaptive", "--out", out.to_str().unwrap()],
+        &["--reward", "-norm(x - [2, 0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)", "--potential", "rt", "--lambda", "10", "--lambda-schedule", "adaptive", "--out", out.to_str().unwrap()],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let trace = std::fs::read_to_string(out.join("trace.csv")).unwrap();
@@ -124,7 +124,7 @@ fn expressions_and_tempering_on_the_command_line() {
     let o = steer(dir.path(), &model, &["--reward", "pöint([2, 0.5])"]);
     assert!(text(&o.stderr).contains("`pöint`"), "{}", text(&o.stderr));
     // Adaptive tempering needs rt; diff needs a constant λ.
-    let o = steer(dir.path(), &model, &["--lambda-schedule", "adaptive"]);
+    let o = steer(dir.path(), &model, &["--lambda-schedule", "adaptive", "--potential", "max"]);
     assert!(!o.status.success() && text(&o.stderr).contains("--potential rt"), "{}", text(&o.stderr));
     let o = steer(dir.path(), &model, &["--lambda-schedule", "linear", "--potential", "diff"]);
     assert!(!o.status.success() && text(&o.stderr).contains("constant"), "{}", text(&o.stderr));

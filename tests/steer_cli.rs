@@ -55,7 +55,7 @@ fn steer_writes_every_output() {
     }
     assert_eq!(npy_shape(&out.join("samples.npy")), vec![128, 2]);
     assert_eq!(npy_shape(&out.join("log_weights.npy")), vec![128]);
-    assert_eq!(npy_shape(&out.join("ancestry.npy")), vec![4, 128], "one row per resampling (not the final point)");
+    assert_eq!(npy_shape(&out.join("ancestry.npy")), vec![5, 128], "one row per resampling, the final one at t = 1 included");
     let trace = std::fs::read_to_string(out.join("trace.csv")).unwrap();
     assert_eq!(trace.lines().count(), 1 + 5 * 2, "header + one row per point and group");
     let png = std::fs::read(out.join("plot.png")).unwrap();

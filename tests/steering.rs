@@ -33,7 +33,7 @@ fn spec(kind: PotentialKind, scheme: ResampleScheme, adaptive: Option<f32>, seed
         sampler: Sampler { kind: SamplerKind::Midpoint, steps: STEPS, k: 0.0, form: SdeForm::Marginal },
         reward: format!("gaussian([{},{}], 1)", C[0], C[1]).parse::<Reward>().unwrap(),
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind, lambda: 1.0, r_min: -100.0 },
+        potential: Potential { kind, lambda: 1.0, r_min: -100.0, clamp_weights: None },
         resample: scheme,
         adaptive_ess: adaptive,
         seed,
@@ -41,7 +41,7 @@ fn spec(kind: PotentialKind, scheme: ResampleScheme, adaptive: Option<f32>, seed
 }
 
 fn fk(layout: Layout) -> FkConfig {
-    FkConfig { layout, schedule: ScheduleSpec::default(), keep_ancestors: false, fused: false, snapshots: false, max_intervals: None }
+    FkConfig { layout, schedule: ScheduleSpec::default(), keep_ancestors: false, fused: false, snapshots: false, max_intervals: None, final_resample: false }
 }
 
 /// The discrete midpoint map of the Gaussian field, per coordinate `x1 = A·x0 + B_d`, in f64.
@@ -216,7 +216,7 @@ fn carried_weights_and_terminal_correction_hand_worked() {
             sampler: Sampler { steps: 4, ..Sampler::default() },
             reward: "gaussian([0,0], 1)".parse().unwrap(),
             reward_on: RewardOn::X1Hat,
-            potential: Potential { kind: PotentialKind::Rt, lambda: 2.0, r_min: 0.0 },
+            potential: Potential { kind: PotentialKind::Rt, lambda: 2.0, r_min: 0.0, clamp_weights: None },
             resample: ResampleScheme::Multinomial,
             adaptive_ess: adaptive,
             seed: 3,
@@ -243,7 +243,7 @@ fn same_seed_same_bits() {
             sampler: Sampler { kind: SamplerKind::Sde, steps: 10, k: 0.5, form: SdeForm::Marginal },
             reward: "point([1,0.5]) - 0.5*obstacle([0,0], 0.3, 0.5, 1)".parse().unwrap(),
             reward_on: RewardOn::X1Hat,
-            potential: Potential { kind: PotentialKind::Max, lambda: 2.0, r_min: 0.0 },
+            potential: Potential { kind: PotentialKind::Max, lambda: 2.0, r_min: 0.0, clamp_weights: None },
             resample: ResampleScheme::Residual,
             adaptive_ess: Some(0.7),
             seed,

@@ -27,7 +27,7 @@ fn spec() -> RunSpec {
         sampler: Sampler { kind: SamplerKind::Midpoint, steps: STEPS, k: 0.0, form: SdeForm::Marginal },
         reward: format!("gaussian([{},{}], 1)", C[0], C[1]).parse::<Reward>().unwrap(),
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind: PotentialKind::Rt, lambda: LAMBDA, r_min: 0.0 },
+        potential: Potential { kind: PotentialKind::Rt, lambda: LAMBDA, r_min: 0.0, clamp_weights: None },
         resample: ResampleScheme::Multinomial,
         adaptive_ess: None,
         seed: 11,
@@ -90,6 +90,7 @@ fn run(tempering: Tempering, n: usize, groups: usize) -> RunResult {
         fused: false,
         snapshots: false,
         max_intervals: None,
+        final_resample: false,
     };
     methods::steer_tempered(&mut b, &spec(), &cfg, tempering, Init::Noise).unwrap()
 }

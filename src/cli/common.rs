@@ -21,9 +21,10 @@ pub struct ModelArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplerArgs {
     /// Integrator: midpoint (ODE, 2 evaluations per step), euler (ODE, 1), or sde
-    /// (Euler–Maruyama with the midpoint drift, 2 evaluations per step).
-    #[arg(long, value_enum, default_value_t = SamplerKind::Midpoint)]
-    pub sampler: SamplerKind,
+    /// (Euler–Maruyama with the midpoint drift, 2 evaluations per step) [default: sde for steer,
+    /// whose resampled copies must diverge again (docs/steering.md); midpoint for sample and search].
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerKind>,
     /// Number of uniform time steps from t = 0 (noise) to t = 1 (data).
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
@@ -37,22 +38,23 @@ pub struct SamplerArgs {
 }
 
 impl SamplerArgs {
-    /// The sampler asked for (the run layer validates it); notes on stderr when `--k` or
-    /// `--sde-form` were given to a sampler that ignores them.
-    pub fn sampler(&self) -> Sampler {
-        let s = Sampler { kind: self.sampler, steps: self.steps, k: self.k, form: self.sde_form };
+    /// The sampler asked for, `default` when `--sampler` is not given (the run layer validates
+    /// it); notes on stderr when `--k` or `--sde-form` were given to a sampler that ignores them.
+    pub fn sampler(&self, default: SamplerKind) -> Sampler {
+        let s = Sampler { kind: self.sampler.unwrap_or(default), steps: self.steps, k: self.k, form: self.sde_form };
         if s.kind != SamplerKind::Sde && s.validate().is_ok() && (self.k != 0.1 || self.sde_form != SdeForm::Marginal) {
-            eprintln!("note: --k and --sde-form apply to --sampler sde only; ignored for {}", self.sampler_name());
+            eprintln!("note: --k and --sde-form apply to --sampler sde only; ignored for {}", sampler_name(s.kind));
         }
         s
     }
+}
 
-    fn sampler_name(&self) -> &'static str {
-        match self.sampler {
-            SamplerKind::Euler => "euler",
-            SamplerKind::Midpoint => "midpoint",
-            SamplerKind::Sde => "sde",
-        }
+/// The `--sampler` value of `kind`.
+pub fn sampler_name(kind: SamplerKind) -> &'static str {
+    match kind {
+        SamplerKind::Euler => "euler",
+        SamplerKind::Midpoint => "midpoint",
+        SamplerKind::Sde => "sde",
     }
 }
 

@@ -42,7 +42,7 @@ impl Args {
     pub fn config(&self) -> SampleConfig {
         SampleConfig {
             model: self.model.model.clone(),
-            sampler: self.sampler.sampler(),
+            sampler: self.sampler.sampler(crate::sampler::SamplerKind::Midpoint),
             particles: self.particles,
             seed: self.seed,
             init: self.init.clone(),

@@ -1,9 +1,10 @@
 //! `flowsteer steer`: Feynman–Kac steering (SPEC §5–7), and the options every particle command
 //! shares with `flowsteer search` ([`CommonArgs`]).
 //!
-//! With no options it steers the checkerboard model towards the point (2, 0.5) with `max`,
-//! λ = 10, 4,096 particles, 100 midpoint steps and 5 resamplings between t = 0.6 and 0.95, and
-//! prints a short summary against an unsteered run of the same noises.
+//! With no options it steers the checkerboard model towards the Gaussian reward around
+//! (2.25, 2.25) with `rt`, λ = 1, 4,096 particles, 100 steps of the marginal SDE, 5 resamplings
+//! between t = 0.6 and 0.95 and a final one at t = 1, and prints a short summary against an
+//! unsteered run of the same noises (docs/steering.md "Defaults").
 
 use std::path::PathBuf;
 
@@ -12,7 +13,8 @@ use crate::methods::ScheduleSpec;
 use crate::potential::{Potential, PotentialKind};
 use crate::resample::ResampleScheme;
 use crate::reward::RewardOn;
-use crate::run::{CommonConfig, SteerConfig};
+use crate::run::{CommonConfig, SteerConfig, DEFAULT_REWARD, DEFAULT_STEER_POTENTIAL};
+use crate::sampler::SamplerKind;
 
 /// Options shared by `steer` and every `search` method.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,7 +25,7 @@ pub struct CommonArgs {
     /// + - * / ^, comparisons, where(c,a,b), abs sqrt exp log min max clamp sin cos tanh norm dot,
     /// and the shapes point([x,y]), line(axis, c), gaussian([x,y], sigma),
     /// obstacle([x,y], rho, q_star, eta), e.g. "-norm(x - [2, 0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)".
-    #[arg(long, default_value = "point([2,0.5])", allow_hyphen_values = true)]
+    #[arg(long, default_value = DEFAULT_REWARD, allow_hyphen_values = true)]
     pub reward: String,
     /// A program that computes the reward (instead of --reward), e.g. "python3 my_reward.py":
     /// started once, it reads batches ("<t> <nbytes>\n" + a [B, D] float32 .npy) on stdin and
@@ -69,11 +71,11 @@ pub struct Args {
     /// Independent populations run side by side (SPEC §5 `groups`).
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
-    /// Potential (SPEC §5).
-    #[arg(long, value_enum, default_value_t)]
+    /// Potential (docs/steering.md).
+    #[arg(long, value_enum, default_value_t = DEFAULT_STEER_POTENTIAL.kind)]
     pub potential: PotentialKind,
-    /// Temperature λ > 0.
-    #[arg(long, default_value_t = 10.0, allow_hyphen_values = true, value_parser = crate::potential::parse_lambda)]
+    /// Temperature λ > 0: the target is p(x)·exp(λ·r(x)).
+    #[arg(long, default_value_t = DEFAULT_STEER_POTENTIAL.lambda, allow_hyphen_values = true, value_parser = crate::potential::parse_lambda)]
     pub lambda: f32,
     /// Start of the running max / previous reward of `max` and `diff`.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
@@ -115,6 +117,15 @@ pub struct Args {
     /// The ESS fraction adaptive tempering keeps at each resampling point, in (0, 1).
     #[arg(long, default_value_t = 0.5)]
     pub target_ess: f32,
+    /// Keep the weighted sample at t = 1 (samples.npy with its weights in log_weights.npy)
+    /// instead of resampling it once more into an equally weighted one (docs/outputs.md).
+    #[arg(long)]
+    pub no_final_resample: bool,
+    /// Clamp every incremental weight exp(log G) to [0, C] before normalising, as the 2025
+    /// tutorial's FK code does with C = 1e10. BIASED (the target is no longer p·exp(λ r)): only to
+    /// reproduce that tutorial's figures (docs/steering.md "Clamped weights"). CPU backend only.
+    #[arg(long, value_name = "C")]
+    pub clamp_weights: Option<f32>,
     /// Skip the unsteered run of the same noises that the summary compares against.
     #[arg(long)]
     pub no_baseline: bool,
@@ -131,15 +142,21 @@ pub struct Args {
 }
 
 impl CommonArgs {
-    /// The run layer's configuration of these options.
+    /// The run layer's configuration of these options, with the midpoint sampler unless
+    /// `--sampler` says otherwise (`search`).
     pub fn config(&self) -> CommonConfig {
+        self.config_with(SamplerKind::Midpoint)
+    }
+
+    /// [`CommonArgs::config`] with `sampler` when `--sampler` is not given.
+    pub fn config_with(&self, sampler: SamplerKind) -> CommonConfig {
         CommonConfig {
             model: self.model.model.clone(),
             reward: self.reward.clone(),
             reward_cmd: self.reward_cmd.clone(),
             reward_timeout: self.reward_timeout,
             reward_on: self.reward_on,
-            sampler: self.sampler.sampler(),
+            sampler: self.sampler.sampler(sampler),
             seed: self.seed,
             backend: self.backend.backend,
             no_graph: self.backend.no_graph,
@@ -155,10 +172,10 @@ impl Args {
     /// The run layer's configuration of a steering run.
     pub fn config(&self) -> anyhow::Result<SteerConfig> {
         Ok(SteerConfig {
-            common: self.common.config(),
+            common: self.common.config_with(SamplerKind::Sde),
             particles: self.particles,
             groups: self.groups,
-            potential: Potential { kind: self.potential, lambda: self.lambda, r_min: self.r_min },
+            potential: Potential { kind: self.potential, lambda: self.lambda, r_min: self.r_min, clamp_weights: self.clamp_weights },
             resample: self.resample,
             schedule: ScheduleSpec { t_start: self.t_start, t_end: self.t_end, count: self.resample_count, every: self.resample_every },
             adaptive_ess: self.adaptive_ess,
@@ -168,6 +185,7 @@ impl Args {
             baseline: !self.no_baseline,
             profile: self.profile,
             tempering: crate::methods::Tempering::new(self.lambda_schedule, self.target_ess).map_err(anyhow::Error::msg)?,
+            final_resample: !self.no_final_resample,
         })
     }
 }

@@ -250,7 +250,7 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
     };
     check_same_configuration(comm, &argv, &prep.model_path)?;
     let schedule = cfg.schedule;
-    let fk_cfg = FkConfig { layout, schedule, keep_ancestors: cfg.ancestry, fused: false, snapshots: common.plot, max_intervals: None };
+    let fk_cfg = FkConfig { layout, schedule, keep_ancestors: cfg.ancestry, fused: false, snapshots: common.plot, max_intervals: None, final_resample: cfg.final_resample };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
     let info = prep.engine()?.info();
     if !common.quiet {
@@ -269,6 +269,9 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
         );
         println!("{}", summary::wrap(&setup));
         println!("  resampling at grid steps {resolved}");
+    }
+    if let (Some(w), false) = (crate::run::steer::ode_resampling_warning(&prep.spec), common.quiet) {
+        eprintln!("{w}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
     if form == OutputForm::Sharded {
@@ -332,6 +335,8 @@ pub fn steer_config_json(cfg: &SteerConfig, prep: &Prepared, layout: Layout, rep
         "adaptive_ess": cfg.adaptive_ess,
         "init": cfg.init.as_ref().map(|p| p.display().to_string()),
         "fused": false,
+        "final_resample": cfg.final_resample,
+        "clamp_weights": cfg.potential.clamp_weights,
         "mpi": report,
     })
 }

@@ -119,23 +119,31 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> 
     let mut resampling_bytes = 0u64;
     let mut resamplings = 0usize;
     let mut prev = 0usize;
+    let mut roots_left = vec![layout.n as u64; layout.groups];
     for (k, &step) in schedule.steps.iter().enumerate() {
         let is_final = step == spec.sampler.steps;
         timed(&mut res.times.propagate, || pop.propagate(spec, prev..step));
         if cfg.snapshots {
             gather_snapshot(comm, &pop, step, &mut res);
         }
-        let spacings_at = (!is_final && spec.resample == ResampleScheme::Multinomial).then_some(step);
+        // The final point resamples too with `final_resample` (every group, adaptive or not).
+        let resamples = !is_final || cfg.final_resample;
+        let forced = RunSpec { adaptive_ess: if is_final { None } else { spec.adaptive_ess }, ..spec.clone() };
+        let spacings_at = (resamples && spec.resample == ResampleScheme::Multinomial).then_some(step);
         let w = timed(&mut res.times.potential, || population::weigh(comm, spec, &mut pop, step, is_final, spacings_at));
-        let report = if is_final {
+        let report = if !resamples {
             None
         } else {
+            res.final_resampled = is_final;
             let before = comm.traffic().bytes_sent;
-            let r = timed(&mut res.times.resample, || resample::resample(comm, spec, &mut pop, &w, step));
+            let r = timed(&mut res.times.resample, || resample::resample(comm, &forced, &mut pop, &w, step));
             resampling_bytes += comm.traffic().bytes_sent - before;
             resamplings += 1;
             Some(r)
         };
+        if report.as_ref().is_some_and(|r| r.groups.iter().any(|g| g.resampled)) {
+            roots_left = distinct_roots_across(comm, &pop.root, layout);
+        }
         res.particle_steps += total * (step - prev) as u64;
         res.nfe += total * (step - prev) as u64 * evals;
         if !is_final && spec.reward_on == RewardOn::X1Hat {
@@ -155,6 +163,7 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> 
                 all_neg_inf: gw.all_neg_inf,
                 resampled: r.resampled,
                 distinct_parents: r.distinct_parents,
+                distinct_ancestors: roots_left.get(g).copied().unwrap_or(0),
                 nfe: res.nfe,
                 ..TraceRow::blank(k, step, step as f64 / spec.sampler.steps as f64, g, layout.n)
             });
@@ -171,6 +180,12 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> 
     res.schedule = schedule.steps;
     res.log_z = Some(log_z);
     Ok(Ended { res, pop, rewards, ancestry, resampling_bytes, resamplings })
+}
+
+/// Distinct roots per group of the whole population (every rank's roots gathered on rank 0;
+/// the trace is rank 0's). Empty on the other ranks.
+fn distinct_roots_across(comm: &dyn Communicator, roots: &[u32], layout: crate::backend::Layout) -> Vec<u64> {
+    gather_concat(comm, &Bytes::u32s(roots)).map_or_else(Vec::new, |all| distinct_roots(&decode_u32s(&all), layout))
 }
 
 fn gather_snapshot(comm: &dyn Communicator, pop: &Population, step: usize, res: &mut RunResult) {

@@ -18,7 +18,7 @@ pub(crate) fn spec(resample: ResampleScheme, adaptive: Option<f32>) -> RunSpec {
         sampler: Sampler { steps: 12, kind: SamplerKind::Sde, ..Sampler::default() },
         reward: Reward { terms: vec![(1.0, Term::Gaussian { c: vec![1.0, 0.5], sigma: 0.7 })], eps: 1e-3 },
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind: PotentialKind::Max, lambda: 3.0, r_min: -10.0 },
+        potential: Potential { kind: PotentialKind::Max, lambda: 3.0, r_min: -10.0, clamp_weights: None },
         resample,
         adaptive_ess: adaptive,
         seed: 42,
@@ -26,6 +26,11 @@ pub(crate) fn spec(resample: ResampleScheme, adaptive: Option<f32>) -> RunSpec {
 }
 
 fn run(p: usize, spec: &RunSpec, layout: Layout) -> RunResult {
+    run_final(p, spec, layout, false)
+}
+
+/// [`run`], resampling at t = 1 too when `final_resample`.
+fn run_final(p: usize, spec: &RunSpec, layout: Layout, final_resample: bool) -> RunResult {
     let cfg = FkConfig {
         layout,
         schedule: ScheduleSpec { t_start: 0.2, t_end: 0.9, count: 4, every: None },
@@ -33,6 +38,7 @@ fn run(p: usize, spec: &RunSpec, layout: Layout) -> RunResult {
         fused: false,
         snapshots: false,
         max_intervals: None,
+        final_resample,
     };
     let mut out = ThreadWorld::run(p, |c| fk::steer(c, spec, &cfg, Init::Noise).unwrap().0);
     out.remove(0).expect("rank 0 holds the result")
@@ -48,6 +54,7 @@ fn assert_same(a: &RunResult, b: &RunResult, what: &str) {
     for (x, y) in a.trace.iter().zip(&b.trace) {
         assert_eq!((x.ess.to_bits(), x.log_z_increment.to_bits()), (y.ess.to_bits(), y.log_z_increment.to_bits()), "{what}: trace");
         assert_eq!((x.resampled, x.distinct_parents, x.nonfinite), (y.resampled, y.distinct_parents, y.nonfinite), "{what}");
+        assert_eq!(x.distinct_ancestors, y.distinct_ancestors, "{what}: distinct ancestors");
     }
 }
 
@@ -65,6 +72,11 @@ fn the_result_does_not_depend_on_the_number_of_ranks() {
             for p in 2..=4 {
                 assert_same(&one, &run(p, &sp, layout), &format!("{scheme}, adaptive {adaptive:?}, P = {p}"));
             }
+            // The final resampling at t = 1 (every group, adaptive or not) across ranks too.
+            let one = run_final(1, &sp, layout, true);
+            assert!(one.final_resampled && one.log_weights.iter().all(|&w| w == 0.0));
+            assert!(one.trace.iter().filter(|t| t.t == 1.0).all(|t| t.resampled));
+            assert_same(&one, &run_final(3, &sp, layout, true), &format!("{scheme}, adaptive {adaptive:?}, final resampling, P = 3"));
         }
     }
 }
@@ -84,7 +96,8 @@ fn one_particle_per_rank_still_agrees() {
 #[test]
 fn it_resamples_as_the_single_process_cpu_backend_does() {
     use crate::backend::cpu::CpuBackend;
-    for scheme in [ResampleScheme::Multinomial, ResampleScheme::Systematic, ResampleScheme::Stratified] {
+    let cases = [ResampleScheme::Multinomial, ResampleScheme::Systematic, ResampleScheme::Stratified].into_iter().flat_map(|s| [(s, false), (s, true)]);
+    for (scheme, final_resample) in cases {
         let sp = spec(scheme, None);
         let layout = Layout { n: 1000, groups: 2 };
         let cfg = FkConfig {
@@ -94,9 +107,12 @@ fn it_resamples_as_the_single_process_cpu_backend_does() {
             fused: false,
             snapshots: false,
             max_intervals: None,
+            final_resample,
         };
         let single = crate::methods::steer(&mut CpuBackend::new(), &sp, &cfg, Init::Noise).unwrap();
-        let two = run(2, &sp, layout);
+        let two = run_final(2, &sp, layout, final_resample);
+        assert_eq!(single.root_ids, two.root_ids, "{scheme}, final resampling {final_resample}");
+        assert_eq!(single.trace.iter().map(|t| t.distinct_ancestors).collect::<Vec<_>>(), two.trace.iter().map(|t| t.distinct_ancestors).collect::<Vec<_>>());
         assert_eq!(single.ancestry, two.ancestry, "{scheme}");
         assert_eq!(single.positions, two.positions, "{scheme}");
         for (a, b) in single.trace.iter().zip(&two.trace) {
@@ -117,6 +133,7 @@ fn fewer_particles_than_ranks_and_residual_are_refused_clearly() {
         fused: false,
         snapshots: false,
         max_intervals: None,
+        final_resample: false,
     };
     let errs = ThreadWorld::run(3, |c| fk::steer(c, &sp, &cfg, Init::Noise).err().map(|e| e.to_string()));
     assert!(errs.iter().all(|e| e.as_ref().is_some_and(|e| e.contains("2 particles cannot be shared by 3 MPI ranks"))), "{errs:?}");

@@ -2,7 +2,9 @@
 //!
 //! The loop: integrate to the next resampling point, weigh (reward on x̂1 or x_t, potential,
 //! carried log-weights, per-group ESS and log Ẑ increment), resample (or carry, under adaptive
-//! resampling) — and at t = 1 weigh with the terminal correction and keep the final weights.
+//! resampling) — and at t = 1 weigh with the terminal correction, then either keep the final
+//! weights or draw an equally weighted sample from them (`FkConfig::final_resample`,
+//! docs/outputs.md "Weighted or equally weighted").
 
 use crate::backend::{Backend, Init, IntervalPlan, Layout, RunSpec, ScoreOn, WeighAt};
 use crate::potential::PotentialKind;
@@ -26,6 +28,10 @@ pub struct FkConfig {
     /// `--profile N`: stop after the first N intervals (no final scoring; the result holds only
     /// the trace and times of those intervals). `None`: the whole run.
     pub max_intervals: Option<usize>,
+    /// Resample once more at t = 1 with the final weights (always, adaptive or not), so that the
+    /// final particles are an equally weighted sample of the target instead of a weighted one
+    /// (docs/outputs.md). Ignored by `bon`, which weighs nothing.
+    pub final_resample: bool,
 }
 
 /// The resampling points for `spec`: the schedule for potentials that weigh at intermediate
@@ -59,6 +65,7 @@ pub fn steer_tempered<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfi
     let mut log_z = vec![0f64; layout.groups];
     let mut ancestry = cfg.keep_ancestors.then(Vec::new);
     let mut prev = 0usize;
+    let mut roots_left = vec![layout.n as u64; layout.groups];
     let limit = cfg.max_intervals.unwrap_or(usize::MAX);
     let points = schedule.steps.len();
     let (mut lambda_prev, mut level) = (0f32, 0f32);
@@ -73,8 +80,12 @@ pub fn steer_tempered<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfi
             _ => None,
         };
         point_spec.potential.lambda = if is_final { spec.potential.lambda } else { tempering.fixed(spec.potential.lambda, k, points) };
+        // The final resampling draws in every group whatever its ESS: no adaptive threshold at
+        // t = 1 (a backend may take the skip decision while weighing, so from the weighing on).
+        let final_resample = is_final && cfg.final_resample && spec.potential.kind != PotentialKind::Bon;
+        point_spec.adaptive_ess = if final_resample { None } else { spec.adaptive_ess };
         let spec = &point_spec;
-        let report = if let Some(target) = adaptive {
+        let mut report = if let Some(target) = adaptive {
             // λ_k by bisection on this point's rewards (one extra reward evaluation).
             timed(&mut res.times.propagate, || backend.propagate(spec, &mut p, plan.steps.clone()))?;
             if cfg.snapshots {
@@ -115,6 +126,16 @@ pub fn steer_tempered<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfi
             };
             crate::backend::IntervalReport { weights, resample, ancestors }
         };
+        if final_resample {
+            let (resample, ancestors) = timed(&mut res.times.resample, || backend.resample(spec, &mut p, step, cfg.keep_ancestors))?;
+            (report.resample, report.ancestors) = (resample, ancestors);
+            res.final_resampled = true;
+        }
+        // Distinct starting particles left after this point (read only when something moved; a
+        // profiled run skips the read-back so that its timeline shows only the primitives).
+        if report.resample.iter().any(|r| r.resampled) && cfg.max_intervals.is_none() {
+            roots_left = distinct_roots(&backend.read_root_ids(&p)?, layout);
+        }
         res.particle_steps += total * (step - prev) as u64;
         res.nfe += total * (step - prev) as u64 * evals;
         // The intermediate reward on x̂1 costs one evaluation per particle.
@@ -135,6 +156,7 @@ pub fn steer_tempered<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfi
                 all_neg_inf: w.all_neg_inf,
                 resampled: r.resampled,
                 distinct_parents: r.distinct_parents,
+                distinct_ancestors: roots_left.get(g).copied().unwrap_or(0),
                 nfe: res.nfe,
                 lambda: if adaptive.is_some() { lambda_prev as f64 } else { spec.potential.lambda as f64 },
                 ..TraceRow::blank(k, step, step as f64 / spec.sampler.steps as f64, g, layout.n)

@@ -64,6 +64,9 @@ pub struct TraceRow {
     pub all_neg_inf: bool,
     pub resampled: bool,
     pub distinct_parents: u64,
+    /// Distinct starting particles (roots at t = 0) with descendants in the group after this
+    /// point: how much of the initial diversity is left (FK steering).
+    pub distinct_ancestors: u64,
     /// Model evaluations so far (all groups).
     pub nfe: u64,
     /// λ of the potential at this point (FK steering; docs/steering.md "Tempering").
@@ -72,11 +75,11 @@ pub struct TraceRow {
 
 impl TraceRow {
     pub const CSV_HEADER: &'static str =
-        "index,step,t,group,particles,ess,log_z_increment,max_log_weight,mean_reward,best_reward,nonfinite,all_neg_inf,resampled,distinct_parents,nfe,lambda";
+        "index,step,t,group,particles,ess,log_z_increment,max_log_weight,mean_reward,best_reward,nonfinite,all_neg_inf,resampled,distinct_parents,distinct_ancestors,nfe,lambda";
 
     pub fn csv_line(&self) -> String {
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             self.index,
             self.step,
             self.t,
@@ -91,6 +94,7 @@ impl TraceRow {
             self.all_neg_inf as u8,
             self.resampled as u8,
             self.distinct_parents,
+            self.distinct_ancestors,
             self.nfe,
             self.lambda
         )
@@ -158,6 +162,9 @@ pub struct RunResult {
     pub all_neg_inf_events: u64,
     /// Distinct roots left per group at the end.
     pub distinct_ancestors: Vec<u64>,
+    /// The final particles were resampled at t = 1 with the final weights: an equally weighted
+    /// sample (log-weights 0). False: a weighted sample, its weights in `log_weights`.
+    pub final_resampled: bool,
     /// `(grid index, [total, D] positions)` at chosen times, when asked for (plots).
     pub snapshots: Vec<(usize, Vec<f32>)>,
 }
@@ -183,6 +190,7 @@ impl RunResult {
             nonfinite: 0,
             all_neg_inf_events: 0,
             distinct_ancestors: Vec::new(),
+            final_resampled: false,
             snapshots: Vec::new(),
         }
     }

@@ -13,13 +13,27 @@ use crate::reward::RewardOn;
 use crate::sampler::{RenoiseForm, Sampler};
 
 use super::prepare::DEFAULT_MODEL;
+use crate::potential::PotentialKind;
+use crate::sampler::{SamplerKind, SdeForm};
+
+/// The reward `steer` and `search` use when none is given (docs/steering.md "Defaults"): smooth,
+/// so that λ·r stays within a few units and resampling keeps many ancestors.
+pub const DEFAULT_REWARD: &str = "gaussian([2.25,2.25], 0.5)";
+
+/// `steer`'s potential when none is given: `rt` with λ = 1 (a Gaussian reward is ≤ 0, where
+/// `max` with r_min = 0 would never move).
+pub const DEFAULT_STEER_POTENTIAL: Potential = Potential { kind: PotentialKind::Rt, lambda: 1.0, r_min: 0.0, clamp_weights: None };
+
+/// `steer`'s sampler when none is given: the marginal SDE, so that the copies a resampling makes
+/// diverge again (an ODE moves them along one path); `sample` and `search` keep midpoint.
+pub const DEFAULT_STEER_SAMPLER: Sampler = Sampler { kind: SamplerKind::Sde, steps: 100, k: 0.1, form: SdeForm::Marginal };
 
 /// What `steer` and every `search` method share.
 #[derive(Clone, Debug)]
 pub struct CommonConfig {
     /// The velocity model's safetensors file (docs/model.md).
     pub model: PathBuf,
-    /// The reward expression (docs/rewards.md), e.g. `point([2,0.5])`.
+    /// The reward expression (docs/rewards.md), e.g. [`DEFAULT_REWARD`].
     pub reward: String,
     /// `--reward-cmd`: a program that computes the reward instead (docs/writing-a-reward.md).
     pub reward_cmd: Option<String>,
@@ -46,7 +60,7 @@ impl Default for CommonConfig {
     fn default() -> Self {
         CommonConfig {
             model: PathBuf::from(DEFAULT_MODEL),
-            reward: "point([2,0.5])".into(),
+            reward: DEFAULT_REWARD.into(),
             reward_cmd: None,
             reward_timeout: 60.0,
             reward_on: RewardOn::default(),
@@ -87,6 +101,32 @@ pub struct SteerConfig {
     pub profile: Option<usize>,
     /// λ per resampling point (docs/steering.md "Tempering").
     pub tempering: crate::methods::Tempering,
+    /// Resample once more at t = 1, so that samples.npy is an equally weighted sample
+    /// (`--no-final-resample` keeps the weighted one; docs/outputs.md).
+    pub final_resample: bool,
+}
+
+impl SteerConfig {
+    /// `flowsteer steer`'s defaults (docs/steering.md "Defaults"): [`DEFAULT_REWARD`],
+    /// [`DEFAULT_STEER_POTENTIAL`], [`DEFAULT_STEER_SAMPLER`] and a final resampling.
+    pub fn defaults() -> Self {
+        SteerConfig {
+            common: CommonConfig { sampler: DEFAULT_STEER_SAMPLER, ..CommonConfig::default() },
+            particles: None,
+            groups: 1,
+            potential: DEFAULT_STEER_POTENTIAL,
+            resample: ResampleScheme::default(),
+            schedule: ScheduleSpec::default(),
+            adaptive_ess: None,
+            init: None,
+            ancestry: false,
+            fused: false,
+            baseline: true,
+            profile: None,
+            tempering: crate::methods::Tempering::default(),
+            final_resample: true,
+        }
+    }
 }
 
 /// A search baseline (docs/search.md).

@@ -18,20 +18,12 @@
 //!
 //! ```no_run
 //! use flowsteer::run::{self, CommonConfig, SteerConfig};
+//! let defaults = SteerConfig::defaults();
 //! let cfg = SteerConfig {
-//!     common: CommonConfig { quiet: true, ..CommonConfig::default() },
+//!     common: CommonConfig { quiet: true, ..defaults.common.clone() },
 //!     particles: Some(1024),
-//!     groups: 1,
-//!     potential: Default::default(),
-//!     resample: Default::default(),
-//!     schedule: Default::default(),
-//!     adaptive_ess: None,
-//!     init: None,
-//!     ancestry: false,
-//!     fused: false,
 //!     baseline: false,
-//!     profile: None,
-//!     tempering: Default::default(),
+//!     ..defaults
 //! };
 //! let outcome = run::steer(&cfg)?;
 //! println!("best reward {:?}", outcome.result.rewards.iter().cloned().fold(f32::MIN, f32::max));
@@ -52,7 +44,7 @@ pub mod search;
 pub mod steer;
 pub mod sweep;
 
-pub use config::{CommonConfig, SampleConfig, SearchConfig, SearchMethod, SteerConfig};
+pub use config::{CommonConfig, SampleConfig, SearchConfig, SearchMethod, SteerConfig, DEFAULT_REWARD, DEFAULT_STEER_POTENTIAL, DEFAULT_STEER_SAMPLER};
 pub use outcome::Outcome;
 pub use prepare::{Prepared, ResolvedBackend, DEFAULT_MODEL};
 pub use sample::sample;

@@ -7,7 +7,8 @@ use super::config::SteerConfig;
 use super::method::{self, Method};
 use super::outcome::Outcome;
 use super::prepare::Prepared;
-use crate::backend::{Backend, Init};
+use crate::backend::{Backend, BackendChoice, Init, RunSpec};
+use crate::sampler::SamplerKind;
 use crate::methods::{self, FkConfig};
 use crate::summary::{self, Outputs};
 
@@ -35,6 +36,7 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
     }
     cfg.tempering.check(cfg.potential.kind).map_err(anyhow::Error::msg)?;
     let prep = Prepared::new(&common, cfg.potential, cfg.resample, cfg.adaptive_ess)?;
+    check_clamp_backend(&prep)?;
     let (layout, init_rows) = prep.layout_and_init(cfg.particles, DEFAULT_PARTICLES, cfg.groups, cfg.init.as_deref())?;
     // Refused before any allocation when it cannot fit (issue 13, item 1).
     let points = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?.steps.len();
@@ -44,7 +46,7 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
     if let Some(n) = cfg.profile {
         super::profile::start(&mut backend, n);
     }
-    let fk = FkConfig { layout, schedule, keep_ancestors: ancestry, fused: cfg.fused, snapshots: plot, max_intervals: cfg.profile };
+    let fk = FkConfig { layout, schedule, keep_ancestors: ancestry, fused: cfg.fused, snapshots: plot, max_intervals: cfg.profile, final_resample: cfg.final_resample };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
     let quiet = common.quiet;
     if !quiet {
@@ -62,6 +64,9 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
         );
         println!("{}", summary::wrap(&setup));
         println!("  resampling at grid steps {resolved}");
+    }
+    if let (Some(w), false) = (ode_resampling_warning(&prep.spec), quiet) {
+        eprintln!("{w}");
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
     let result = method::execute(&mut backend, &prep.spec, &Method::Steer(fk, cfg.tempering), init)?;
@@ -107,6 +112,8 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
         "lambda_schedule": cfg.tempering,
         "init": cfg.init.as_ref().map(|p| p.display().to_string()),
         "fused": cfg.fused,
+        "final_resample": cfg.final_resample,
+        "clamp_weights": cfg.potential.clamp_weights,
     });
     let info = backend.info();
     Ok(Outcome {
@@ -121,4 +128,36 @@ pub fn steer(cfg: &SteerConfig) -> anyhow::Result<Outcome> {
         quiet,
         profiled,
     })
+}
+
+/// `--clamp-weights` is applied in `Potential::update`, which the CPU backend (and every MPI
+/// rank) calls; `kernels/potential.cu` does not clamp, so the CUDA backend refuses it rather than
+/// run without it.
+pub fn check_clamp_backend(prep: &Prepared) -> anyhow::Result<()> {
+    if prep.spec.potential.clamp_weights.is_some() && prep.backend.choice != BackendChoice::Cpu {
+        bail!(
+            "--clamp-weights runs on the CPU backend only (the CUDA kernels do not clamp weights); add --backend cpu, \
+             or leave --clamp-weights out (it is biased and only reproduces the 2025 tutorial's figures)"
+        );
+    }
+    Ok(())
+}
+
+/// A warning when an ODE sampler (or the SDE with k = 0) is used with intermediate resampling:
+/// the copies a resampling makes then follow one deterministic path and never diverge, so the
+/// final samples hold many identical points (docs/steering.md "Defaults").
+pub fn ode_resampling_warning(spec: &RunSpec) -> Option<String> {
+    let deterministic = spec.sampler.kind != SamplerKind::Sde || spec.sampler.k == 0.0;
+    if !(deterministic && spec.potential.kind.resamples_intermediate()) {
+        return None;
+    }
+    let name = match spec.sampler.kind {
+        SamplerKind::Sde => "--sampler sde with --k 0".to_string(),
+        kind => format!("--sampler {}", clap::ValueEnum::to_possible_value(&kind).map_or(String::new(), |v| v.get_name().to_string())),
+    };
+    Some(summary::wrap(&format!(
+        "warning: {name} is deterministic, so the copies that resampling makes of a particle follow the same path \
+         and stay identical: the final samples hold many repeated points. FK steering needs noise after each \
+         resampling: use --sampler sde (the default for steer; docs/steering.md)."
+    )))
 }

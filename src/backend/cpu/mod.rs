@@ -447,7 +447,7 @@ mod tests {
             sampler: Sampler { steps: 4, ..Sampler::default() },
             reward: Reward { terms: vec![(1.0, Term::Gaussian { c: vec![0.0, 0.0], sigma: 1.0 })], eps: 1e-3 },
             reward_on: RewardOn::X1Hat,
-            potential: Potential { kind, lambda: 2.0, r_min: 0.0 },
+            potential: Potential { kind, lambda: 2.0, r_min: 0.0, clamp_weights: None },
             resample: ResampleScheme::Multinomial,
             adaptive_ess: adaptive,
             seed: 1,

@@ -325,7 +325,7 @@ pub fn sweep(cfg: &SweepConfig) -> anyhow::Result<()> {
     if !(cfg.k.is_finite() && cfg.k >= 0.0) {
         bail!("--k must be a finite number ≥ 0, got {}", cfg.k);
     }
-    Potential { kind: PotentialKind::Max, lambda: cfg.lambda, r_min: 0.0 }.validate().map_err(anyhow::Error::msg)?;
+    Potential { kind: PotentialKind::Max, lambda: cfg.lambda, r_min: 0.0, clamp_weights: None }.validate().map_err(anyhow::Error::msg)?;
     if cfg.cycles == 0 {
         bail!("--cycles must be at least 1");
     }

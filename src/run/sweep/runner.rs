@@ -48,7 +48,7 @@ impl Shared {
             sampler,
             reward: self.reward.clone(),
             reward_on: RewardOn::X1Hat,
-            potential: Potential { kind, lambda: self.lambda, r_min: 0.0 },
+            potential: Potential { kind, lambda: self.lambda, r_min: 0.0, clamp_weights: None },
             resample: ResampleScheme::Multinomial,
             adaptive_ess: None,
             seed,
@@ -71,6 +71,9 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
             fused: true,
             snapshots: false,
             max_intervals: None,
+            // The sweep compares methods by their final (weighted) statistics at equal compute;
+            // its recorded points stay comparable with earlier sweeps.
+            final_resample: false,
         }, crate::methods::Tempering::Constant),
         SweepMethod::Bon => Method::BestOfN(BonConfig { layout, top_k: 1 }),
         SweepMethod::Plain => Method::BestOfN(BonConfig { layout, top_k: n }),
