@@ -706,7 +706,7 @@ fn residual_resampling_of_a_dominant_particle_matches_the_cpu() {
     let mut s = spec(Activation::Elu, SamplerKind::Midpoint, SdeForm::Marginal, 20, 7);
     s.resample = ResampleScheme::Residual;
     s.reward_on = RewardOn::Xt;
-    s.potential = Potential { kind: PotentialKind::Rt, lambda: 1.0, r_min: 0.0 };
+    s.potential = Potential { kind: PotentialKind::Rt, lambda: 1.0, r_min: 0.0, clamp_weights: None };
     s.reward = Reward { terms: vec![(1.0, Term::Gaussian { c: vec![0.0, 0.0], sigma: 1.0 })], eps: DEFAULT_EPS };
     let (dominant0, dominant1) = (2047, 1500);
     let mut pts = Vec::with_capacity(2 * layout.total());

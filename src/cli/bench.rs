@@ -672,7 +672,7 @@ mod tests {
         };
         let sampler = Sampler { kind: SamplerKind::Euler, steps: 10, k: 0.1, form: SdeForm::Marginal };
         let spec = bench_spec(Mlp::init_uniform(2, 64, 3, Activation::Elu, 0), sampler);
-        let row = measure_row(&mut backend, &spec, n, Phase::Steer, &cli.bench, &mut sgemm::Probe::new());
+        let row = measure_row(&mut backend, &spec, n, Phase::Steer, &cli.bench);
         assert!(row.note.is_none(), "{:?}", row.note);
         assert!(row.median_s.is_some());
     }
