@@ -439,14 +439,14 @@ extern "C" __global__ void shuffle_after_exit(int* out) {
         let (seed, step) = (0x1234_5678_9abc_def0u64, 7u32);
         let (k0, k1) = (seed as u32, (seed >> 32) as u32);
         let (n, tiles, groups) = (4u64, 1u32, 1u64);
-        let mut w = vec![1.0f64, 1.0, 0.0, 0.0];
-        let mut gr = vec![0f64; 8];
+        let mut w = [1.0f64, 1.0, 0.0, 0.0];
+        let mut gr = [0f64; 8];
         gr[6] = 1.0; // the group resamples (FS_GR_RESAMPLE)
         let (w_total, w_last) = (vec![4.0f64], vec![1i64]);
         let (mut tile_count, mut tile_part, mut tile_last, mut tile_sum) = (vec![0u64], vec![0f64], vec![0i64], vec![0f64]);
         let (mut res_total, mut copies, mut res_last, mut e_total) = (vec![0f64], vec![0u64], vec![0i64], vec![0f64]);
         let (mut prefix, mut anc) = (vec![0u64; 4], vec![99u32; 4]);
-        let mut iv = vec![0u32; 16];
+        let mut iv = [0u32; 16];
         iv[4] = step; // FS_IV_RESAMPLE_STEP
         let p = |v: &mut [u8]| KernelArg::U64(v.as_mut_ptr() as u64);
         macro_rules! a {
