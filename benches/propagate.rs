@@ -1,4 +1,4 @@
-//! Criterion benches of the CPU hot loop (SPEC §1–2): one `propagate` call of 10 grid steps of
+//! Criterion benches of the CPU hot loop (docs/model.md, docs/samplers.md): one `propagate` call of 10 grid steps of
 //! the default model (D = 2, H = 64, L = 3, ELU) for each sampler, at 2^12, 2^14 and 2^16
 //! particles, on all cores; and the same with the portable (non-AVX2) kernels at 2^12.
 //! Throughput is set in particle-steps, so criterion reports particle-steps/s.

@@ -1,4 +1,4 @@
-//! Criterion benches of resampling on the CPU (SPEC §6): ancestors from log-weights for each
+//! Criterion benches of resampling on the CPU (docs/resampling.md): ancestors from log-weights for each
 //! scheme (f64 CDF, Philox uniforms), then the gather of positions, at 2^12, 2^16 and 2^20
 //! particles in one group. Throughput is set in particles, so criterion reports particles/s.
 //!

@@ -1,4 +1,4 @@
-// mlp.cuh — the velocity MLP v(t, x) as a device function (SPEC §1), for 1 or FS_PPT particles per thread.
+// mlp.cuh — the velocity MLP v(t, x) as a device function (docs/model.md), for 1 or FS_PPT particles per thread.
 //
 // Shape and activation arrive as -D defines: FS_D (data dimension), FS_H (hidden width), FS_L
 // (hidden layers), FS_ACT (0 elu, 1 silu, 2 gelu-tanh, 3 tanh, 4 relu). Every loop is unrolled

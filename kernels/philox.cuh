@@ -1,4 +1,4 @@
-// philox.cuh — Philox4x32-10 and the counter layout shared with src/rng.rs (SPEC §3).
+// philox.cuh — Philox4x32-10 and the counter layout shared with src/rng.rs (docs/random.md).
 //
 // The same constants, the same counter words and the same uniform/normal transforms as the Rust
 // side, so that a (seed, particle, step, purpose, draw) address gives the same 128 bits on both
@@ -52,7 +52,7 @@ __device__ __forceinline__ void fs_box_muller(float u1, float u2, float* z0, flo
     *z1 = r * s;
 }
 
-// One standard-normal coordinate d of a particle's vector: draw d/4, lane d%4 (SPEC §3).
+// One standard-normal coordinate d of a particle's vector: draw d/4, lane d%4 (docs/random.md).
 // Computes the whole block; callers that need several coordinates use fs_normals4.
 __device__ __forceinline__ void fs_normals4(unsigned long long particle, unsigned int step, unsigned int purpose,
                                             unsigned int draw, unsigned int key0, unsigned int key1, float z[4]) {

@@ -1,5 +1,5 @@
 // potential.cu — rewards, the Feynman–Kac potential update and log-weights at a resampling
-// step, with the per-group reductions the host reports and the resampler needs (SPEC §4–5).
+// step, with the per-group reductions the host reports and the resampler needs (docs/rewards.md, docs/steering.md).
 //
 // The reward is generated from the run's reward terms (src/backend/cuda/reward_codegen.rs) and
 // pasted above this file as `fs_reward(const float x[FS_D], float t)` (t: the time of the
@@ -9,7 +9,7 @@
 // fs_weigh (a block per tile of a group, fs_block_index, FS_RBLOCK threads, FS_ITEMS per thread):
 //   r = reward(rin)                       rin = x̂1, x_t or the final sample (propagate.cu `emit`)
 //   (log G, state') = update(state, r)    as Potential::update in src/potential.rs, in f64
-//   lw' = lw + log G; NaN or +inf → −inf, counted (SPEC §5); lw, carried and acc are f64
+//   lw' = lw + log G; NaN or +inf → −inf, counted (docs/steering.md); lw, carried and acc are f64
 //   (rewards of −5·10^11 cancel in the terminal correction, docs/steering.md)
 //   per tile, in f64: (max, Σ e^{lw'−max}, Σ e^{2(lw'−max)}) of the new and (max, Σ) of the old
 //   log-weights, the count of non-finite results, Σ r over finite rewards and their count.

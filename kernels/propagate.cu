@@ -1,6 +1,6 @@
-// propagate.cu — the integrators of SPEC §2 fused with the MLP (SPEC §1): every grid step of one
+// propagate.cu — the integrators of docs/samplers.md fused with the MLP (docs/model.md): every grid step of one
 // resampling interval in a single launch, FS_PPT particles per thread, their state in registers, the
-// weights in shared memory (mlp.cuh), SDE noise from Philox in-kernel (SPEC §3, purpose SdeNoise,
+// weights in shared memory (mlp.cuh), SDE noise from Philox in-kernel (docs/random.md, purpose SdeNoise,
 // particle = global index, step = grid index, coordinate d from draw d/4 lane d%4).
 //
 // Defines: FS_SAMPLER (0 euler, 1 midpoint, 2 sde), FS_SDE_FORM (0 marginal, 1 legacy), plus the
@@ -47,7 +47,7 @@ static_assert(FS_SDE_FORM == 0 || FS_SDE_FORM == 1, "FS_SDE_FORM must be 0 (marg
 #define FS_IV_STEP_BEGIN 0
 #define FS_IV_STEP_END 1
 
-// The integrator for the thread's FS_PPT particles from grid step `begin` to `end` (SPEC §2):
+// The integrator for the thread's FS_PPT particles from grid step `begin` to `end` (docs/samplers.md):
 // per particle exactly the operations of src/sampler.rs in its order. `idx` are the particles'
 // global indices (the SDE noise's Philox counter); `scratch` is used by the FS_PPT ≥ 2 MLP only.
 #if FS_PPT == 1
@@ -172,7 +172,7 @@ extern "C" __global__ void __launch_bounds__(FS_BLOCK) fs_propagate(
     }
 }
 
-// x0 ~ N(0, I) from Philox, purpose InitialNoise, step 0, particle = global index (SPEC §3).
+// x0 ~ N(0, I) from Philox, purpose InitialNoise, step 0, particle = global index (docs/random.md).
 extern "C" __global__ void __launch_bounds__(FS_INIT_BLOCK) fs_init_noise(float* __restrict__ x, unsigned long long total,
                                                                      unsigned long long stride, unsigned int key0,
                                                                      unsigned int key1) {

@@ -1,10 +1,10 @@
-// resample.cu — ancestors for the four schemes of SPEC §6 from f64 prefix sums of the weights,
+// resample.cu — ancestors for the four schemes of docs/resampling.md from f64 prefix sums of the weights,
 // segmented per group, then one gather of every per-particle state. Mirrors src/resample.rs.
 //
 // Per group g of n particles: W_j = exp(lw_j − max lw) in f64 (all −inf → W_j = 1),
 // C_j = Σ_{l≤j} W_l (f64), search(p) = smallest j with C_j > p·C_{n−1} (n−1 if none), clamped
 // to the last j with W_j > 0. Uniforms are Philox lane 0, purpose Resampling, step = the grid
-// index of the resampling point (SPEC §3):
+// index of the resampling point (docs/random.md):
 //   multinomial: E_i = −ln u(g·n+i, draw 0), i < n, E_n = −ln u(g·n, draw 1); S_i = Σ_{l≤i} E_l;
 //                a_i = search(S_i / (S_{n−1} + E_n)) — the order statistics of n uniforms from
 //                exponential spacings, so the ancestors come out sorted and exact (no Metropolis).
@@ -366,7 +366,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_set(unsigned lo
     marks[g * n + anc[i]] = 1ull;  // racing writers store the same value
 }
 
-// Counts the marks per group into gr[DISTINCT] and leaves the log-weights at 0 (reset, SPEC §5).
+// Counts the marks per group into gr[DISTINCT] and leaves the log-weights at 0 (reset, docs/steering.md).
 extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_marks_count(unsigned long long* __restrict__ marks, unsigned long long n,
                                                                       double* __restrict__ gr, unsigned int tiles, unsigned long long groups) {
     const unsigned long long b = fs_block_index();
@@ -416,7 +416,7 @@ extern "C" __global__ void __launch_bounds__(FS_RBLOCK) fs_gather_commit(
     for (unsigned int d = 0; d < dim; ++d) x[d * stride + i] = alt[d * stride + i];
     carried[i] = fs_load_f64_rows(alt, dim, stride, i);
     acc[i] = lw[i];
-    lw[i] = 0.0;  // the reset log-weight (SPEC §5)
+    lw[i] = 0.0;  // the reset log-weight (docs/steering.md)
     root[i] = __float_as_uint(alt[(dim + 2) * stride + i]);
 }
 

@@ -1,5 +1,5 @@
-// search.cu — the search methods' kernels (SPEC §8): zeroth-order candidates around a pivot,
-// renoising (SPEC §2), per-group arg-max of scores (best-of-N, top-1), the gather of a selected
+// search.cu — the search methods' kernels (docs/search.md): zeroth-order candidates around a pivot,
+// renoising (docs/samplers.md), per-group arg-max of scores (best-of-N, top-1), the gather of a selected
 // subset (top-k) and in-place replication (search over paths).
 //
 // Scores order: larger first, NaN last, ties to the lower index (Backend::select_top).

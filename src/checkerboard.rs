@@ -1,4 +1,4 @@
-//! The 2-D checkerboard data set and the quality measures of SPEC §10.
+//! The 2-D checkerboard data set and the quality measures of docs/quality.md.
 //!
 //! * [`sample_checkerboard`]: exact draws from the data distribution, uniform on the squares of
 //!   side 1.5 in `[−3, 3)²` whose cell indices `floor(x/1.5) + floor(y/1.5)` are even.
@@ -12,13 +12,13 @@ use rayon::prelude::*;
 
 use crate::rng::Philox;
 
-/// Side of one square (SPEC §10).
+/// Side of one square (docs/quality.md).
 pub const SQUARE: f32 = 1.5;
 /// The board covers `[−HALF_WIDTH, HALF_WIDTH)²`.
 pub const HALF_WIDTH: f32 = 3.0;
 
 /// Mixed into the seed so that data drawn with seed `s` is independent of the model noise drawn
-/// with the same `s` (the Philox key differs; SPEC §3's counter layout is kept).
+/// with the same `s` (the Philox key differs; docs/random.md's counter layout is kept).
 const DATA_KEY_TAG: u64 = 0xC4EC_4B0A_4D00_D47A;
 
 /// `n` points drawn exactly from the checkerboard, row-major `[n, 2]`.

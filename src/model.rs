@@ -1,4 +1,4 @@
-//! The flow model `v(t, x)`: an MLP, and its safetensors file (SPEC §1).
+//! The flow model `v(t, x)`: an MLP, and its safetensors file (docs/model.md).
 //!
 //! Input `[t, x_1..x_D]`, `L` hidden layers of width `H` each followed by the activation, then a
 //! linear output layer of width `D`. Weights are stored row-major `[out, in]`, as PyTorch's
@@ -13,7 +13,7 @@ mod file;
 use file::check_finite_tensor;
 pub use file::ModelError;
 
-/// The activation after every hidden layer (SPEC §1).
+/// The activation after every hidden layer (docs/model.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
@@ -74,7 +74,7 @@ impl Linear {
     }
 }
 
-/// The velocity model (SPEC §1).
+/// The velocity model (docs/model.md).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp {
     /// Data dimension D (input is D + 1 with time first, output is D).
@@ -168,7 +168,7 @@ impl Mlp {
         out.copy_from_slice(&act);
     }
 
-    /// Rejects NaN or infinite weights (SPEC: bad input gets a clear error). Tensors are named
+    /// Rejects NaN or infinite weights (bad input gets a clear error). Tensors are named
     /// as [`Mlp::save`] writes them under the prefix `net`.
     pub fn check_finite(&self) -> Result<(), ModelError> {
         for (i, l) in self.layers.iter().enumerate() {

@@ -1,4 +1,4 @@
-//! Files written whole or not at all (SPEC §9, docs/outputs.md).
+//! Files written whole or not at all (docs/outputs.md, docs/outputs.md).
 //!
 //! A single file ([`write_atomic`]): a temporary name beside it, then a rename. A run's files
 //! ([`OutputSet`]): every file is written into a fresh temporary directory beside the run's
@@ -222,7 +222,7 @@ pub fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
     Ok(std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.next().is_none())
 }
 
-/// Stages `DIR/samples.npy` (float32 `[N, D]`) and `DIR/summary.json` in `set` (SPEC §9).
+/// Stages `DIR/samples.npy` (float32 `[N, D]`) and `DIR/summary.json` in `set` (docs/outputs.md).
 /// Nothing touches the disk until `set.commit()`.
 pub fn stage_samples_and_summary<S: serde::Serialize>(
     set: &mut OutputSet,

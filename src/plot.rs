@@ -1,4 +1,4 @@
-//! `plot.png` (SPEC §9): panels of the particle cloud over time with the reward drawn in — the
+//! `plot.png` (docs/outputs.md): panels of the particle cloud over time with the reward drawn in — the
 //! checkerboard's squares in grey, attractors as red crosses, lines in red, obstacles as discs
 //! (radius ρ solid, range ρ + Q* dashed), particles on top — as researchers draw these 2-D toys.
 //! D > 2 shows the first two coordinates.

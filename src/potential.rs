@@ -1,6 +1,6 @@
-//! Feynman–Kac potentials (SPEC §5): the per-particle update at a resampling step.
+//! Feynman–Kac potentials (docs/steering.md): the per-particle update at a resampling step.
 //!
-//! One function, [`Potential::update`], holds the arithmetic of SPEC §5's table and of the
+//! One function, [`Potential::update`], holds the arithmetic of docs/steering.md's table and of the
 //! terminal correction; the CPU backend calls it and `kernels/potential.cu` mirrors it.
 //!
 //! The reward is f32, but everything the potential carries (running max, sum or previous reward,
@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-/// Which potential weights the particles (SPEC §5).
+/// Which potential weights the particles (docs/steering.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PotentialKind {
@@ -136,10 +136,10 @@ impl Potential {
 
     /// The log-potential `log G_k` of a particle with reward `r` at a resampling step, and its new
     /// state. At the final step (`is_final`) this is the final log-weight, with the terminal
-    /// correction `λ·r_K − Σ_{j<K} log G_j` for `max`, `add` and `rt` (SPEC §5).
+    /// correction `λ·r_K − Σ_{j<K} log G_j` for `max`, `add` and `rt` (docs/steering.md).
     ///
     /// A non-finite reward or result is returned as is; the caller maps NaN and +inf to −inf
-    /// log-weight and counts them (SPEC §5). In f64: `λ·r` of two f32 is exact.
+    /// log-weight and counts them (docs/steering.md). In f64: `λ·r` of two f32 is exact.
     #[inline(always)]
     pub fn update(&self, state: PotentialState, r: f32, is_final: bool) -> (f64, PotentialState) {
         let (lambda, r) = (self.lambda as f64, r as f64);
@@ -178,7 +178,7 @@ impl Potential {
     }
 }
 
-/// SPEC §5's rule for bad weights: NaN and +inf become −inf (the particle is dropped).
+/// docs/steering.md's rule for bad weights: NaN and +inf become −inf (the particle is dropped).
 #[inline(always)]
 pub fn sanitize_log_weight(lw: f64) -> (f64, bool) {
     if lw.is_nan() || lw == f64::INFINITY {

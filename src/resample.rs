@@ -1,4 +1,4 @@
-//! Resampling schemes (SPEC §6): ancestor indices from log-weights and Philox uniforms.
+//! Resampling schemes (docs/resampling.md): ancestor indices from log-weights and Philox uniforms.
 //!
 //! These functions are the CPU reference that `kernels/resample.cu` is checked against: the
 //! same log-weights and the same Philox uniforms give the same ancestors on both backends.
@@ -8,7 +8,7 @@
 //! # The shared definitions (CPU and CUDA cite this block)
 //! For group `g` of `n` particles with log-weights `lw_0..lw_{n−1}` at grid index `step`:
 //! * Weights `W_j = exp(lw_j − max lw)` in f64 (NaN and +inf count as −inf, i.e. `W_j = 0`).
-//!   If every `lw_j` is −inf the group uses equal weights `W_j = 1` and reports it (SPEC §5).
+//!   If every `lw_j` is −inf the group uses equal weights `W_j = 1` and reports it (docs/steering.md).
 //! * `C_j` = the f64 inclusive prefix sum of `W`, summed left to right; `C_{n−1}` the total.
 //! * `search(p)` = the smallest `j` with `C_j > p·C_{n−1}` (the product in f64), clamped to the
 //!   last `j` with `W_j > 0` (so rounding can never pick a zero-weight particle or run off the end).
@@ -38,7 +38,7 @@
 
 use crate::rng::{Philox, Purpose};
 
-/// How ancestors are drawn from the weights (SPEC §6).
+/// How ancestors are drawn from the weights (docs/resampling.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ResampleScheme {
@@ -159,7 +159,7 @@ impl Cdf {
 /// What one group's resampling reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GroupDraw {
-    /// Every log-weight was −inf: resampled uniformly (SPEC §5).
+    /// Every log-weight was −inf: resampled uniformly (docs/steering.md).
     pub all_neg_inf: bool,
 }
 

@@ -1,4 +1,4 @@
-//! The command-line form of a reward (SPEC §4, docs/writing-a-reward.md), e.g.
+//! The command-line form of a reward (docs/rewards.md, docs/writing-a-reward.md), e.g.
 //! `gaussian([2,0.5], 0.5) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)` or
 //! `-norm(x - [2, 0.5]) + 0.5*obstacle([1,0], 0.4, 0.5, 1.0)`.
 //!
@@ -14,7 +14,7 @@
 //! ```
 //! `× ÷ −` are accepted for `* / -`. Names: the functions of [`crate::reward::expr::Func`] and
 //! the built-in shapes `point(c [, eps]) | line(axis, c [, eps]) | gaussian(c, σ) |
-//! obstacle(c, ρ, Q*, η)`, whose arguments are constants in SPEC order; `eps` (of `point` and
+//! obstacle(c, ρ, Q*, η)`, whose arguments are constants in the order of docs/rewards.md; `eps` (of `point` and
 //! `line`) defaults to 1e-3 and is one value for the whole reward; every vector literal has
 //! the same length (D).
 //!
@@ -23,6 +23,9 @@
 //! exactly as they always did; any other tree becomes one [`Term::Expr`], type-checked against
 //! D by [`Reward::checks_dim`]. A malformed string is an error that shows the string with a
 //! caret under the offending character and says what was expected.
+//!
+//! Why one file of ~615 lines: the grammar, its parser and the error positions it reports
+//! change together, and the tree it builds is read by the CPU compiler and the CUDA generator alike.
 
 use std::fmt;
 use std::str::FromStr;

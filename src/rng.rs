@@ -1,4 +1,4 @@
-//! Philox4x32-10 and the counter layout shared by every backend (SPEC §3).
+//! Philox4x32-10 and the counter layout shared by every backend (docs/random.md).
 //!
 //! One counter-based generator: a draw is a pure function of (seed, counter), so the CPU
 //! backend and the CUDA kernels (`kernels/philox.cuh`, the same constants) draw the same
@@ -29,7 +29,7 @@
 //! Uniforms are `((word >> 8) + 1) · 2^-24`, exactly representable in f32 and in (0, 1].
 //! Normals are Box–Muller on lanes (0, 1) and (2, 3).
 
-/// What a draw is for: the fourth counter word's top byte (SPEC §3).
+/// What a draw is for: the fourth counter word's top byte (docs/random.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Purpose {

@@ -1,12 +1,12 @@
-//! The time grid, the integrators and renoising of SPEC §2, as per-coordinate formulas.
+//! The time grid, the integrators and renoising of docs/samplers.md, as per-coordinate formulas.
 //!
 //! Every CPU path (the scalar reference and the blocked hot loop) calls these functions, so each
-//! formula of SPEC §2 exists once on the CPU; `kernels/propagate.cu` is its CUDA twin.
+//! formula of docs/samplers.md exists once on the CPU; `kernels/propagate.cu` is its CUDA twin.
 
 use std::fmt;
 use std::str::FromStr;
 
-/// Which integrator moves particles from `t` to `t + h` (SPEC §2).
+/// Which integrator moves particles from `t` to `t + h` (docs/samplers.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SamplerKind {
@@ -16,7 +16,7 @@ pub enum SamplerKind {
     Sde,
 }
 
-/// The SDE's form: the marginal-preserving one, or the legacy tutorial form (SPEC §2).
+/// The SDE's form: the marginal-preserving one, or the legacy tutorial form (docs/samplers.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SdeForm {
@@ -25,7 +25,7 @@ pub enum SdeForm {
     Legacy,
 }
 
-/// Renoising from `t` back to `s < t` (SPEC §2): exact for the OT path, or the legacy form.
+/// Renoising from `t` back to `s < t` (docs/samplers.md): exact for the OT path, or the legacy form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RenoiseForm {
@@ -135,7 +135,7 @@ pub fn sde_noise_scale(form: SdeForm, k: f32, t: f32, h: f32) -> f32 {
     }
 }
 
-/// One SDE step for one coordinate (SPEC §2):
+/// One SDE step for one coordinate (docs/samplers.md):
 /// marginal `x + h·[vm + (k/2)·(t·v0 − x)] + σ·ξ`; legacy `x + h·[vm − (k/2)·(t·vm − x)] + σ·ξ`,
 /// with `σ` from [`sde_noise_scale`].
 #[inline(always)]
@@ -160,7 +160,7 @@ pub fn predicted_noise(x: f32, v: f32, t: f32) -> f32 {
     x - t * v
 }
 
-/// The coefficients `(a, b)` of renoising from `t` back to `s`: `x_s = a·x_t + b·ξ` (SPEC §2).
+/// The coefficients `(a, b)` of renoising from `t` back to `s`: `x_s = a·x_t + b·ξ` (docs/samplers.md).
 /// Exact: `a = s/t`, `b = sqrt((1−s)² − (s/t)²·(1−t)²)`. Legacy: `a = 1`, `b = t − s`.
 pub fn renoise_coefficients(form: RenoiseForm, t: f32, s: f32) -> (f32, f32) {
     debug_assert!(s < t && t > 0.0);
@@ -174,10 +174,10 @@ pub fn renoise_coefficients(form: RenoiseForm, t: f32, s: f32) -> (f32, f32) {
     }
 }
 
-/// The one-particle reference integrator: grid steps `steps` of `sampler` (SPEC §2) for the
+/// The one-particle reference integrator: grid steps `steps` of `sampler` (docs/samplers.md) for the
 /// particle with global index `particle`, velocities from `velocity(t, x, v)`, SDE noise drawn
 /// from Philox exactly as every backend draws it (purpose `SdeNoise`, counter step = grid index,
-/// SPEC §3). It calls the same per-coordinate formulas as the blocked hot loop, one particle at a
+/// docs/random.md). It calls the same per-coordinate formulas as the blocked hot loop, one particle at a
 /// time, so that the hot loop can be checked against it and the formulas against closed-form
 /// velocity fields.
 pub fn integrate_reference(

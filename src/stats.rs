@@ -1,4 +1,4 @@
-//! The statistics `summary.json` and `sweep.csv` both report (SPEC §9–10): reward quantiles and
+//! The statistics `summary.json` and `sweep.csv` both report (docs/outputs.md, docs/quality.md): reward quantiles and
 //! the fraction of samples near the target. Defined once here so that the two files give the same
 //! number for the same samples.
 

@@ -1,7 +1,10 @@
-//! What a steering or search run reports (SPEC §9): the human summary, `summary.json`, and the
+//! What a steering or search run reports (docs/outputs.md): the human summary, `summary.json`, and the
 //! staging of every output file (written whole or not at all, `output::OutputSet`). The report
 //! step of the run layer (`crate::run`): it reads a run's result and its prepared
 //! configuration, never the command line.
+//!
+//! Why one file of ~660 lines: the human summary and `summary.json` state the same fields and are
+//! kept side by side so that they cannot drift apart.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -421,7 +424,7 @@ fn steering_warnings(spec: &RunSpec, r: &RunResult, distinct: f64) -> String {
     s
 }
 
-/// `summary.json` (SPEC §9).
+/// `summary.json` (docs/outputs.md).
 pub fn summary_json(prep: &Prepared, config: Value, info: &BackendInfo, r: &RunResult, baseline: Option<&Baseline>) -> Value {
     summary_json_of(prep, config, info, r, &FinalStats::new(&prep.spec, r, baseline))
 }

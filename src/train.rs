@@ -1,7 +1,7 @@
-//! Training the velocity MLP with the flow-matching loss of the OT path (SPEC §2), Adam, on all
+//! Training the velocity MLP with the flow-matching loss of the OT path (docs/samplers.md), Adam, on all
 //! CPU cores.
 //!
-//! Each iteration draws a batch of data `x1` (the checkerboard, SPEC §10), noise `x0 ~ N(0, I)`
+//! Each iteration draws a batch of data `x1` (the checkerboard, docs/quality.md), noise `x0 ~ N(0, I)`
 //! and times `t ~ U(0, 1)`, forms `x_t = t·x1 + (1−t)·x0`, and minimises the mean squared error
 //! between `v(t, x_t)` and `x1 − x0` (mean over the batch and the D coordinates, as PyTorch's
 //! `F.mse_loss`). The gradient is hand-written backpropagation over chunks of [`CHUNK`] samples
@@ -9,7 +9,7 @@
 //! microkernel ([`propagate::affine`]) for the forward pass and the backward pass through the
 //! activations, and a register-tiled reduction for the weight gradients.
 //!
-//! Determinism: every random number is addressed by (iteration, sample) (Philox, SPEC §3, keys
+//! Determinism: every random number is addressed by (iteration, sample) (Philox, docs/random.md, keys
 //! derived from the seed), the batch is cut into the same chunks whatever the number of threads,
 //! and the chunks' gradients are summed in chunk order. The same seed gives the same bits on 1 or
 //! 64 threads (and from either compiled version of the kernels, which round identically).
@@ -139,7 +139,7 @@ impl TrainConfig {
 }
 
 /// Keys of the training streams: mixed into the seed so that they differ from each other and
-/// from the sampling streams drawn with the same seed (SPEC §3's counter layout is kept:
+/// from the sampling streams drawn with the same seed (docs/random.md's counter layout is kept:
 /// particle = sample index within the batch, step = iteration).
 const NOISE_KEY_TAG: u64 = 0x7EA1_0000_0000_0001;
 const TIME_KEY_TAG: u64 = 0x7EA1_0000_0000_0002;
@@ -280,7 +280,7 @@ pub fn train(cfg: &TrainConfig, mut report: impl FnMut(&Progress)) -> anyhow::Re
     Ok((model, losses))
 }
 
-/// The quality of a 2-D model (SPEC §10): samples drawn from noise with the midpoint ODE.
+/// The quality of a 2-D model (docs/quality.md): samples drawn from noise with the midpoint ODE.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Quality {
     pub samples: usize,

@@ -222,7 +222,7 @@ fn weigh_matches_cpu_bitwise_inputs() {
 /// Weights whose every partial sum is exact in f64 (each W_j ∈ {0, 1}: rewards 0 from an
 /// obstacle far away, and NaN points whose −inf log-weight gives W_j = 0), so the order in which
 /// the GPU sums cannot matter: ancestors and gathered states must be bitwise identical. Group 0
-/// of the larger layouts is all NaN (every log-weight −inf: uniform resampling, SPEC §5).
+/// of the larger layouts is all NaN (every log-weight −inf: uniform resampling, docs/steering.md).
 fn exact_weight_points(rng: &mut rand::rngs::StdRng, layout: Layout) -> Vec<f32> {
     let mut pts = random_points(rng, layout.total());
     for i in 0..layout.total() {
@@ -295,7 +295,7 @@ fn resampling_gives_identical_ancestors() {
             println!("resample {scheme:?} generic weights n={n:<8} groups={groups}: {differing} of {} ancestors differ (allowed {allowed})", ac.len());
             assert!(differing <= allowed, "too many ancestors differ");
             // The gathered potential state (running reward, accumulated log-potential) shows in
-            // the next weighing: the final one subtracts the accumulated log-potential (SPEC §5).
+            // the next weighing: the final one subtracts the accumulated log-potential (docs/steering.md).
             // Rewards on x_t of gathered copies are bitwise equal, so every particle whose
             // ancestor agrees must get the CPU's log-weight exactly.
             let last = WeighAt { step: 20, index: 1, is_final: true };
@@ -480,7 +480,7 @@ fn whole_steering_runs_agree_statistically() {
     assert!(avg.abs() <= 4.0 * se / 20f64.sqrt(), "GPU runs are biased relative to the CPU");
 }
 
-/// Every method of SPEC §5–8, run through `flowsteer::methods` on both backends with the same
+/// Every method of docs/steering.md, docs/resampling.md, docs/schedules.md, docs/search.md, run through `flowsteer::methods` on both backends with the same
 /// seeds: NFE must be equal, and the mean final reward of the returned particles must agree
 /// within 4 standard errors of one run (σ_r/√N, σ_r the larger of the two runs' spreads). With
 /// the same counters the runs differ only through ulp-level trajectory differences that can flip

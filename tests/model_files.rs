@@ -1,4 +1,4 @@
-//! Model files written by PyTorch (SPEC §1): the committed fixtures of
+//! Model files written by PyTorch (docs/model.md): the committed fixtures of
 //! `tests/fixtures/make_fixtures.py` load with no options and sample to PyTorch's own results.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! Offspring counts of every resampling scheme (SPEC §6) over many draws: they sum to N exactly,
+//! Offspring counts of every resampling scheme (docs/resampling.md) over many draws: they sum to N exactly,
 //! have mean N·w_j, and the variance of that scheme, which is known in closed form:
 //! * multinomial: `N·w(1−w)`;
 //! * systematic: `f(1−f)` with `f = frac(N·w_j)` (a grid of spacing 1/N puts ⌊Nw⌋ or ⌈Nw⌉ points

@@ -1,4 +1,4 @@
-//! The samplers of SPEC §2 against exact solutions, the CPU hot loop against the one-particle
+//! The samplers of docs/samplers.md against exact solutions, the CPU hot loop against the one-particle
 //! reference integrator, the marginal SDE against the ODE in distribution, and determinism
 //! across thread counts.
 
@@ -257,7 +257,7 @@ fn marginal_sde_keeps_the_ode_law_and_legacy_does_not() {
 // 4. Determinism.
 
 /// Same seed ⇒ the same bits, whatever the number of threads (every draw is addressed by
-/// particle and step, SPEC §3, and blocks never share state). The stochastic sampler is used so
+/// particle and step, docs/random.md, and blocks never share state). The stochastic sampler is used so
 /// that the noise's addressing is covered, with a size that is not a multiple of the block.
 #[test]
 fn same_seed_gives_the_same_bits_on_1_2_and_3_threads() {

@@ -1,4 +1,4 @@
-//! The search baselines (SPEC §8).
+//! The search baselines (docs/search.md).
 
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ fn group_moments(pos: &[f32], layout: Layout) -> Vec<[f64; 4]> {
 }
 
 /// With a constant reward the search only renoises and integrates, so with the exact
-/// renoising (SPEC §2) every kept particle is still distributed as the model's samples,
+/// renoising (docs/samplers.md) every kept particle is still distributed as the model's samples,
 /// N(μ, s²I) for the Gaussian OT field (midpoint error O(h²) ≈ 1e-4 at h = 0.02, far below the
 /// tolerance). Ties keep the lowest indices, so the particles of a group share ancestors; the
 /// G = 400 groups are independent, so the standard error of the grand mean of a per-group

@@ -1,4 +1,4 @@
-//! `flowsteer steer` and `flowsteer search` end to end: the outputs of SPEC §9, and bad input
+//! `flowsteer steer` and `flowsteer search` end to end: the outputs of docs/outputs.md, and bad input
 //! (issue 3 item 6): each a clear error, a non-zero exit, and nothing written.
 
 use std::path::{Path, PathBuf};

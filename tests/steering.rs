@@ -1,4 +1,4 @@
-//! FK steering (SPEC §5) against answers known independently.
+//! FK steering (docs/steering.md) against answers known independently.
 //!
 //! The flow is the exact OT velocity of Gaussian data `N(μ, s²I)` (`backend::cpu::field`), run
 //! by the real CPU backend and the real method; only `v(t, x)` differs from a model run. Its
@@ -233,7 +233,7 @@ fn carried_weights_and_terminal_correction_hand_worked() {
     }
 }
 
-/// Same seed, same bits (SPEC §3), through the MLP hot loop, SDE noise and resampling; another
+/// Same seed, same bits (docs/random.md), through the MLP hot loop, SDE noise and resampling; another
 /// seed differs.
 #[test]
 fn same_seed_same_bits() {

@@ -2,7 +2,7 @@
 """The PyTorch peer: the FK steering loop that flowsteer runs, written as a PyTorch user would.
 
 What it computes is the default `flowsteer steer` run with `--sampler sde` (see the SPEC sections
-cited inline): the velocity MLP loaded from the same safetensors file (SPEC §1), the marginal-form
+cited inline): the velocity MLP loaded from the same safetensors file (docs/model.md), the marginal-form
 midpoint SDE (§2), the point reward on x̂1 (§4), the `max` potential with its terminal correction,
 multinomial resampling at the §7 schedule (§5-7). It does not draw Philox numbers, so runs agree with
 flowsteer in distribution, not bit for bit.
@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from particles import parse_particles  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
-# The model file (SPEC §1): safetensors read with the standard library, so that the peer needs
+# The model file (docs/model.md): safetensors read with the standard library, so that the peer needs
 # nothing beyond torch (the GPU machine has no network to install `safetensors`).
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -82,7 +82,7 @@ def read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]
 
 def load_sequential(path: str) -> nn.Sequential:
     """The nn.Sequential the file was saved from: Linear layers at their indices, the activation
-    from the metadata (default ELU), shapes checked to chain as SPEC §1 requires."""
+    from the metadata (default ELU), shapes checked to chain as docs/model.md requires."""
     tensors, metadata = read_safetensors(path)
     layers: dict[int, dict[str, torch.Tensor]] = {}
     for name, t in tensors.items():
@@ -113,7 +113,7 @@ def load_sequential(path: str) -> nn.Sequential:
 
 
 def random_sequential(dim=2, hidden=64, hidden_layers=3, seed=0) -> nn.Sequential:
-    """The default shape (SPEC §1) with PyTorch's default initialisation, seeded."""
+    """The default shape (docs/model.md) with PyTorch's default initialisation, seeded."""
     torch.manual_seed(seed)
     mods: list[nn.Module] = [nn.Linear(dim + 1, hidden), nn.ELU()]
     for _ in range(hidden_layers - 1):
@@ -123,7 +123,7 @@ def random_sequential(dim=2, hidden=64, hidden_layers=3, seed=0) -> nn.Sequentia
 
 
 def save_sequential(seq: nn.Sequential, path: str, activation: str = "elu") -> None:
-    """Writes `seq` as safetensors in the nn.Sequential layout of SPEC §1 (prefix `net`)."""
+    """Writes `seq` as safetensors in the nn.Sequential layout of docs/model.md (prefix `net`)."""
     header: dict = {"__metadata__": {"activation": activation}}
     blobs, offset = [], 0
     for name, t in seq.state_dict().items():
@@ -175,7 +175,7 @@ class Velocity(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The run's configuration: `flowsteer steer`'s defaults with the SDE sampler (issue 3, SPEC §2-7).
+# The run's configuration: `flowsteer steer`'s defaults with the SDE sampler (issue 3, docs/samplers.md, docs/random.md, docs/rewards.md, docs/steering.md, docs/resampling.md, docs/schedules.md).
 
 
 @dataclass
@@ -197,19 +197,19 @@ class FkConfig:
 
 
 def resampling_steps(n: int, t_start: float, t_end: float, count: int) -> list[int]:
-    """SPEC §7: grid indices nearest to t_start + j·(t_end − t_start)/count, j < count, then n."""
+    """docs/schedules.md: grid indices nearest to t_start + j·(t_end − t_start)/count, j < count, then n."""
     steps = [int(math.floor((t_start + j * (t_end - t_start) / count) * n + 0.5)) for j in range(count)]
     steps = sorted({s for s in steps if 0 < s < n})
     return steps + [n]
 
 
 def point_reward(x: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-    """SPEC §4 point(c): 1 / (|x − c|² + eps)."""
+    """docs/rewards.md point(c): 1 / (|x − c|² + eps)."""
     return 1.0 / ((x - target).square().sum(dim=1) + eps)
 
 
 def sde_step(vel: Velocity, x: torch.Tensor, t: torch.Tensor, h: float, k: float) -> torch.Tensor:
-    """One marginal-form SDE step (SPEC §2):
+    """One marginal-form SDE step (docs/samplers.md):
     x + h·[vm + (k/2)(t·v0 − x)] + sqrt(k(1−t)h)·ξ, vm = v(t + h/2, x + (h/2)·v0)."""
     v0 = vel(t, x)
     vm = vel(t + 0.5 * h, x + (0.5 * h) * v0)
@@ -218,7 +218,7 @@ def sde_step(vel: Velocity, x: torch.Tensor, t: torch.Tensor, h: float, k: float
 
 
 def weigh(vel, x, m, acc, t: float, is_final: bool, cfg: FkConfig, target):
-    """SPEC §5 for `max`: returns (log-weight, new running max, new Σ log G). Rewards on x̂1 at
+    """docs/steering.md for `max`: returns (log-weight, new running max, new Σ log G). Rewards on x̂1 at
     intermediate steps, on the sample at the final one (terminal correction λ·r_K − Σ log G)."""
     if is_final:
         r = point_reward(x, target, cfg.eps)
@@ -238,7 +238,7 @@ def weigh(vel, x, m, acc, t: float, is_final: bool, cfg: FkConfig, target):
 
 def normalise(log_w: torch.Tensor):
     """Weights / max, ESS and the log Ẑ increment log(mean w) (weights carried in are uniform after a
-    resampling); every weight −inf gives uniform weights (SPEC §5). No host sync."""
+    resampling); every weight −inf gives uniform weights (docs/steering.md). No host sync."""
     mx = log_w.max()
     all_bad = torch.isneginf(mx)
     w = torch.where(all_bad, torch.ones_like(log_w), torch.exp(log_w - torch.where(all_bad, torch.zeros_like(mx), mx)))
@@ -484,7 +484,7 @@ def check_model(seq: nn.Sequential, vel: Velocity) -> float:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="safetensors model file (SPEC §1); default: a seeded random model of the default shape")
+    ap.add_argument("--model", help="safetensors model file (docs/model.md); default: a seeded random model of the default shape")
     ap.add_argument("--save-model", help="write the model used to this path (safetensors, nn.Sequential layout) and continue")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--particles", default="16384", help="a list: 1024,4096 or a range 2^10..2^14 (powers of two)")

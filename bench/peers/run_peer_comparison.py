@@ -80,11 +80,11 @@ def steer_command(flowsteer: str, device: str, n: int, model: str, out: str, see
 
 
 def run_seconds(summary: dict) -> float:
-    """Seconds of the run proper from a summary.json (SPEC §9 per-phase times, `times_s`): the
+    """Seconds of the run proper from a summary.json (docs/outputs.md per-phase times, `times_s`): the
     total less the compile phase (null on the CPU), so that both sides exclude one-off start-up."""
     times = summary.get("times_s") or {}
     if not isinstance(times.get("total"), (int, float)):
-        raise KeyError("summary.json has no times_s.total (SPEC §9 per-phase times); is this flowsteer too old?")
+        raise KeyError("summary.json has no times_s.total (docs/outputs.md per-phase times); is this flowsteer too old?")
     return float(times["total"]) - float(times.get("compile") or 0.0)
 
 

@@ -27,13 +27,13 @@ pub struct RunSpec {
     pub reward_on: RewardOn,
     pub potential: Potential,
     pub resample: ResampleScheme,
-    /// Adaptive resampling threshold τ: resample only when ESS < τ·N (SPEC §5). None: always.
+    /// Adaptive resampling threshold τ: resample only when ESS < τ·N (docs/steering.md). None: always.
     pub adaptive_ess: Option<f32>,
     pub seed: u64,
 }
 
-/// `groups` independent populations of `n` particles each (SPEC §5 `groups`). Particle `i` of
-/// group `g` has the global index `g·n + i`, which is also its random-number counter (SPEC §3).
+/// `groups` independent populations of `n` particles each (docs/steering.md `groups`). Particle `i` of
+/// group `g` has the global index `g·n + i`, which is also its random-number counter (docs/random.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub n: usize,
@@ -49,11 +49,11 @@ impl Layout {
 /// Where the starting points come from.
 #[derive(Clone, Copy, Debug)]
 pub enum Init<'a> {
-    /// `x0 ~ N(0, I)` from Philox, purpose `InitialNoise`, step 0 (SPEC §3).
+    /// `x0 ~ N(0, I)` from Philox, purpose `InitialNoise`, step 0 (docs/random.md).
     Noise,
     /// Given starting points, `[total, D]` row-major (the `--init` file).
     Given(&'a [f32]),
-    /// Zeroth-order search candidates (SPEC §8): candidate `i` is `pivot + u_i`, `u_i` uniform in
+    /// Zeroth-order search candidates (docs/search.md): candidate `i` is `pivot + u_i`, `u_i` uniform in
     /// the ball of radius `radius`, drawn with purpose `SearchPerturbation`, step = `cycle`.
     /// Candidate 0 of each group is the pivot itself, so the best never gets worse.
     AroundPivot { pivot: &'a [f32], radius: f32, cycle: u32 },
@@ -67,11 +67,11 @@ pub struct WeighAt {
     /// 0-based index k of this resampling point in the schedule (used for the trace).
     pub index: usize,
     /// The last resampling point, at t = 1: the reward is on the sample itself and the terminal
-    /// correction applies (SPEC §5).
+    /// correction applies (docs/steering.md).
     pub is_final: bool,
 }
 
-/// Per-group results of one weighing (SPEC §5); all reductions in f64.
+/// Per-group results of one weighing (docs/steering.md); all reductions in f64.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct GroupWeights {
     /// `log Σ_i W_{k−1,i}·G_{k,i}`, the log Ẑ increment.
@@ -82,7 +82,7 @@ pub struct GroupWeights {
     pub max_log_weight: f64,
     /// Particles whose reward or weight was NaN or +inf (counted as −inf).
     pub nonfinite: u64,
-    /// Every log-weight was −inf: resampling falls back to uniform (SPEC §5).
+    /// Every log-weight was −inf: resampling falls back to uniform (docs/steering.md).
     pub all_neg_inf: bool,
     /// Mean reward of the group at this step (on x̂1 or x_t, as evaluated).
     pub mean_reward: f64,
@@ -147,12 +147,12 @@ pub trait Backend {
     fn propagate(&mut self, spec: &RunSpec, p: &mut Self::Particles, steps: Range<usize>) -> anyhow::Result<()>;
 
     /// Rewards, potential update and log-weights at a resampling point, with the per-group
-    /// reductions of SPEC §5 (the new log-potential is added to the carried log-weight).
+    /// reductions of docs/steering.md (the new log-potential is added to the carried log-weight).
     fn weigh(&mut self, spec: &RunSpec, p: &mut Self::Particles, at: WeighAt) -> anyhow::Result<Vec<GroupWeights>>;
 
     /// Resamples each group by `spec.resample` (skipping groups whose ESS ≥ τ·N when adaptive),
     /// gathers every per-particle state, and resets the log-weights of resampled groups.
-    /// `step` is the grid index, the counter of the resampling uniforms (SPEC §3).
+    /// `step` is the grid index, the counter of the resampling uniforms (docs/random.md).
     fn resample(
         &mut self,
         spec: &RunSpec,
@@ -198,7 +198,7 @@ pub trait Backend {
     /// the layout becomes `{ n: n·copies, groups }`.
     fn replicate(&mut self, p: &mut Self::Particles, copies: usize) -> anyhow::Result<()>;
 
-    /// Renoises every particle from grid index `from` back to `to < from` (SPEC §2), noise with
+    /// Renoises every particle from grid index `from` back to `to < from` (docs/samplers.md), noise with
     /// purpose `Renoising`, step = `round` (a method-chosen index, distinct per round).
     fn renoise(&mut self, spec: &RunSpec, p: &mut Self::Particles, from: usize, to: usize, form: RenoiseForm, round: u32)
         -> anyhow::Result<()>;

@@ -7,7 +7,7 @@
 //!   34,048 per midpoint step of the default model), and the fraction of the FP32 limit;
 //! * `potential`: one weighing ([`Backend::weigh`]: x̂1, reward, potential, log-weights);
 //! * `resample`: one resampling with its gather ([`Backend::resample`]); particles/s and GB/s;
-//! * `steer`: a whole FK run through [`Backend::interval`] (SPEC §5–7 default schedule).
+//! * `steer`: a whole FK run through [`Backend::interval`] (docs/steering.md, docs/resampling.md, docs/schedules.md default schedule).
 //!
 //! Every row is generic over [`Backend`]; a primitive that a backend does not implement yet shows
 //! as `n/a (reason)`. The FP32 limit on the CPU is the FMA peak of the pool's threads ([`peak`]),
@@ -363,7 +363,7 @@ fn measure_row<B: Backend>(backend: &mut B, spec: &RunSpec, n: usize, phase: Pha
                 Ok((tm, n as f64, 0.0, n as f64 * (8.0 + 2.0 * (4.0 * dim + 12.0))))
             }
             Phase::Steer => {
-                // SPEC §7's default schedule (5 points from t = 0.6 to 0.95, plus the final time).
+                // docs/schedules.md's default schedule (5 points from t = 0.6 to 0.95, plus the final time).
                 let mut points = ScheduleSpec::default().resolve(spec.sampler.steps).map_err(anyhow::Error::msg)?.steps;
                 if let Some(k) = args.profile {
                     points.truncate(k);

@@ -17,7 +17,7 @@ pub struct ModelArgs {
     pub model: PathBuf,
 }
 
-/// `--sampler`, `--steps`, `--k`, `--sde-form` (SPEC §2).
+/// `--sampler`, `--steps`, `--k`, `--sde-form` (docs/samplers.md).
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplerArgs {
     /// Integrator: midpoint (ODE, 2 evaluations per step), euler (ODE, 1), or sde

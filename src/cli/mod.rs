@@ -24,13 +24,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train the velocity MLP on the 2-D checkerboard (SPEC §10) with the flow-matching loss.
+    /// Train the velocity MLP on the 2-D checkerboard (docs/quality.md) with the flow-matching loss.
     Train(train::Args),
     /// Sample the model with an ODE or SDE sampler and write samples.npy and summary.json.
     Sample(sample::Args),
-    /// Feynman–Kac steering towards high reward (SPEC §5–7).
+    /// Feynman–Kac steering towards high reward (docs/steering.md, docs/resampling.md, docs/schedules.md).
     Steer(steer::Args),
-    /// Search baselines: best-of-N, zeroth-order noise search, search over paths (SPEC §8).
+    /// Search baselines: best-of-N, zeroth-order noise search, search over paths (docs/search.md).
     Search(search::Args),
     /// Measure throughput of the hot loop and of whole runs.
     Bench(bench::Args),

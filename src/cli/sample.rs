@@ -1,5 +1,5 @@
-//! `flowsteer sample`: run the model's sampler (SPEC §2) on N particles and write
-//! `samples.npy` and `summary.json` (SPEC §9), with the checkerboard quality measures of SPEC §10
+//! `flowsteer sample`: run the model's sampler (docs/samplers.md) on N particles and write
+//! `samples.npy` and `summary.json` (docs/outputs.md), with the checkerboard quality measures of docs/quality.md
 //! when the model is 2-D. The run itself is `crate::run::sample`.
 
 use std::path::PathBuf;
@@ -18,7 +18,7 @@ pub struct Args {
     /// Number of particles N [default: 10000, or the rows of --init].
     #[arg(long)]
     pub particles: Option<usize>,
-    /// Seed of the initial noise and of the SDE noise (Philox, SPEC §3): the same seed gives the
+    /// Seed of the initial noise and of the SDE noise (Philox, docs/random.md): the same seed gives the
     /// same samples bit for bit on the same backend, whatever the number of threads.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

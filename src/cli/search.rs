@@ -1,4 +1,4 @@
-//! `flowsteer search bon|zeroth|paths`: the search baselines of SPEC §8, each reporting its NFE
+//! `flowsteer search bon|zeroth|paths`: the search baselines of docs/search.md, each reporting its NFE
 //! so that methods compare with FK steering at equal compute.
 
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub struct PathsArgs {
     /// Forward span Δb (rounded to whole grid steps; needs Δb > Δf).
     #[arg(long, default_value_t = 0.2, allow_hyphen_values = true)]
     pub delta_b: f64,
-    /// Renoising form (SPEC §2): exact for the OT path, or the legacy x + (t−s)·ξ.
+    /// Renoising form (docs/samplers.md): exact for the OT path, or the legacy x + (t−s)·ξ.
     #[arg(long, value_enum, default_value_t)]
     pub renoise: RenoiseForm,
     /// Keep the K best of each group at the end.

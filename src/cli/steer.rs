@@ -1,4 +1,4 @@
-//! `flowsteer steer`: Feynman–Kac steering (SPEC §5–7), and the options every particle command
+//! `flowsteer steer`: Feynman–Kac steering (docs/steering.md, docs/resampling.md, docs/schedules.md), and the options every particle command
 //! shares with `flowsteer search` ([`CommonArgs`]).
 //!
 //! With no options it steers the checkerboard model towards the Gaussian reward around
@@ -41,7 +41,7 @@ pub struct CommonArgs {
     pub reward_on: RewardOn,
     #[command(flatten)]
     pub sampler: SamplerArgs,
-    /// Seed of every random draw (SPEC §3).
+    /// Seed of every random draw (docs/random.md).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[command(flatten)]
@@ -68,7 +68,7 @@ pub struct Args {
     /// Particles per group N [default: 4096, or the rows of --init divided by --groups].
     #[arg(long)]
     pub particles: Option<usize>,
-    /// Independent populations run side by side (SPEC §5 `groups`).
+    /// Independent populations run side by side (docs/steering.md `groups`).
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
     /// Potential (docs/steering.md).
@@ -80,21 +80,21 @@ pub struct Args {
     /// Start of the running max / previous reward of `max` and `diff`.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub r_min: f32,
-    /// Resampling scheme (SPEC §6).
+    /// Resampling scheme (docs/resampling.md).
     #[arg(long, value_enum, default_value_t)]
     pub resample: ResampleScheme,
-    /// Resampling points between --t-start and --t-end (SPEC §7).
+    /// Resampling points between --t-start and --t-end (docs/schedules.md).
     #[arg(long, default_value_t = 5)]
     pub resample_count: usize,
     /// Resample every K grid steps between --t-start and --t-end instead (not with
     /// --resample-count; docs/schedules.md).
     #[arg(long, value_name = "K", conflicts_with = "resample_count")]
     pub resample_every: Option<usize>,
-    /// Start of the resampling range: the first point (SPEC §7).
+    /// Start of the resampling range: the first point (docs/schedules.md).
     #[arg(long, default_value_t = 0.6, allow_hyphen_values = true)]
     pub t_start: f64,
     /// End of the resampling range: points sit at t_start + j·(t_end − t_start)/count, j < count,
-    /// and the final time t = 1 is always added (SPEC §7).
+    /// and the final time t = 1 is always added (docs/schedules.md).
     #[arg(long, default_value_t = 0.95, allow_hyphen_values = true)]
     pub t_end: f64,
     /// Resample only when ESS < TAU·N (TAU defaults to 0.5 when the flag is bare); off by default.

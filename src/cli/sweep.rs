@@ -28,7 +28,7 @@ pub struct Args {
     /// Seeds per point: seeds 0..N.
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// The reward (SPEC §4), as for `steer`.
+    /// The reward (docs/rewards.md), as for `steer`.
     #[arg(long, default_value = "point([2,0.5])")]
     pub reward: String,
     /// Output directory: sweep.csv, sweep.json, scaling.png.
@@ -40,13 +40,13 @@ pub struct Args {
     /// Engines, comma-separated (auto, cpu, cuda); throughput is plotted per engine.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
     pub backend: Vec<BackendChoice>,
-    /// The velocity model (safetensors, SPEC §1).
+    /// The velocity model (safetensors, docs/model.md).
     #[arg(long, value_name = "PATH", default_value = "models/checkerboard.safetensors")]
     pub model: PathBuf,
     /// Time steps of every sampler.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
-    /// Diffusion scale k of the SDE that FK steering and plain sampling use (SPEC §2).
+    /// Diffusion scale k of the SDE that FK steering and plain sampling use (docs/samplers.md).
     #[arg(long, default_value_t = 0.1)]
     pub k: f32,
     /// λ of the FK potentials.
@@ -322,7 +322,7 @@ mod tests {
     }
 
     /// Every method on the CPU backend, tiny: one row per point, the NFE each method reports
-    /// (SPEC §8: best-of-N N·2·steps with the midpoint; zeroth-order N·C·2·steps), and the plot.
+    /// (docs/search.md: best-of-N N·2·steps with the midpoint; zeroth-order N·C·2·steps), and the plot.
     #[test]
     fn a_tiny_real_sweep_writes_every_point_and_the_plot() {
         let dir = tempfile::tempdir().unwrap();

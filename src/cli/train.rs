@@ -1,6 +1,6 @@
-//! `flowsteer train`: trains the velocity MLP on the 2-D checkerboard (SPEC §10) with the
-//! flow-matching loss of the OT path (SPEC §2) and Adam, on all CPU cores, then reports the
-//! model's quality (SPEC §10) and writes it as safetensors (SPEC §1, prefix `net`).
+//! `flowsteer train`: trains the velocity MLP on the 2-D checkerboard (docs/quality.md) with the
+//! flow-matching loss of the OT path (docs/samplers.md) and Adam, on all CPU cores, then reports the
+//! model's quality (docs/quality.md) and writes it as safetensors (docs/model.md, prefix `net`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Samples drawn after training to report the quality (on-square fraction and energy
-    /// distance to fresh data, SPEC §10); 0 skips the evaluation.
+    /// distance to fresh data, docs/quality.md); 0 skips the evaluation.
     #[arg(long, default_value_t = 100_000)]
     pub eval_samples: usize,
     /// Midpoint steps of the evaluation's sampler.

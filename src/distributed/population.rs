@@ -1,9 +1,9 @@
-//! One rank's share of a population on the CPU, and the global weighing of SPEC §5 across ranks
+//! One rank's share of a population on the CPU, and the global weighing of docs/steering.md across ranks
 //! (docs/steering.md, docs/distributed.md).
 //!
 //! A rank holds global indices `range` of `layout` (groups of `n`; a group may span ranks). The
 //! per-particle work (integration, rewards, the potential update) is the CPU backend's, keyed by
-//! the global index (SPEC §3), so it is the same whatever P. The per-group reductions are made
+//! the global index (docs/random.md), so it is the same whatever P. The per-group reductions are made
 //! independent of P by an exact accumulator: weights relative to the group's maximum are taken in
 //! fixed point with 64 fractional bits (`floor(exp(lw − max)·2^64)`, see [`weight_fx`]) and
 //! summed in `u128`, where addition is associative — every rank then reads the same sums, bit for
@@ -35,7 +35,7 @@ pub fn to_fx(x: f64) -> u128 {
 }
 
 /// The weight `exp(lw − max)` in fixed point; 0 for −inf; `FX_ONE` for every particle when the
-/// whole group is −inf (`max = −inf`: uniform resampling, SPEC §5).
+/// whole group is −inf (`max = −inf`: uniform resampling, docs/steering.md).
 pub fn weight_fx(lw: f64, max: f64) -> u128 {
     if max == f64::NEG_INFINITY {
         FX_ONE
@@ -209,7 +209,7 @@ impl Weighed {
     }
 }
 
-/// SPEC §5's weighing at grid index `step` across ranks: rewards and potential update here, then
+/// docs/steering.md's weighing at grid index `step` across ranks: rewards and potential update here, then
 /// two collectives (the group maxima, then the exact sums), so every rank returns the same
 /// [`GroupWeights`] for every group. `spacings_at`: the grid index of a multinomial resampling
 /// that follows (its spacing sums ride along with the second collective).

@@ -1,5 +1,5 @@
 //! Which particles a rank holds: P contiguous shares of the global population, and the parts
-//! of each group (SPEC §5 `groups`) a share covers. A group may span ranks.
+//! of each group (docs/steering.md `groups`) a share covers. A group may span ranks.
 
 use std::ops::Range;
 

@@ -1,4 +1,4 @@
-//! Feynman–Kac steering (SPEC §5–7), written once for every backend.
+//! Feynman–Kac steering (docs/steering.md, docs/resampling.md, docs/schedules.md), written once for every backend.
 //!
 //! The loop: integrate to the next resampling point, weigh (reward on x̂1 or x_t, potential,
 //! carried log-weights, per-group ESS and log Ẑ increment), resample (or carry, under adaptive
@@ -35,13 +35,13 @@ pub struct FkConfig {
 }
 
 /// The resampling points for `spec`: the schedule for potentials that weigh at intermediate
-/// steps, only the final time for `is` and `bon` (SPEC §5).
+/// steps, only the final time for `is` and `bon` (docs/steering.md).
 pub fn resolve_schedule(spec: &RunSpec, schedule: &ScheduleSpec) -> Result<Schedule, String> {
     let s = schedule.resolve(spec.sampler.steps)?;
     Ok(if spec.potential.kind.resamples_intermediate() { s } else { Schedule::final_only(spec.sampler.steps) })
 }
 
-/// Runs FK steering from `init` (SPEC §5). For `bon` the final particles are sorted by reward,
+/// Runs FK steering from `init` (docs/steering.md). For `bon` the final particles are sorted by reward,
 /// best first.
 pub fn steer<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<RunResult> {
     steer_tempered(backend, spec, cfg, Tempering::Constant, init)

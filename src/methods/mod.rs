@@ -1,4 +1,4 @@
-//! The methods of SPEC §5–8, written once against [`crate::backend::Backend`].
+//! The methods of docs/steering.md, docs/resampling.md, docs/schedules.md, docs/search.md, written once against [`crate::backend::Backend`].
 //!
 //! Each method drives a backend through its primitives and returns a [`RunResult`], the one
 //! shape the CLI (files, summaries) and the sweep read. No method branches on the backend.
@@ -156,7 +156,7 @@ pub struct RunResult {
     /// Particle-steps integrated, all groups together.
     pub particle_steps: u64,
     pub times: PhaseTimes,
-    /// NaN/+inf rewards or weights met (SPEC §5).
+    /// NaN/+inf rewards or weights met (docs/steering.md).
     pub nonfinite: u64,
     /// Weighings at which a whole group was −inf (resampled uniformly).
     pub all_neg_inf_events: u64,

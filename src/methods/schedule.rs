@@ -1,4 +1,4 @@
-//! Resampling schedules (SPEC §7): which grid indices FK steering weighs and resamples at.
+//! Resampling schedules (docs/schedules.md): which grid indices FK steering weighs and resamples at.
 
 use std::fmt;
 
@@ -50,7 +50,7 @@ impl ScheduleSpec {
         Ok(())
     }
 
-    /// The grid indices for `steps` grid steps (SPEC §7): the index nearest to
+    /// The grid indices for `steps` grid steps (docs/schedules.md): the index nearest to
     /// `t_start + j·(t_end − t_start)/count` for `j = 0..count−1`, or every `every` steps from
     /// the index nearest `t_start` up to the one nearest `t_end`; indices 0 (nothing to weigh at
     /// the noise) and duplicates are dropped; the final index `steps` is always added.
@@ -74,7 +74,7 @@ impl ScheduleSpec {
 }
 
 impl Schedule {
-    /// Only the final time (potentials `is` and `bon`, SPEC §5).
+    /// Only the final time (potentials `is` and `bon`, docs/steering.md).
     pub fn final_only(steps: usize) -> Schedule {
         Schedule { steps: vec![steps], grid: steps, merged: 0 }
     }

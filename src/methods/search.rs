@@ -1,4 +1,4 @@
-//! The search baselines of SPEC §8: best-of-N, zeroth-order search, search over paths.
+//! The search baselines of docs/search.md: best-of-N, zeroth-order search, search over paths.
 //! Same primitives as FK steering, other orchestration; each counts its model evaluations so
 //! that methods compare at equal compute.
 
@@ -43,7 +43,7 @@ pub struct PathsConfig {
     pub top_k: usize,
 }
 
-/// Grid steps of a search over paths, resolved and checked (SPEC §8: `Δb > Δf > h`).
+/// Grid steps of a search over paths, resolved and checked (docs/search.md: `Δb > Δf > h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PathsGrid {
     pub start: usize,
@@ -100,7 +100,7 @@ impl PathsConfig {
     }
 }
 
-/// Best-of-N (SPEC §8).
+/// Best-of-N (docs/search.md).
 pub fn best_of_n<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &BonConfig, init: Init<'_>) -> anyhow::Result<RunResult> {
     let clock = Clock::start();
     let layout = cfg.layout;
@@ -120,7 +120,7 @@ pub fn best_of_n<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &BonConfig, i
     Ok(res)
 }
 
-/// Zeroth-order search (SPEC §8): each cycle runs the `M` candidates around the pivot (candidate
+/// Zeroth-order search (docs/search.md): each cycle runs the `M` candidates around the pivot (candidate
 /// 0 is the pivot itself) through the sampler and moves the pivot to the best candidate's
 /// starting noise. Returns the best sample of each group.
 pub fn zeroth_order<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &ZerothConfig) -> anyhow::Result<RunResult> {
@@ -171,7 +171,7 @@ pub fn zeroth_order<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &ZerothCon
     Ok(res)
 }
 
-/// Search over paths (SPEC §8): N noises by the sampler to `t_start`; then while
+/// Search over paths (docs/search.md): N noises by the sampler to `t_start`; then while
 /// `t − Δf + Δb < 1`: M copies of each state, renoise to `t − Δf` (round r = the Renoising step
 /// counter), integrate to `t − Δf + Δb`, score, keep the best N; finally integrate to 1 and
 /// keep the `top_k` best.

@@ -1,4 +1,4 @@
-//! The model's safetensors file (SPEC §1, README "Model files"): the `nn.Sequential` layout
+//! The model's safetensors file (docs/model.md, README "Model files"): the `nn.Sequential` layout
 //! read and written, and every way a file can fail to fit, named with the tensor and the fix.
 
 use std::collections::BTreeMap;
@@ -40,7 +40,7 @@ pub enum ModelError {
 }
 
 impl Mlp {
-    /// Loads a safetensors file in the `nn.Sequential` layout of SPEC §1.
+    /// Loads a safetensors file in the `nn.Sequential` layout of docs/model.md.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|error| ModelError::Io { path: shown.clone(), error })?;

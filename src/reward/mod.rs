@@ -1,4 +1,4 @@
-//! Rewards `r : R^D → R` (SPEC §4, docs/rewards.md): built-in terms, their weighted sums, and
+//! Rewards `r : R^D → R` (docs/rewards.md, docs/rewards.md): built-in terms, their weighted sums, and
 //! general expressions over `x` and `t` ([`expr`]); a reward computed by the user's own program
 //! is [`command`].
 //!
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use expr::{CheckError, Expr, Program};
 
-/// Where intermediate rewards are evaluated (SPEC §4); the final reward is always on the sample.
+/// Where intermediate rewards are evaluated (docs/rewards.md); the final reward is always on the sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RewardOn {
@@ -27,7 +27,7 @@ pub enum RewardOn {
     Xt,
 }
 
-/// One built-in reward term (SPEC §4).
+/// One built-in reward term (docs/rewards.md).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Term {
@@ -116,7 +116,7 @@ pub struct Reward {
     pub eps: f32,
 }
 
-/// The distance floor of `obstacle` (SPEC §4).
+/// The distance floor of `obstacle` (docs/rewards.md).
 pub const OBSTACLE_MIN_DISTANCE: f32 = 1e-6;
 /// The default `eps` of `point` and `line`.
 pub const DEFAULT_EPS: f32 = 1e-3;

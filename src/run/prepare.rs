@@ -131,7 +131,7 @@ pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
     Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Checks a particle count: at least 1, and at most 2^36 (the particle index of SPEC §3 has 64
+/// Checks a particle count: at least 1, and at most 2^36 (the particle index of docs/random.md has 64
 /// bits, but a larger population could not be held as `[N, D]` f32 on any machine we target).
 pub fn validate_particles(n: usize, option: &str) -> anyhow::Result<usize> {
     if n == 0 {

@@ -18,7 +18,7 @@ use crate::sampler::Sampler;
 
 /// Particles when neither `--particles` nor `--init` is given.
 pub const DEFAULT_PARTICLES: usize = 10_000;
-/// At most this many samples enter the energy distance (SPEC §10); more only cost time, since
+/// At most this many samples enter the energy distance (docs/quality.md); more only cost time, since
 /// the estimator's standard error is already ≈ 3·10^-4 at this size (see `checkerboard`).
 pub const ENERGY_SAMPLES: usize = 100_000;
 
@@ -36,7 +36,7 @@ pub fn sampling_spec(model: Mlp, sampler: Sampler, seed: u64) -> RunSpec {
     }
 }
 
-/// Wall-clock seconds of each phase (SPEC §9).
+/// Wall-clock seconds of each phase (docs/outputs.md).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PhaseTimes {
     pub load: f64,
@@ -68,7 +68,7 @@ pub fn sample_on<B: Backend>(
     let steps = spec.sampler.steps;
     let bar = progress_bar(steps as u64);
     // Chunks of steps give the same result as one call (every draw is addressed by particle and
-    // step, SPEC §3); they only let the progress bar move.
+    // step, docs/random.md); they only let the progress bar move.
     let chunk = (steps / 50).max(1);
     let mut done = 0;
     while done < steps {
@@ -109,11 +109,11 @@ pub struct SampleSummaryConfig {
     pub out: String,
 }
 
-/// Throughput of the propagate phase (SPEC §9).
+/// Throughput of the propagate phase (docs/outputs.md).
 #[derive(Debug, serde::Serialize)]
 pub struct Throughput {
     pub particle_steps: u64,
-    /// Velocity evaluations: particle-steps × evaluations per step (SPEC §8's NFE, all particles).
+    /// Velocity evaluations: particle-steps × evaluations per step (docs/search.md's NFE, all particles).
     pub nfe: u64,
     pub particle_steps_per_s: f64,
     pub nfe_per_s: f64,
@@ -121,7 +121,7 @@ pub struct Throughput {
     pub gflops: f64,
 }
 
-/// Quality of 2-D samples against the checkerboard (SPEC §10).
+/// Quality of 2-D samples against the checkerboard (docs/quality.md).
 #[derive(Debug, serde::Serialize)]
 pub struct Quality {
     /// Fraction of all samples on the data squares.
@@ -148,7 +148,7 @@ pub struct SampleSummary {
     pub quality: Option<Quality>,
 }
 
-/// The SPEC §10 measures for 2-D samples.
+/// The docs/quality.md measures for 2-D samples.
 pub fn quality(rows: &[f32], seed: u64) -> Quality {
     let on_square_fraction = checkerboard::on_square_fraction(rows);
     let m = (rows.len() / 2).min(ENERGY_SAMPLES);

@@ -1,5 +1,5 @@
 //! The activations in f32 for the CPU hot loop and training: branch-free element-wise maths
-//! (a polynomial `exp`/`expm1`, SPEC §1's activations and their derivatives) that the compiler
+//! (a polynomial `exp`/`expm1`, docs/model.md's activations and their derivatives) that the compiler
 //! vectorises when applied over a slice ([`activate`], [`activate_grad`]).
 
 use crate::model::Activation;
@@ -94,7 +94,7 @@ fn tanh_f32(u: f32) -> f32 {
 const GELU_C: f32 = 0.797_884_6; // sqrt(2/pi)
 const GELU_A: f32 = 0.044715;
 
-/// The activation of SPEC §1, in the vectorisable forms above (agrees with
+/// The activation of docs/model.md, in the vectorisable forms above (agrees with
 /// [`Activation::apply`] to a few ulp; the f64 reference is `model::apply_f64`).
 #[inline(always)]
 pub fn activation_f32(act: Activation, x: f32) -> f32 {

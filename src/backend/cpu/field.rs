@@ -33,7 +33,7 @@ impl VelocityField for Mlp {
     }
 }
 
-/// The exact OT velocity of data `N(μ, s²I)` (SPEC §2's path `x_t = t·x1 + (1−t)·x0`).
+/// The exact OT velocity of data `N(μ, s²I)` (docs/samplers.md's path `x_t = t·x1 + (1−t)·x0`).
 ///
 /// `x_t ~ N(tμ, σ_t²I)` with `σ_t² = t²s² + (1−t)²`, and per coordinate
 /// `Cov(x1 − x0, x_t) = t·s² − (1−t)`. Jointly Gaussian, so

@@ -2,8 +2,8 @@
 //! where there is no GPU. Rayon over blocks of particles; the hot loop is in [`propagate`].
 //!
 //! The semantics of each primitive (which the CUDA backend mirrors) are written at its method
-//! below; the arithmetic itself lives in one place each: `crate::potential` (SPEC §5),
-//! `crate::resample` (SPEC §6), `crate::sampler` (SPEC §2), `crate::reward` (SPEC §4).
+//! below; the arithmetic itself lives in one place each: `crate::potential` (docs/steering.md),
+//! `crate::resample` (docs/resampling.md), `crate::sampler` (docs/samplers.md), `crate::reward` (docs/rewards.md).
 
 pub mod field;
 pub mod activation;
@@ -30,7 +30,7 @@ pub struct CpuParticles {
     pub dim: usize,
     /// Positions, `x[d·total + i]`.
     pub x: Vec<f32>,
-    /// Potential state carried along the ancestry (SPEC §5).
+    /// Potential state carried along the ancestry (docs/steering.md).
     pub state: Vec<PotentialState>,
     /// Log-weights carried since the last resampling (f64: see `crate::potential`).
     pub log_w: Vec<f64>,
@@ -73,7 +73,7 @@ impl CpuBackend {
     }
 
     /// Rewards of every particle at grid index `step`: on the state itself when `on_sample`
-    /// (the final reward, SPEC §4) or `reward_on = xt`, else on `x̂1 = x + (1−t)·v(t, x)`.
+    /// (the final reward, docs/rewards.md) or `reward_on = xt`, else on `x̂1 = x + (1−t)·v(t, x)`.
     fn rewards(&self, spec: &RunSpec, p: &CpuParticles, step: usize, on_sample: bool) -> anyhow::Result<Vec<f32>> {
         let (total, dim) = (p.total(), p.dim);
         let hat;
@@ -127,7 +127,7 @@ fn log_sum_exp(lw: &[f64]) -> (f64, f64, f64, f64) {
     (max + s1.ln(), max, s1, s2)
 }
 
-/// Candidate `i` of a zeroth-order search (SPEC §8) around `pivot` (D entries), global index
+/// Candidate `i` of a zeroth-order search (docs/search.md) around `pivot` (D entries), global index
 /// `particle`: the pivot itself for `i = 0`, else `pivot + ρ·u^(1/D)·z/|z|`, uniform in the ball,
 /// with `z` the D normals at (particle, cycle, SearchPerturbation, draws 0..⌈D/4⌉) and `u` lane 0
 /// of draw ⌈D/4⌉ (`crate::rng`'s counter layout).
@@ -165,7 +165,7 @@ pub fn rank_order(scores: &[f32], i: usize, j: usize) -> std::cmp::Ordering {
 /// A short description of this CPU, e.g. "x86_64, 2 threads, avx2+fma".
 /// The starting noise of `total` particles in `dim` dimensions, coordinate-major
 /// (`x[d·total + i]`, the CPU layout): particle i's normal vector at step 0, purpose
-/// InitialNoise (SPEC §3), so every backend and tool starts from the same points.
+/// InitialNoise (docs/random.md), so every backend and tool starts from the same points.
 pub fn initial_noise(seed: u64, dim: usize, total: usize) -> Vec<f32> {
     let rng = Philox::new(seed);
     let mut x = vec![0f32; dim * total];
@@ -260,7 +260,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    /// SPEC §5 at grid index `at.step` (t = step/steps): the reward on the sample when final,
+    /// docs/steering.md at grid index `at.step` (t = step/steps): the reward on the sample when final,
     /// else on x̂1 (or x_t); `(log G, state') = potential.update(state, r, is_final)`;
     /// `lw' = lw + log G`, NaN/+inf → −inf (counted); per group in f64: max, ESS = (Σw)²/Σw² with
     /// `w = exp(lw' − max)`, log Ẑ increment = logsumexp(lw') − logsumexp(lw), mean of the
@@ -405,7 +405,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    /// `x ← a·x + b·ξ` with `(a, b) = renoise_coefficients(form, t_from, t_to)` (SPEC §2),
+    /// `x ← a·x + b·ξ` with `(a, b) = renoise_coefficients(form, t_from, t_to)` (docs/samplers.md),
     /// `ξ` the normals at (global index, step = `round`, Renoising).
     fn renoise(&mut self, spec: &RunSpec, p: &mut CpuParticles, from: usize, to: usize, form: RenoiseForm, round: u32) -> anyhow::Result<()> {
         ensure!(to < from && from <= spec.sampler.steps, "renoising must go back in time: from grid index {from} to {to}");

@@ -1,5 +1,5 @@
 //! The CPU hot loop: the MLP evaluated for a block of particles at a time, fused into the
-//! integrator step (SPEC §1–2).
+//! integrator step (docs/model.md, docs/samplers.md).
 //!
 //! * Layout: particles are stored as structure of arrays (`x[d·total + i]`). A block of [`BLOCK`]
 //!   particles is copied into per-thread scratch that stays in L1, runs every step of the
@@ -16,7 +16,7 @@
 //!   chosen at run time when the CPU has both, and a portable one. Both call `f32::mul_add`, so
 //!   they round identically (the portable one calls libm's correctly rounded `fmaf`, slowly):
 //!   the bits of a result never depend on which version ran.
-//! * Blocks are independent and every random number is addressed by (particle, step) (SPEC §3),
+//! * Blocks are independent and every random number is addressed by (particle, step) (docs/random.md),
 //!   so the result does not depend on the number of threads.
 //!
 //! The same kernels ([`affine`], [`activate`], [`activate_grad`]) serve training (`crate::train`).
@@ -201,7 +201,7 @@ impl StepScratch {
     }
 }
 
-/// One step of the sampler for one block (SPEC §2); lanes `len..BLOCK` are padding.
+/// One step of the sampler for one block (docs/samplers.md); lanes `len..BLOCK` are padding.
 #[inline(always)]
 fn integrate_step_body(model: &PackedMlp, sampler: &Sampler, rng: &Philox, s: &mut StepScratch, step: usize, first: u64, len: usize) {
     let dim = model.dim;

@@ -9,7 +9,7 @@
 //! | buffer | bytes | use |
 //! |---|---|---|
 //! | `x` | 4·D | positions, SoA `x[d·stride + i]` |
-//! | `carried`, `acc` | 8 + 8 | potential state, f64 (SPEC §5, docs/steering.md) |
+//! | `carried`, `acc` | 8 + 8 | potential state, f64 (docs/steering.md, docs/steering.md) |
 //! | `lw` | 8 | log-weights, f64; doubles as the "chosen" marks and gather staging while resampling |
 //! | `root` | 4 | ancestry ids |
 //! | `anc` | 4 | ancestors; scores for the search methods |
@@ -18,6 +18,11 @@
 //! Total `8·D + 44` bytes, plus per group 64 bytes of results and per tile of 1,024 particles
 //! 96 bytes of partial sums: 60.1 bytes per particle for the default model, so 10^9 particles
 //! need about 60 GB and fit an 80 GB H100.
+//!
+//! Why one file of ~950 lines: every `Backend` primitive here is a short sequence of launches over
+//! the same particle buffers and graph state; split by primitive, each part would reach into the
+//! others' buffers. The launch checks, memory fit and device abstraction live in gpu.rs, driver.rs,
+//! modules.rs and occupancy.rs.
 
 use std::collections::HashMap;
 use std::ops::Range;

@@ -1,4 +1,4 @@
-//! Device code for a run's reward (SPEC §4, docs/rewards.md), generated from its terms.
+//! Device code for a run's reward (docs/rewards.md, docs/rewards.md), generated from its terms.
 //!
 //! The output defines `__device__ float fs_reward(const float x[FS_D], float t)` and is pasted in
 //! front of `kernels/potential.cu`. Every operation follows [`crate::reward::Term::eval`] in the

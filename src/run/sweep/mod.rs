@@ -67,21 +67,21 @@ pub struct SweepConfig {
     pub within: f32,
 }
 
-/// The methods a sweep compares (SPEC §5–8): FK steering with three potentials, the three search
+/// The methods a sweep compares (docs/steering.md, docs/resampling.md, docs/schedules.md, docs/search.md): FK steering with three potentials, the three search
 /// baselines and plain sampling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum SweepMethod {
-    /// FK steering, `max` potential (SPEC §5).
+    /// FK steering, `max` potential (docs/steering.md).
     FkMax,
     /// FK steering, `add` potential.
     FkAdd,
     /// FK steering, `diff` potential.
     FkDiff,
-    /// Best-of-N (SPEC §8).
+    /// Best-of-N (docs/search.md).
     Bon,
-    /// Zeroth-order noise search (SPEC §8).
+    /// Zeroth-order noise search (docs/search.md).
     Zeroth,
-    /// Search over paths (SPEC §8).
+    /// Search over paths (docs/search.md).
     Paths,
     /// Plain sampling, no steering: the baseline every curve starts from.
     Plain,
@@ -161,7 +161,7 @@ pub struct PointOutcome {
     /// (search methods).
     pub samples: Vec<f32>,
     pub dim: usize,
-    /// Model evaluations spent (SPEC §8).
+    /// Model evaluations spent (docs/search.md).
     pub nfe: u64,
     /// particles × steps integrated (for particle-steps/s).
     pub particle_steps: u64,
@@ -179,7 +179,7 @@ pub trait PointRunner {
 /// A test a sample passes or fails (on the checkerboard's squares).
 pub type SampleTest<'a> = &'a dyn Fn(&[f32]) -> bool;
 
-/// The statistics of one point's samples (SPEC §10: reward, fraction within the radius of the
+/// The statistics of one point's samples (docs/quality.md: reward, fraction within the radius of the
 /// target, on-square fraction).
 pub fn row_from_outcome(
     point: &Point,

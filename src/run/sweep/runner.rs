@@ -32,7 +32,7 @@ pub struct Shared {
 
 impl Shared {
     /// The run specification of `method` at `seed`: FK steering and plain sampling on the SDE,
-    /// the search methods on the midpoint ODE (SPEC §8 runs candidates "through the ODE").
+    /// the search methods on the midpoint ODE (docs/search.md runs candidates "through the ODE").
     fn spec(&self, method: SweepMethod, seed: u64) -> RunSpec {
         let sde = Sampler { kind: SamplerKind::Sde, steps: self.steps, k: self.k, form: SdeForm::Marginal };
         let ode = Sampler { kind: SamplerKind::Midpoint, steps: self.steps, ..Sampler::default() };
