@@ -32,7 +32,7 @@ fn spec() -> RunSpec {
         sampler: Sampler { kind: SamplerKind::Midpoint, steps: 100, k: 0.1, form: SdeForm::Marginal },
         reward: "obstacle([0.75,0.75], 0.5, 0.3, 1.0)".parse().unwrap(),
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind: PotentialKind::Rt, lambda: 1.0, r_min: 0.0 },
+        potential: Potential { kind: PotentialKind::Rt, lambda: 1.0, r_min: 0.0, clamp_weights: None },
         resample: ResampleScheme::Multinomial,
         adaptive_ess: Some(0.5),
         seed: 0,
@@ -40,7 +40,7 @@ fn spec() -> RunSpec {
 }
 
 fn config(snapshots: bool) -> FkConfig {
-    FkConfig { layout: Layout { n: N, groups: 1 }, schedule: ScheduleSpec::default(), keep_ancestors: true, fused: false, snapshots, max_intervals: None }
+    FkConfig { layout: Layout { n: N, groups: 1 }, schedule: ScheduleSpec::default(), keep_ancestors: true, final_resample: false, fused: false, snapshots, max_intervals: None }
 }
 
 /// The starting noise as `[N, 2]` rows, computed on the host for both backends (a GPU's

@@ -60,7 +60,7 @@ fn spec(reward: Reward) -> RunSpec {
         sampler: Sampler { kind: SamplerKind::Midpoint, steps: 8, k: 0.0, form: SdeForm::Marginal },
         reward,
         reward_on: RewardOn::X1Hat,
-        potential: Potential { kind: PotentialKind::Rt, lambda: 0.5, r_min: 0.0 },
+        potential: Potential { kind: PotentialKind::Rt, lambda: 0.5, r_min: 0.0, clamp_weights: None },
         resample: ResampleScheme::Multinomial,
         adaptive_ess: None,
         seed: 5,
