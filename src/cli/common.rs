@@ -21,8 +21,8 @@ pub struct ModelArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplerArgs {
     /// Integrator: midpoint (ODE, 2 evaluations per step), euler (ODE, 1), or sde
-    /// (Euler–Maruyama with the midpoint drift, 2 evaluations per step) [default: sde for steer,
-    /// whose resampled copies must diverge again (docs/steering.md); midpoint for sample and search].
+    /// (Euler–Maruyama with the midpoint drift, 2 evaluations per step). steer defaults to sde, whose
+    /// resampled copies diverge again (docs/steering.md); sample and search to midpoint.
     #[arg(long, value_enum)]
     pub sampler: Option<SamplerKind>,
     /// Number of uniform time steps from t = 0 (noise) to t = 1 (data).

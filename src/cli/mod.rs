@@ -27,8 +27,10 @@ pub enum Command {
     /// Train the velocity MLP on the 2-D checkerboard (docs/quality.md) with the flow-matching loss.
     Train(train::Args),
     /// Sample the model with an ODE or SDE sampler and write samples.npy and summary.json.
+    #[command(mut_arg("sampler", |a| a.default_value("midpoint")))]
     Sample(sample::Args),
     /// Feynman–Kac steering towards high reward (docs/steering.md, docs/resampling.md, docs/schedules.md).
+    #[command(mut_arg("sampler", |a| a.default_value("sde")))]
     Steer(steer::Args),
     /// Search baselines: best-of-N, zeroth-order noise search, search over paths (docs/search.md).
     Search(search::Args),

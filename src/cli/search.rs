@@ -16,10 +16,13 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 pub enum Method {
     /// Best-of-N: N samples, keep the best by reward (--top-k for more).
+    #[command(mut_arg("sampler", |a| a.default_value("midpoint")))]
     Bon(BonArgs),
     /// Zeroth-order search: C cycles of M candidates uniform in a ball around a pivot noise.
+    #[command(mut_arg("sampler", |a| a.default_value("midpoint")))]
     Zeroth(ZerothArgs),
     /// Search over paths: a beam of N states, M renoised copies each, forward Δb, keep the top N.
+    #[command(mut_arg("sampler", |a| a.default_value("midpoint")))]
     Paths(PathsArgs),
 }
 
