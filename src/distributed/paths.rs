@@ -23,6 +23,7 @@ use std::cmp::Ordering;
 use anyhow::ensure;
 
 use super::comm::{Bytes, Communicator, Metered, Reader};
+use super::driver::agree;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
 use super::share;
@@ -151,6 +152,15 @@ fn redistribute(comm: &dyn Communicator, spec: &RunSpec, pop: &Population, layou
     Population { layout, dim, range, x, state: vec![spec.potential.initial_state(); len], log_w: vec![0.0; len], root }
 }
 
+/// The rewards of `pop` at grid index `step` (`Population::rewards`), or, when they fail on any
+/// rank (a `--reward-cmd` program), the same [`super::driver::Collective`] error on every rank,
+/// naming the first that failed, before anyone enters the next collective.
+fn scores(comm: &dyn Communicator, spec: &RunSpec, pop: &Population, step: usize, on_sample: bool) -> anyhow::Result<Vec<f32>> {
+    let local = pop.rewards(spec, step, on_sample);
+    agree(comm, local.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e:#}")))?;
+    local
+}
+
 /// Search over paths across the ranks of `comm` (`methods::search_over_paths` for a beam split
 /// over ranks): `Some(result)` on rank 0, None elsewhere.
 pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsConfig, init: Init<'_>) -> anyhow::Result<(Option<RunResult>, CommReport)> {
@@ -193,11 +203,11 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
         if spec.reward_on == RewardOn::X1Hat {
             res.nfe += wide.total() as u64;
         }
-        let kept = timed(&mut res.times.potential, || {
-            let scores = pop.rewards(spec, next, false);
+        let kept = timed(&mut res.times.potential, || -> anyhow::Result<_> {
+            let scores = scores(&comm, spec, &pop, next, false)?;
             let mine = local_tops(&pop, &scores, n, false);
-            merge(&comm.all_gather(&mine).concat(), layout.groups, n, dim, false)
-        });
+            Ok(merge(&comm.all_gather(&mine).concat(), layout.groups, n, dim, false))
+        })?;
         for (g, k) in kept.iter().enumerate() {
             let s: Vec<f32> = k.iter().map(|e| e.score).collect();
             res.trace.push(TraceRow {
@@ -216,10 +226,10 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
     let last = (layout.total() * (steps - t)) as u64;
     res.particle_steps += last;
     res.nfe += last * evals;
-    let gathered = timed(&mut res.times.resample, || {
-        let scores = pop.rewards(spec, steps, true);
-        gather_concat(&comm, &local_tops(&pop, &scores, cfg.top_k, true))
-    });
+    let gathered = timed(&mut res.times.resample, || -> anyhow::Result<_> {
+        let scores = scores(&comm, spec, &pop, steps, true)?;
+        Ok(gather_concat(&comm, &local_tops(&pop, &scores, cfg.top_k, true)))
+    })?;
     let report = super::search::report(&comm, &mut res, &clock);
     let Some(gathered) = gathered else { return Ok((None, report)) };
     let kept = Layout { n: cfg.top_k, groups: layout.groups };

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 use anyhow::{bail, ensure, Context};
 
 use super::comm::{Bytes, Communicator, Metered, Reader, Traffic};
-use super::driver::{agree, check_same_configuration};
+use super::driver::{agree, check_same_configuration, Collective};
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
 use crate::backend::{Backend, Init, Layout, RunSpec};
@@ -299,6 +299,8 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
             agree(comm, Ok(()))?;
             r
         }
+        // Already met on every rank alike (search over paths agrees on failed rewards).
+        Err(e) if e.downcast_ref::<Collective>().is_some() => return Err(e),
         Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
     // All kept samples non-finite: an error naming the cause, nothing written (as one process).
