@@ -27,6 +27,10 @@ fn json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&read(dir, "summary.json")).unwrap()
 }
 
+fn groups(summary: &serde_json::Value) -> usize {
+    summary["config"]["run"]["groups"].as_u64().unwrap() as usize
+}
+
 /// The same run with and without mpirun, P = 1, 2, 3: samples, log-weights and the per-round
 /// trace byte for byte, and summary.json's rewards, ancestors, NFE and run configuration (all but
 /// its "mpi" record).
@@ -62,8 +66,10 @@ fn same_as_one_process(extra: &[&str]) {
         let mpi = run.as_object_mut().unwrap().remove("mpi").expect("config.run.mpi");
         assert_eq!(run, one["config"]["run"], "{extra:?}, P = {p}");
         assert_eq!(mpi["ranks"], p);
+        // Each round counts as a resampling; with several ranks its exchanges move bytes.
+        assert_eq!(mpi["resamplings"].as_u64().unwrap() as usize, summary["steps"].as_array().unwrap().len() / groups(&one), "{mpi}");
         if p > 1 {
-            assert!(mpi["bytes_total"].as_u64().unwrap() > 0, "{mpi}");
+            assert!(mpi["bytes_total"].as_u64().unwrap() > 0 && mpi["bytes_per_resampling"].as_f64().unwrap() > 0.0, "{mpi}");
         }
     }
 }

@@ -17,6 +17,7 @@
 //!
 //! The final `top_k` is chosen as best-of-N chooses (the candidates with their rows and roots
 //! gathered on rank 0). Samples, rewards, roots and the trace equal one process's, bit for bit.
+//! The summary's MPI line counts each round as a resampling (its bytes: the round's exchanges).
 
 use std::cmp::Ordering;
 
@@ -187,8 +188,11 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
     let mut round = 0u32;
     let (n, copies) = (layout.n, cfg.candidates);
     let wide = Layout { n: n * copies, groups: layout.groups };
+    // Bytes this rank sent in the rounds' exchanges (replication, choice, winners).
+    let mut round_bytes = 0u64;
     while t - grid.back + grid.forward < steps {
         let (from, to, next) = (t, t - grid.back, t - grid.back + grid.forward);
+        let sent_before = comm.traffic().bytes_sent;
         pop = timed(&mut res.times.resample, || {
             let mut w = redistribute(&comm, spec, &pop, wide, &|k| k / copies);
             let (tf, ts) = (spec.sampler.time(from), spec.sampler.time(to));
@@ -218,6 +222,7 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
             });
         }
         pop = timed(&mut res.times.potential, || redistribute(&comm, spec, &pop, layout, &|k| (k / n) * wide.n + kept[k / n][k % n].index as usize));
+        round_bytes += comm.traffic().bytes_sent - sent_before;
         res.schedule.push(next);
         t = next;
         round += 1;
@@ -230,7 +235,7 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
         let scores = scores(&comm, spec, &pop, steps, true)?;
         Ok(gather_concat(&comm, &local_tops(&pop, &scores, cfg.top_k, true)))
     })?;
-    let report = super::search::report(&comm, &mut res, &clock);
+    let report = super::fk::finish_report(&comm, &mut res, &clock, round_bytes, round as usize);
     let Some(gathered) = gathered else { return Ok((None, report)) };
     let kept = Layout { n: cfg.top_k, groups: layout.groups };
     for e in merge(&gathered, layout.groups, cfg.top_k, dim, true).into_iter().flatten() {

@@ -129,7 +129,7 @@ fn finish(res: &mut RunResult, tops: &[GroupTop], kept: Layout) {
 }
 
 /// Communication figures of a search (no resampling), summed over ranks (a collective).
-pub(super) fn report(comm: &Metered, res: &mut RunResult, clock: &Clock) -> CommReport {
+fn report(comm: &Metered, res: &mut RunResult, clock: &Clock) -> CommReport {
     res.times.total = clock.seconds();
     let mut traffic = [comm.traffic().bytes_sent as f64];
     comm.inner.all_reduce_sum(&mut traffic);
