@@ -25,11 +25,12 @@ use anyhow::ensure;
 
 use super::comm::{Bytes, Communicator, Metered, Reader};
 use super::driver::agree;
+use super::engine::RankEngine;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
 use super::share;
 use crate::backend::cpu::renoise_soa;
-use crate::backend::{Init, Layout, RunSpec};
+use crate::backend::{BackendChoice, Init, Layout, RunSpec};
 use crate::methods::search::{max_finite, mean_finite};
 use crate::methods::{distinct_roots, timed, Clock, PathsConfig, RunResult, TraceRow};
 use crate::reward::RewardOn;
@@ -150,7 +151,7 @@ fn redistribute(comm: &dyn Communicator, spec: &RunSpec, pop: &Population, layou
             x[d * len + i] = r.f32();
         }
     }
-    Population { layout, dim, range, x, state: vec![spec.potential.initial_state(); len], log_w: vec![0.0; len], root }
+    Population { layout, dim, range, x, state: vec![spec.potential.initial_state(); len], log_w: vec![0.0; len], root, engine: pop.engine.clone() }
 }
 
 /// The rewards of `pop` at grid index `step` (`Population::rewards`), or, when they fail on any
@@ -162,9 +163,22 @@ fn scores(comm: &dyn Communicator, spec: &RunSpec, pop: &Population, step: usize
     local
 }
 
+/// Search over paths runs its shares on the CPU backend only: the renoising is on the host, so
+/// with integration and rewards on a GPU (`RankEngine::Cuda`) the run would equal neither the
+/// single-process CPU nor the CUDA run. Checked on `--backend` before a GPU is opened.
+pub fn check_backend(choice: BackendChoice) -> anyhow::Result<()> {
+    ensure!(
+        matches!(choice, BackendChoice::Cpu | BackendChoice::Auto),
+        "`flowsteer search paths` runs across MPI ranks on the CPU backend only (its renoising is not on the GPU rank path yet); pass --backend cpu, or run it without mpirun"
+    );
+    Ok(())
+}
+
 /// Search over paths across the ranks of `comm` (`methods::search_over_paths` for a beam split
-/// over ranks): `Some(result)` on rank 0, None elsewhere.
-pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsConfig, init: Init<'_>) -> anyhow::Result<(Option<RunResult>, CommReport)> {
+/// over ranks) on `engine` (the CPU's: [`check_backend`]): `Some(result)` on rank 0, None
+/// elsewhere.
+pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsConfig, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<(Option<RunResult>, CommReport)> {
+    ensure!(matches!(engine, RankEngine::Cpu), "search over paths across ranks runs on the CPU engine only (check_backend)");
     let comm = Metered::new(comm);
     let clock = Clock::start();
     let (dim, steps) = (spec.model.dim, spec.sampler.steps);
@@ -180,8 +194,8 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
     );
     let evals = spec.sampler.evals_per_step() as u64;
     let mut res = RunResult::new("paths", dim);
-    let mut pop = Population::new(spec, layout, &comm, init)?;
-    timed(&mut res.times.propagate, || pop.propagate(spec, 0..grid.start));
+    let mut pop = Population::new(spec, layout, &comm, init, engine)?;
+    timed(&mut res.times.propagate, || pop.propagate(spec, 0..grid.start))?;
     res.particle_steps += (layout.total() * grid.start) as u64;
     res.nfe += res.particle_steps * evals;
     let mut t = grid.start;
@@ -200,7 +214,7 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
             renoise_soa(spec.seed, sampler::renoise_coefficients(cfg.renoise, tf, ts), &mut w.x, dim, len, w.range.start as u64, round);
             w
         });
-        timed(&mut res.times.propagate, || pop.propagate(spec, to..next));
+        timed(&mut res.times.propagate, || pop.propagate(spec, to..next))?;
         let moved = (wide.total() * grid.forward) as u64;
         res.particle_steps += moved;
         res.nfe += moved * evals;
@@ -227,7 +241,7 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
         t = next;
         round += 1;
     }
-    timed(&mut res.times.propagate, || pop.propagate(spec, t..steps));
+    timed(&mut res.times.propagate, || pop.propagate(spec, t..steps))?;
     let last = (layout.total() * (steps - t)) as u64;
     res.particle_steps += last;
     res.nfe += last * evals;
@@ -295,7 +309,7 @@ mod tests {
             let one = crate::methods::search_over_paths(&mut CpuBackend::new(), &spec, &cfg, Init::Noise).unwrap();
             assert!(one.schedule.len() >= 3, "{:?}", one.schedule);
             for p in 1..=4 {
-                let mut out = ThreadWorld::run(p, |c| search_over_paths(c, &spec, &cfg, Init::Noise).unwrap().0);
+                let mut out = ThreadWorld::run(p, |c| search_over_paths(c, &spec, &cfg, Init::Noise, &RankEngine::Cpu).unwrap().0);
                 let r = out.remove(0).expect("rank 0 holds the result");
                 assert!(out.iter().all(Option::is_none));
                 assert_same(&r, &one, &format!("{kind:?}, {renoise:?}, {reward_on:?}, K = {top_k}, P = {p}"));
@@ -321,9 +335,17 @@ mod tests {
             // The test means something only if kept scores tie.
             assert!(one.rewards.windows(2).any(|w| w[0] == w[1]), "{:?}", one.rewards);
             for p in 1..=4 {
-                let mut out = ThreadWorld::run(p, |c| search_over_paths(c, &spec, &cfg, Init::Noise).unwrap().0);
+                let mut out = ThreadWorld::run(p, |c| search_over_paths(c, &spec, &cfg, Init::Noise, &RankEngine::Cpu).unwrap().0);
                 assert_same(&out.remove(0).unwrap(), &one, &format!("{reward_on:?}, P = {p}"));
             }
+        }
+    }
+
+    #[test]
+    fn only_the_cpu_backend_runs_across_ranks() {
+        assert!(check_backend(BackendChoice::Cpu).is_ok() && check_backend(BackendChoice::Auto).is_ok());
+        for gpu in [BackendChoice::Cuda, BackendChoice::CudaEmulated] {
+            assert!(check_backend(gpu).unwrap_err().to_string().contains("pass --backend cpu"), "{gpu:?}");
         }
     }
 
@@ -332,7 +354,7 @@ mod tests {
         let mut spec = crate::distributed::tests::spec(ResampleScheme::Multinomial, None);
         spec.potential = search_potential();
         let cfg = PathsConfig { layout: Layout { n: 2, groups: 1 }, candidates: 4, t_start: 0.3, delta_f: 0.2, delta_b: 0.3, renoise: RenoiseForm::Exact, top_k: 1 };
-        let errs = ThreadWorld::run(3, |c| search_over_paths(c, &spec, &cfg, Init::Noise).err().map(|e| e.to_string()));
+        let errs = ThreadWorld::run(3, |c| search_over_paths(c, &spec, &cfg, Init::Noise, &RankEngine::Cpu).err().map(|e| e.to_string()));
         assert!(errs.iter().all(|e| e.as_ref().is_some_and(|e| e.contains("2 particles cannot be shared by 3 MPI ranks"))), "{errs:?}");
     }
 }

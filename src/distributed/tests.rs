@@ -1,6 +1,7 @@
 //! P-invariance of the distributed algorithm, run on [`ThreadWorld`] (no mpirun needed).
 
 use super::comm::{Communicator, ThreadWorld};
+use super::engine::RankEngine;
 use super::fk;
 use crate::backend::{Init, Layout, RunSpec};
 use crate::methods::{FkConfig, RunResult, ScheduleSpec};
@@ -40,7 +41,7 @@ fn run_final(p: usize, spec: &RunSpec, layout: Layout, final_resample: bool) -> 
         max_intervals: None,
         final_resample,
     };
-    let mut out = ThreadWorld::run(p, |c| fk::steer(c, spec, &cfg, Init::Noise).unwrap().0);
+    let mut out = ThreadWorld::run(p, |c| fk::steer(c, spec, &cfg, Init::Noise, &RankEngine::Cpu).unwrap().0);
     out.remove(0).expect("rank 0 holds the result")
 }
 
@@ -162,11 +163,11 @@ fn fewer_particles_than_ranks_and_residual_are_refused_clearly() {
         max_intervals: None,
         final_resample: false,
     };
-    let errs = ThreadWorld::run(3, |c| fk::steer(c, &sp, &cfg, Init::Noise).err().map(|e| e.to_string()));
+    let errs = ThreadWorld::run(3, |c| fk::steer(c, &sp, &cfg, Init::Noise, &RankEngine::Cpu).err().map(|e| e.to_string()));
     assert!(errs.iter().all(|e| e.as_ref().is_some_and(|e| e.contains("2 particles cannot be shared by 3 MPI ranks"))), "{errs:?}");
     let sp = spec(ResampleScheme::Residual, None);
     let cfg = FkConfig { layout: Layout { n: 8, groups: 1 }, ..cfg };
-    let errs = ThreadWorld::run(2, |c| fk::steer(c, &sp, &cfg, Init::Noise).err().map(|e| e.to_string()));
+    let errs = ThreadWorld::run(2, |c| fk::steer(c, &sp, &cfg, Init::Noise, &RankEngine::Cpu).err().map(|e| e.to_string()));
     assert!(errs.iter().all(|e| e.as_ref().is_some_and(|e| e.contains("--resample residual"))), "{errs:?}");
 }
 
