@@ -145,3 +145,17 @@ fn a_reward_program_failing_on_one_rank_ends_the_search_on_every_rank() {
     assert_eq!(err.matches("error").count(), 1, "printed once, by rank 0: {err}");
     assert!(!out.exists());
 }
+
+/// The GPU rank path does not renoise: search over paths under mpirun with a CUDA backend is
+/// refused before any GPU is opened, on every rank alike, with nothing written.
+#[test]
+fn a_cuda_backend_is_refused_for_search_over_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args: Vec<String> = ["search", "paths", "--steps", "20", "--backend", "cuda-emulated", "--out", out.to_str().unwrap()].map(String::from).to_vec();
+    let o = mpirun(2, &args);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("runs across MPI ranks on the CPU backend only") && err.contains("pass --backend cpu"), "{err}");
+    assert!(!out.exists());
+}
