@@ -174,6 +174,49 @@ mod with_mpi {
         assert!(read(&plain, "samples.npy") == read(&three, "samples.npy"));
     }
 
+    /// A `--reward-cmd` program that dies on one rank only, mid-run: every rank stops at the same
+    /// step with one error naming that rank (no rank left waiting in a collective the failed rank
+    /// never joins), for steering and each search that scores more than once; no output.
+    #[test]
+    fn a_reward_program_failing_on_one_rank_ends_the_run_on_every_rank() {
+        if !Command::new("python3").arg("-c").arg("pass").output().is_ok_and(|o| o.status.success()) {
+            println!("SKIPPED: no python3 to run the example reward program");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let example = format!("{}/examples/reward_stdlib.py", env!("CARGO_MANIFEST_DIR"));
+        // Rank 1's program gives up on its second batch.
+        let program = format!("if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec python3 {example} die; else exec python3 {example} ok; fi");
+        for command in [&["steer", "--particles", "8"][..], &["search", "zeroth", "--candidates", "8", "--cycles", "3"], &["search", "paths", "--particles", "8"]] {
+            let out = dir.path().join(command.join("-"));
+            let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+            args.extend(["--steps", "20", "--backend", "cpu", "--reward-cmd", &program, "--reward-timeout", "60", "--out", out.to_str().unwrap()].map(String::from));
+            let mut child = Command::new("mpirun")
+                .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", BIN])
+                .args(&args)
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let start = std::time::Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                if start.elapsed().as_secs() > 120 {
+                    child.kill().unwrap();
+                    panic!("{command:?}: the job hung after one rank's reward program died");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let o = child.wait_with_output().unwrap();
+            assert!(!o.status.success(), "{command:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("MPI rank 1: --reward-cmd") && err.contains("giving up on batch 2"), "{command:?}: {err}");
+            assert_eq!(err.matches("error").count(), 1, "{command:?}: printed once, by rank 0: {err}");
+            assert!(!out.exists(), "{command:?}");
+        }
+    }
+
     /// `--backend cuda-emulated` under mpirun: each rank integrates and scores its share on its
     /// own CUDA backend (here the host emulator of the kernels; on a cluster, local GPU
     /// r mod count), and the files equal the single-process CUDA run's, for steer and sample.

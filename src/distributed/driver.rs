@@ -124,8 +124,14 @@ pub fn fail(e: &anyhow::Error) -> std::process::ExitCode {
 }
 
 /// Every rank's local result → the same result on every rank: Ok only if all succeeded, else a
-/// [`Collective`] error naming the first rank that failed and its message.
+/// [`Collective`] error naming the first rank that failed and its message. An error that is
+/// already [`Collective`] (every rank holds it) is returned as it is, without a collective.
 pub fn agree(comm: &dyn Communicator, local: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = &local {
+        if e.downcast_ref::<Collective>().is_some() {
+            return local;
+        }
+    }
     let mine = match &local {
         Ok(()) => Vec::new(),
         Err(e) => format!("{e:#}").into_bytes(),
@@ -137,6 +143,16 @@ pub fn agree(comm: &dyn Communicator, local: anyhow::Result<()>) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// [`agree`] for a step that yields a value: a failure on any rank (a reward program that exits,
+/// a GPU error) becomes the same error on every rank before anyone enters the next collective,
+/// which a failed rank would never join.
+pub fn agreed<T>(comm: &dyn Communicator, local: anyhow::Result<T>) -> anyhow::Result<T> {
+    match local {
+        Ok(v) => agree(comm, Ok(())).map(|()| v),
+        Err(e) => agree(comm, Err(e)).map(|()| unreachable!("an error is never agreed to Ok")),
+    }
 }
 
 /// Rank 0's SHA-256 of the command line and the model file against every rank's own: the
@@ -183,8 +199,8 @@ pub fn baseline_share(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, i
     let mut plain = spec.clone();
     plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
     let mut pop = Population::new(&plain, layout, comm, init, engine)?;
-    pop.propagate(&plain, 0..plain.sampler.steps)?;
-    Ok(Baseline { rewards: pop.rewards(&plain, plain.sampler.steps, true)?, positions: pop.rows() })
+    agreed(comm, pop.propagate(&plain, 0..plain.sampler.steps))?;
+    Ok(Baseline { rewards: agreed(comm, pop.rewards(&plain, plain.sampler.steps, true))?, positions: pop.rows() })
 }
 
 /// How a distributed run leaves its per-particle arrays (docs/distributed.md).
@@ -383,7 +399,7 @@ pub fn sample_rows(
     let mut pop = Population::new(spec, Layout { n, groups: 1 }, comm, init.map_or(Init::Noise, Init::Given), &engine)?;
     times.init = clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
-    pop.propagate(spec, 0..spec.sampler.steps)?;
+    agreed(comm, pop.propagate(spec, 0..spec.sampler.steps))?;
     let rows = gather_concat(comm, &Bytes::f32s(&pop.rows()));
     times.propagate = clock.elapsed().as_secs_f64();
     Ok(rows.map(|r| (decode_f32s(&r), engine.info())))

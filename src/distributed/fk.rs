@@ -5,6 +5,7 @@
 use anyhow::{bail, ensure};
 
 use super::comm::{decode_f32s, decode_f64s, decode_u32s, Bytes, Communicator, Metered, Traffic};
+use super::driver::agreed;
 use super::engine::RankEngine;
 use super::population::{self, Population};
 use super::resample;
@@ -123,7 +124,7 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>, eng
     let mut roots_left = vec![layout.n as u64; layout.groups];
     for (k, &step) in schedule.steps.iter().enumerate() {
         let is_final = step == spec.sampler.steps;
-        timed(&mut res.times.propagate, || pop.propagate(spec, prev..step))?;
+        timed(&mut res.times.propagate, || agreed(comm, pop.propagate(spec, prev..step)))?;
         if cfg.snapshots {
             gather_snapshot(comm, &pop, step, &mut res);
         }
@@ -176,7 +177,7 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>, eng
         }
         prev = step;
     }
-    let rewards = timed(&mut res.times.potential, || pop.rewards(spec, spec.sampler.steps, true))?;
+    let rewards = timed(&mut res.times.potential, || agreed(comm, pop.rewards(spec, spec.sampler.steps, true)))?;
     res.layout = layout;
     res.schedule = schedule.steps;
     res.log_z = Some(log_z);

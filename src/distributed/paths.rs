@@ -24,7 +24,7 @@ use std::cmp::Ordering;
 use anyhow::ensure;
 
 use super::comm::{Bytes, Communicator, Metered, Reader};
-use super::driver::agree;
+use super::driver::agreed;
 use super::engine::RankEngine;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
@@ -158,9 +158,7 @@ fn redistribute(comm: &dyn Communicator, spec: &RunSpec, pop: &Population, layou
 /// rank (a `--reward-cmd` program), the same [`super::driver::Collective`] error on every rank,
 /// naming the first that failed, before anyone enters the next collective.
 fn scores(comm: &dyn Communicator, spec: &RunSpec, pop: &Population, step: usize, on_sample: bool) -> anyhow::Result<Vec<f32>> {
-    let local = pop.rewards(spec, step, on_sample);
-    agree(comm, local.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e:#}")))?;
-    local
+    agreed(comm, pop.rewards(spec, step, on_sample))
 }
 
 /// Search over paths across the ranks of `comm` (`methods::search_over_paths` for a beam split
@@ -183,7 +181,7 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
     let evals = spec.sampler.evals_per_step() as u64;
     let mut res = RunResult::new("paths", dim);
     let mut pop = Population::new(spec, layout, &comm, init, engine)?;
-    timed(&mut res.times.propagate, || pop.propagate(spec, 0..grid.start))?;
+    timed(&mut res.times.propagate, || agreed(&comm, pop.propagate(spec, 0..grid.start)))?;
     res.particle_steps += (layout.total() * grid.start) as u64;
     res.nfe += res.particle_steps * evals;
     let mut t = grid.start;
@@ -202,7 +200,7 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
             renoise_soa(spec.seed, sampler::renoise_coefficients(cfg.renoise, tf, ts), &mut w.x, dim, len, w.range.start as u64, round);
             w
         });
-        timed(&mut res.times.propagate, || pop.propagate(spec, to..next))?;
+        timed(&mut res.times.propagate, || agreed(&comm, pop.propagate(spec, to..next)))?;
         let moved = (wide.total() * grid.forward) as u64;
         res.particle_steps += moved;
         res.nfe += moved * evals;
@@ -229,7 +227,7 @@ pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsCon
         t = next;
         round += 1;
     }
-    timed(&mut res.times.propagate, || pop.propagate(spec, t..steps))?;
+    timed(&mut res.times.propagate, || agreed(&comm, pop.propagate(spec, t..steps)))?;
     let last = (layout.total() * (steps - t)) as u64;
     res.particle_steps += last;
     res.nfe += last * evals;

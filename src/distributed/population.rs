@@ -225,7 +225,7 @@ pub fn weigh(
     is_final: bool,
     spacings_at: Option<usize>,
 ) -> anyhow::Result<Weighed> {
-    let rewards = pop.rewards(spec, step, is_final)?;
+    let rewards = super::driver::agreed(comm, pop.rewards(spec, step, is_final))?;
     let groups_here = pop.groups();
     let total_groups = pop.layout.groups;
     let potential = spec.potential;

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 use anyhow::{bail, ensure, Context};
 
 use super::comm::{Bytes, Communicator, Metered, Reader, Traffic};
-use super::driver::{agree, check_same_configuration, Collective};
+use super::driver::{agree, agreed, check_same_configuration};
 use super::engine::RankEngine;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
@@ -164,10 +164,10 @@ pub fn best_of_n(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, top_k:
     let (dim, steps) = (spec.model.dim, spec.sampler.steps);
     let mut res = RunResult::new("bon", dim);
     let mut pop = Population::new(spec, layout, &comm, init, engine)?;
-    timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps))?;
+    timed(&mut res.times.propagate, || agreed(&comm, pop.propagate(spec, 0..steps)))?;
     res.particle_steps = (layout.total() * steps) as u64;
     res.nfe = res.particle_steps * spec.sampler.evals_per_step() as u64;
-    let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true))?;
+    let rewards = timed(&mut res.times.potential, || agreed(&comm, pop.rewards(spec, steps, true)))?;
 
     let mine = timed(&mut res.times.resample, || local_tops(&pop, &rewards, top_k, None));
     let gathered = gather_concat(&comm, &mine);
@@ -196,10 +196,10 @@ pub fn zeroth_order(comm: &dyn Communicator, spec: &RunSpec, cfg: &ZerothConfig,
         let cycle32 = u32::try_from(cycle).context("too many cycles")?;
         let mut pop = Population::new(spec, layout, &comm, Init::AroundPivot { pivot: &pivot, radius: cfg.radius, cycle: cycle32 }, engine)?;
         let starts = pop.rows();
-        timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps))?;
+        timed(&mut res.times.propagate, || agreed(&comm, pop.propagate(spec, 0..steps)))?;
         res.particle_steps += (layout.total() * steps) as u64;
         res.nfe += (layout.total() * steps * spec.sampler.evals_per_step()) as u64;
-        let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true))?;
+        let rewards = timed(&mut res.times.potential, || agreed(&comm, pop.rewards(spec, steps, true)))?;
         let tops = timed(&mut res.times.resample, || {
             let mine = local_tops(&pop, &rewards, 1, Some(&starts));
             merge(&comm.all_gather(&mine).concat(), layout.groups, 1, dim, true)
@@ -299,8 +299,6 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
             agree(comm, Ok(()))?;
             r
         }
-        // Already met on every rank alike (search over paths agrees on failed rewards).
-        Err(e) if e.downcast_ref::<Collective>().is_some() => return Err(e),
         Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
     // All kept samples non-finite: an error naming the cause, nothing written (as one process).
