@@ -73,6 +73,10 @@ pub struct Args {
     /// Radius around the reward's target for the "fraction within" column.
     #[arg(long, default_value_t = 0.25)]
     pub within: f32,
+    /// Under mpirun: the largest particle count one rank runs alone; a bigger point runs on
+    /// every rank together (default: what a rank's free memory holds). Ignored by one process.
+    #[arg(long, value_name = "MAX")]
+    pub rank_particles: Option<u64>,
 }
 
 impl Args {
@@ -97,6 +101,7 @@ impl Args {
             delta_f: self.delta_f,
             delta_b: self.delta_b,
             within: self.within,
+            rank_particles: self.rank_particles,
         }
     }
 }
@@ -118,7 +123,11 @@ pub fn sweep_with(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    sweep_run::sweep(&args.config())
+    match crate::distributed::driver::world() {
+        // Under mpirun/srun: rank 0 hands the points out (docs/distributed.md).
+        Some(w) => crate::distributed::sweep::sweep(&*w, &args.config()).map(|_| ()),
+        None => sweep_run::sweep(&args.config()),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! [`resample`] the global resampling, [`fk`] the steering loop, [`search`] best-of-N and
 //! zeroth-order search, [`driver`] what a rank does around them (configuration check, outputs on
 //! rank 0, errors naming the rank), [`shards`] the per-rank outputs of `--shard-outputs` with
-//! [`global_stats`], the summary's statistics taken across ranks.
+//! [`global_stats`], the summary's statistics taken across ranks; [`sweep`] a sweep's points
+//! handed out to the ranks by rank 0.
 
 pub mod comm;
 pub mod driver;
@@ -19,5 +20,6 @@ pub mod resample;
 pub mod search;
 pub mod share;
 pub mod shards;
+pub mod sweep;
 #[cfg(test)]
 mod tests;
