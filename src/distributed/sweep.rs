@@ -432,3 +432,249 @@ pub fn sweep(comm: &dyn Communicator, cfg: &SweepConfig) -> anyhow::Result<Optio
     let to_row = |p: &Point, o: &PointOutcome| ready.row(p, o);
     sweep_ranks(comm, cfg, &ready.backends, &ready.settings, &across, &mut runner, &to_row)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use anyhow::bail;
+
+    use super::*;
+    use crate::backend::BackendChoice;
+    use crate::distributed::comm::ThreadWorld;
+    use crate::run::sweep::row_from_outcome;
+
+    /// A method stand-in, as the single-process sweep's tests use: samples from the point alone,
+    /// so any rank gives the same row. `fail` names a point that fails; `ran` records who ran what.
+    struct Fake<'a> {
+        rank: usize,
+        fail: Option<Point>,
+        ran: &'a Mutex<Vec<(usize, Point, bool)>>,
+    }
+
+    fn outcome(p: &Point) -> PointOutcome {
+        let n = p.particles as usize;
+        let spread = 1.0 / (n as f32).sqrt();
+        let samples: Vec<f32> = (0..n).flat_map(|i| [2.0 + spread * (i as f32 / n as f32 - 0.5), 0.5 + p.seed as f32 * 0.01]).collect();
+        PointOutcome {
+            device: "fake".into(),
+            samples,
+            dim: 2,
+            nfe: 10 * p.particles,
+            particle_steps: 5 * p.particles,
+            distinct_ancestors: (p.method == SweepMethod::FkMax).then_some(p.particles / 2),
+            wall_s: 1e-3 * p.particles as f64,
+        }
+    }
+
+    impl RankRunner for Fake<'_> {
+        fn run(&mut self, p: &Point) -> anyhow::Result<PointOutcome> {
+            self.ran.lock().unwrap().push((self.rank, p.clone(), false));
+            if self.fail.as_ref() == Some(p) {
+                bail!("simulated failure");
+            }
+            Ok(outcome(p))
+        }
+        fn run_across(&mut self, comm: &dyn Communicator, p: &Point) -> anyhow::Result<Option<PointOutcome>> {
+            self.ran.lock().unwrap().push((self.rank, p.clone(), true));
+            // A collective, as the real population's: every rank must be here.
+            let all = comm.all_gather(&[comm.rank() as u8]);
+            assert_eq!(all.len(), comm.size());
+            Ok((comm.rank() == 0).then(|| outcome(p)))
+        }
+    }
+
+    fn to_row(p: &Point, o: &PointOutcome) -> anyhow::Result<Row> {
+        let reward = |x: &[f32]| 1.0 / ((x[0] - 2.0).powi(2) + (x[1] - 0.5).powi(2) + 1e-3);
+        row_from_outcome(p, o, &reward, Some(&[2.0, 0.5]), 0.25, Some(&|x: &[f32]| x[0] > 0.0))
+    }
+
+    fn config(dir: &Path, resume: bool) -> SweepConfig {
+        SweepConfig {
+            particles: vec![4, 8, 16],
+            methods: vec![SweepMethod::FkMax, SweepMethod::Bon, SweepMethod::Plain],
+            seeds: 2,
+            reward: "point([2,0.5])".into(),
+            out: dir.to_path_buf(),
+            resume,
+            backend: vec![BackendChoice::Cpu],
+            model: "models/checkerboard.safetensors".into(),
+            steps: 4,
+            k: 0.1,
+            lambda: 10.0,
+            cycles: 2,
+            radius: 0.5,
+            candidates: 2,
+            paths_t_start: 0.3,
+            delta_f: 0.1,
+            delta_b: 0.2,
+            within: 0.25,
+            rank_particles: None,
+        }
+    }
+
+    fn settings() -> serde_json::Value {
+        serde_json::json!({ "reward": "point([2,0.5])", "steps": 4 })
+    }
+
+    type Ran = Vec<(usize, Point, bool)>;
+
+    /// The sweep on `p` thread ranks; points with more than `limit` particles run across ranks.
+    fn sweep_on(p: usize, dir: &Path, resume: bool, limit: u64, fail: Option<Point>) -> (Vec<anyhow::Result<Option<Vec<Row>>>>, Ran) {
+        let ran = Mutex::new(Vec::new());
+        let cfg = config(dir, resume);
+        let backends = vec!["cpu".to_string()];
+        let out = ThreadWorld::run(p, |c| {
+            let mut fake = Fake { rank: c.rank(), fail: fail.clone(), ran: &ran };
+            let across = |pt: &Point| pt.particles > limit;
+            sweep_ranks(c, &cfg, &backends, &settings(), &across, &mut fake, &to_row)
+        });
+        (out, ran.into_inner().unwrap())
+    }
+
+    /// sweep.csv's rows sorted, as text without the timing columns (wall_s, nfe_per_s,
+    /// particle_steps_per_s) and, with `device: false`, the device.
+    fn rows_of(dir: &Path, device: bool) -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
+        let mut rows: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let mut r = Row::from_csv(l).unwrap();
+                (r.wall_s, r.nfe_per_s, r.particle_steps_per_s) = (0.0, 0.0, 0.0);
+                if !device {
+                    r.device.clear();
+                }
+                r.to_csv()
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    fn table(dir: &Path) -> Vec<String> {
+        rows_of(dir, true)
+    }
+
+    fn single_process(dir: &Path) -> Vec<String> {
+        struct One;
+        impl PointRunner for One {
+            fn run(&mut self, p: &Point) -> anyhow::Result<PointOutcome> {
+                Ok(outcome(p))
+            }
+        }
+        sweep_run::sweep_with(&config(dir, false), &["cpu".to_string()], settings(), &mut One, &to_row).unwrap();
+        table(dir)
+    }
+
+    #[test]
+    fn orders_and_reports_round_trip() {
+        for o in [Order::Run(7), Order::Join(1 << 40), Order::Stop(None), Order::Stop(Some("rank 2: nope".into()))] {
+            assert_eq!(Order::decode(&o.encode()), o);
+        }
+        for r in [Report::Row(3, "cpu,x\n".into()), Report::Failed(u64::MAX, String::new())] {
+            assert_eq!(Report::decode(&r.encode()), r);
+        }
+    }
+
+    /// P = 1, 2, 3 ranks write the rows of one process (in any order), each point once; the
+    /// points above the limit run on every rank together, the others on workers only.
+    #[test]
+    fn the_rows_do_not_depend_on_the_number_of_ranks() {
+        let one = tempfile::tempdir().unwrap();
+        let expected = single_process(one.path());
+        assert_eq!(expected.len(), 18);
+        for p in 1..=3 {
+            for limit in [u64::MAX, 8] {
+                let dir = tempfile::tempdir().unwrap();
+                let (out, ran) = sweep_on(p, dir.path(), false, limit, None);
+                let rows = out[0].as_ref().unwrap().as_ref().unwrap();
+                assert_eq!(rows.len(), 18);
+                assert!(out[1..].iter().all(|r| matches!(r, Ok(None))));
+                assert_eq!(table(dir.path()), expected, "P = {p}, limit {limit}");
+                assert!(dir.path().join("scaling.png").exists());
+                let alone: Vec<_> = ran.iter().filter(|r| !r.2).collect();
+                assert_eq!(alone.len(), if limit == 8 { 12 } else { 18 });
+                assert!(alone.iter().all(|r| r.0 != 0 || p == 1), "rank 0 runs points alone only when it is the only rank");
+                let together = ran.iter().filter(|r| r.2).count();
+                assert_eq!(together, if limit == 8 { 6 * p } else { 0 }, "every rank joins each big point");
+            }
+        }
+    }
+
+    /// A sweep stopped by a failing point keeps its finished rows; resuming runs only the rest.
+    #[test]
+    fn a_failing_point_names_its_rank_and_resume_runs_the_rest() {
+        for p in [1, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let bad = Point { backend: "cpu".into(), method: SweepMethod::Bon, particles: 8, seed: 1 };
+            let (out, ran) = sweep_on(p, dir.path(), false, u64::MAX, Some(bad.clone()));
+            let who = ran.iter().find(|r| r.1 == bad).unwrap().0;
+            for (r, res) in out.iter().enumerate() {
+                let e = res.as_ref().err().unwrap_or_else(|| panic!("P = {p}: rank {r} did not fail"));
+                assert!(e.downcast_ref::<Collective>().is_some(), "{e}");
+                let msg = e.to_string();
+                assert!(msg.contains(&bad.to_string()) && msg.contains("simulated failure"), "{msg}");
+                if p > 1 {
+                    assert!(msg.contains(&format!("MPI rank {who}:")), "{msg}");
+                }
+            }
+            assert!(!dir.path().join("scaling.png").exists());
+            let finished = table(dir.path());
+            assert!(finished.len() < 18 && !finished.is_empty());
+            let runs_before = ran.len();
+            assert_eq!(finished.len(), runs_before - 1, "every point that ran, but the failed one, has its row");
+
+            let (out, ran) = sweep_on(p, dir.path(), true, 8, None);
+            assert_eq!(out[0].as_ref().unwrap().as_ref().unwrap().len(), 18);
+            let reran: HashSet<Point> = ran.iter().map(|r| r.1.clone()).collect();
+            assert_eq!(reran.len(), 18 - finished.len(), "only the unfinished points run");
+            let one = tempfile::tempdir().unwrap();
+            assert_eq!(table(dir.path()), single_process(one.path()));
+        }
+    }
+
+    /// An existing sweep.csv without --resume: every rank stops with rank 0's error.
+    #[test]
+    fn a_table_rank_0_cannot_open_stops_every_rank() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sweep.csv"), "x\n").unwrap();
+        let (out, ran) = sweep_on(3, dir.path(), false, u64::MAX, None);
+        assert!(ran.is_empty());
+        for r in out {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("--resume"), "{e}");
+        }
+    }
+
+    #[test]
+    fn big_paths_points_are_refused_naming_rank_particles() {
+        let pts = grid(&["cpu".to_string()], &[4, 64], &[SweepMethod::Paths, SweepMethod::Bon], 1);
+        let e = check_across(&pts, &|p: &Point| p.particles > 16, 16).unwrap_err();
+        assert!(e.to_string().contains("--rank-particles 16") && e.to_string().contains("paths N=64"), "{e}");
+        check_across(&pts, &|p: &Point| p.particles > 64, 64).unwrap();
+        let cuda = grid(&["cuda".to_string()], &[64], &[SweepMethod::Bon], 1);
+        assert!(check_across(&cuda, &|_: &Point| true, 16).unwrap_err().to_string().contains("--backend cpu"));
+    }
+
+    /// The real methods: a point across 2 thread ranks gives the row one process gives.
+    #[test]
+    fn real_methods_across_ranks_give_the_single_process_rows() {
+        let mut cfg = config(Path::new("unused"), false);
+        cfg.particles = vec![24];
+        cfg.methods = vec![SweepMethod::FkMax, SweepMethod::Bon, SweepMethod::Zeroth, SweepMethod::Plain];
+        cfg.seeds = 1;
+        let one = tempfile::tempdir().unwrap();
+        cfg.out = one.path().to_path_buf();
+        sweep_run::sweep(&cfg).unwrap();
+        let across = tempfile::tempdir().unwrap();
+        cfg.out = across.path().to_path_buf();
+        cfg.rank_particles = Some(8);
+        let out = ThreadWorld::run(2, |c| sweep(c, &cfg).map(|r| r.map(|rows| rows.len())));
+        assert_eq!(out[0].as_ref().unwrap(), &Some(4));
+        assert_eq!(rows_of(across.path(), false), rows_of(one.path(), false));
+        let text = std::fs::read_to_string(across.path().join("sweep.csv")).unwrap();
+        assert!(text.contains("2 MPI ranks"), "the device column says the point ran across ranks:\n{text}");
+    }
+}
