@@ -69,6 +69,26 @@ fn a_reward_program_steers_and_is_timed() {
     assert!(expr.status.success(), "{}", text(&expr.stderr));
 }
 
+/// Fails if a process whose working directory is `dir` (what a run in `dir` started) is still
+/// alive 5 s after the run ended.
+fn assert_no_process_left_in(dir: &Path) {
+    let dir = dir.canonicalize().unwrap();
+    let left = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == dir))
+            .map(|e| std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default().replace('\0', " "))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(left().is_empty(), "programs left running by the run: {:?}", left());
+}
+
 #[test]
 fn a_misbehaving_program_ends_the_run_with_its_stderr_and_no_output() {
     if !python() {
@@ -89,6 +109,8 @@ fn a_misbehaving_program_ends_the_run_with_its_stderr_and_no_output() {
         assert!(err.contains(why), "{mode}: {err}");
         if mode == "hang" {
             assert!(err.contains("thinking forever"), "the program's stderr must be shown: {err}");
+            // Stopping `sh` alone used to leave the hung Python program running after flowsteer exited.
+            assert_no_process_left_in(dir.path());
         }
         assert!(!out.exists(), "{mode}: no partial output");
     }

@@ -183,7 +183,7 @@ pub fn baseline_share(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, i
     plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
     let mut pop = Population::new(&plain, layout, comm, init)?;
     pop.propagate(&plain, 0..plain.sampler.steps);
-    Ok(Baseline { rewards: pop.rewards(&plain, plain.sampler.steps, true), positions: pop.rows() })
+    Ok(Baseline { rewards: pop.rewards(&plain, plain.sampler.steps, true)?, positions: pop.rows() })
 }
 
 /// How a distributed run leaves its per-particle arrays (docs/distributed.md).

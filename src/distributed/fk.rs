@@ -130,7 +130,7 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> 
         let resamples = !is_final || cfg.final_resample;
         let forced = RunSpec { adaptive_ess: if is_final { None } else { spec.adaptive_ess }, ..spec.clone() };
         let spacings_at = (resamples && spec.resample == ResampleScheme::Multinomial).then_some(step);
-        let w = timed(&mut res.times.potential, || population::weigh(comm, spec, &mut pop, step, is_final, spacings_at));
+        let w = timed(&mut res.times.potential, || population::weigh(comm, spec, &mut pop, step, is_final, spacings_at))?;
         let report = if !resamples {
             None
         } else {
@@ -175,7 +175,7 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> 
         }
         prev = step;
     }
-    let rewards = timed(&mut res.times.potential, || pop.rewards(spec, spec.sampler.steps, true));
+    let rewards = timed(&mut res.times.potential, || pop.rewards(spec, spec.sampler.steps, true))?;
     res.layout = layout;
     res.schedule = schedule.steps;
     res.log_z = Some(log_z);

@@ -13,7 +13,6 @@
 use std::ops::Range;
 
 use anyhow::{bail, ensure};
-use rayon::prelude::*;
 
 use super::comm::{Bytes, Communicator, Reader};
 use super::share;
@@ -139,30 +138,22 @@ impl Population {
     }
 
     /// Rewards at grid index `step`, as `CpuBackend` computes them: on the state when `on_sample`
-    /// or `reward_on = xt`, else on x̂1.
-    pub fn rewards(&self, spec: &RunSpec, step: usize, on_sample: bool) -> Vec<f32> {
+    /// or `reward_on = xt`, else on x̂1; at the step's time t (an expression may read t,
+    /// docs/rewards.md). Fails only for a reward program that fails.
+    pub fn rewards(&self, spec: &RunSpec, step: usize, on_sample: bool) -> anyhow::Result<Vec<f32>> {
         let (len, dim) = (self.len(), self.dim);
+        let t = spec.sampler.time(step);
         let hat;
         let x: &[f32] = if on_sample || spec.reward_on == RewardOn::Xt {
             &self.x
         } else {
-            let t = spec.sampler.time(step);
             let v = propagate::velocities(&spec.model, t, &self.x, len);
             hat = self.x.iter().zip(&v).map(|(&x, &v)| sampler::predicted_data(x, v, t)).collect::<Vec<f32>>();
             &hat
         };
-        (0..len)
-            .into_par_iter()
-            .map_init(
-                || vec![0f32; dim],
-                |row, i| {
-                    for d in 0..dim {
-                        row[d] = x[d * len + i];
-                    }
-                    spec.reward.eval(row)
-                },
-            )
-            .collect()
+        let mut out = vec![0f32; len];
+        spec.reward.eval_soa(x, dim, len, t, &mut out)?;
+        Ok(out)
     }
 
     /// Positions as rows `[len, D]`.
@@ -220,8 +211,8 @@ pub fn weigh(
     step: usize,
     is_final: bool,
     spacings_at: Option<usize>,
-) -> Weighed {
-    let rewards = pop.rewards(spec, step, is_final);
+) -> anyhow::Result<Weighed> {
+    let rewards = pop.rewards(spec, step, is_final)?;
     let groups_here = pop.groups();
     let total_groups = pop.layout.groups;
     let potential = spec.potential;
@@ -316,7 +307,7 @@ pub fn weigh(
             }
         })
         .collect();
-    Weighed { groups, by_rank }
+    Ok(Weighed { groups, by_rank })
 }
 
 /// The resampling schemes that run across ranks.

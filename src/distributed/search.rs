@@ -168,7 +168,7 @@ pub fn best_of_n(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, top_k:
     timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps));
     res.particle_steps = (layout.total() * steps) as u64;
     res.nfe = res.particle_steps * spec.sampler.evals_per_step() as u64;
-    let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true));
+    let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true))?;
 
     let mine = timed(&mut res.times.resample, || local_tops(&pop, &rewards, top_k, None));
     let gathered = gather_concat(&comm, &mine);
@@ -215,7 +215,7 @@ pub fn zeroth_order(comm: &dyn Communicator, spec: &RunSpec, cfg: &ZerothConfig)
         timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps));
         res.particle_steps += (layout.total() * steps) as u64;
         res.nfe += (layout.total() * steps * spec.sampler.evals_per_step()) as u64;
-        let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true));
+        let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true))?;
         let tops = timed(&mut res.times.resample, || {
             let mine = local_tops(&pop, &rewards, 1, Some(&starts));
             merge(&comm.all_gather(&mine).concat(), layout.groups, 1, dim, true)

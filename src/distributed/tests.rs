@@ -123,6 +123,33 @@ fn it_resamples_as_the_single_process_cpu_backend_does() {
     }
 }
 
+/// A reward that reads t is scored at each resampling step's own time, as the CPU backend
+/// scores it (a rank used to score every step at t = 1, so the weights differed).
+#[test]
+fn a_reward_that_reads_t_is_scored_at_each_steps_time() {
+    use crate::backend::cpu::CpuBackend;
+    let mut sp = spec(ResampleScheme::Multinomial, None);
+    sp.reward = "-(x[0] - 2*t)^2".parse().unwrap();
+    let layout = Layout { n: 300, groups: 1 };
+    let cfg = FkConfig {
+        layout,
+        schedule: ScheduleSpec { t_start: 0.2, t_end: 0.9, count: 4, every: None },
+        keep_ancestors: true,
+        fused: false,
+        snapshots: false,
+        max_intervals: None,
+        final_resample: false,
+    };
+    let single = crate::methods::steer(&mut CpuBackend::new(), &sp, &cfg, Init::Noise).unwrap();
+    let two = run_final(2, &sp, layout, false);
+    assert_eq!(single.ancestry, two.ancestry);
+    assert_eq!(single.positions, two.positions);
+    let (a, b): (Vec<f64>, Vec<f64>) = single.trace.iter().zip(&two.trace).map(|(a, b)| (a.mean_reward, b.mean_reward)).unzip();
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "mean rewards per step: {a:?} vs {b:?}");
+    }
+}
+
 #[test]
 fn fewer_particles_than_ranks_and_residual_are_refused_clearly() {
     let sp = spec(ResampleScheme::Multinomial, None);

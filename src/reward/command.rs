@@ -15,6 +15,7 @@
 //! that reason and the tail of its stderr.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -97,6 +98,8 @@ impl RewardCommand {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that stopping it stops what `sh` started too.
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting --reward-cmd {command:?}"))?;
         let stdin = child.stdin.take().expect("piped");
@@ -171,7 +174,7 @@ impl RewardCommand {
             Ok(v) => v,
             Err(why) => {
                 let mut run = guard.take().expect("running");
-                let _ = run.child.kill();
+                stop(&mut run.child);
                 let status = run.child.wait().map(|s| s.to_string()).unwrap_or_default();
                 bail!("--reward-cmd {:?}: {why} (program status: {status}); {}", self.command, self.stderr_tail());
             }
@@ -218,8 +221,18 @@ impl Drop for RewardCommand {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = run.child.kill();
+            stop(&mut run.child);
             let _ = run.child.wait();
         }
+    }
+}
+
+/// Kills the program's whole process group: killing `sh` alone would leave the program it
+/// started running (and, if it spins, using a core) after flowsteer has exited.
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    let group_killed = unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) } == 0;
+    if !group_killed {
+        let _ = child.kill();
     }
 }
