@@ -415,10 +415,20 @@ pub fn sweep(comm: &dyn Communicator, cfg: &SweepConfig) -> anyhow::Result<Optio
         Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
     check_same_configuration(comm, &std::env::args().collect::<Vec<_>>(), &cfg.model)?;
-    let limit = rank_particles(comm, cfg.rank_particles, &sweep_run::memory_estimate(cfg, ready.dim));
+    let needs = sweep_run::memory_estimate(cfg, ready.dim);
+    let limit = rank_particles(comm, cfg.rank_particles, &needs);
     let across = move |p: &Point| p.particles > limit;
     let points = grid(&ready.backends, &cfg.particles, &cfg.methods, cfg.seeds);
     check_across(&points, &across, limit)?;
+    // What one rank holds must fit it, before the first point runs: the largest point a rank runs
+    // alone, and its share of the largest point run across ranks (as a single process checks its
+    // largest point).
+    let size = comm.size() as u64;
+    let alone = points.iter().filter(|p| !across(p)).map(|p| p.particles).max().unwrap_or(0);
+    let share = points.iter().filter(|p| across(p)).map(|p| p.particles.div_ceil(size)).max().unwrap_or(0);
+    let fits = crate::memory::check(&needs, alone.max(share))
+        .map_err(|e| anyhow!("{e:#} Across MPI ranks: lower --rank-particles (points above it run on every rank together), or run on more ranks."));
+    agree(comm, fits)?;
     if comm.rank() == 0 && comm.size() > 1 {
         let big = points.iter().filter(|p| across(p)).count();
         eprintln!(
