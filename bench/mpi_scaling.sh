@@ -17,7 +17,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 row() { # kind P N
     local out="$tmp/$1-$2"
-    mpirun --oversubscribe --allow-run-as-root -n "$2" "$BIN" steer --particles "$3" --steps "$STEPS" \
+    mpirun --oversubscribe --allow-run-as-root -n "$2" "$BIN" steer --particles "$3" --steps "$STEPS" --sampler sde \
         --reward "gaussian([2,0.5], 0.5)" --lambda 1 --potential rt --backend cpu --no-baseline --quiet --out "$out" >/dev/null
     python3 - "$out/summary.json" "$1" "$2" "$3" <<'PY'
 import json, sys
@@ -31,7 +31,7 @@ PY
 echo "# flowsteer steer across MPI ranks: strong and weak scaling"
 echo
 echo "$(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), Open MPI $(mpirun --version | head -1 | awk '{print $NF}'),"
-echo "one rayon thread per rank, $STEPS midpoint steps, 5 resamplings + final, potential rt, multinomial."
+echo "one rayon thread per rank, $STEPS steps of the SDE (steer's default), 5 resamplings + final, potential rt, multinomial."
 echo "Command: \`bash bench/mpi_scaling.sh $MAX_P\` (STRONG_N=$STRONG_N, WEAK_N=$WEAK_N)."
 echo
 echo "| scaling | P | particles | total s | comm s (rank 0) | compute s | comm share | bytes per resampling | particle-steps/s |"

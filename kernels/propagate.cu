@@ -48,8 +48,9 @@ static_assert(FS_SDE_FORM == 0 || FS_SDE_FORM == 1, "FS_SDE_FORM must be 0 (marg
 #define FS_IV_STEP_END 1
 
 // The integrator for the thread's FS_PPT particles from grid step `begin` to `end` (docs/samplers.md):
-// per particle exactly the operations of src/sampler.rs in its order. `idx` are the particles'
-// global indices (the SDE noise's Philox counter); `scratch` is used by the FS_PPT ≥ 2 MLP only.
+// per particle exactly the operations of src/sampler.rs in its order. `first + idx` are the
+// particles' global indices (the SDE noise's Philox counter; `first` > 0 when the population is
+// one MPI rank's share, docs/distributed.md); `scratch` is used by the FS_PPT ≥ 2 MLP only.
 #if FS_PPT == 1
 typedef fs_vec fs_state;
 __device__ __forceinline__ fs_state fs_velocity(const float* w, float*, float t, fs_state x) { return fs_mlp_velocity(w, t, x); }
@@ -63,8 +64,8 @@ __device__ __forceinline__ fs_state fs_velocity(const float* w, float* scratch, 
 #endif
 
 __device__ __forceinline__ void fs_integrate(const float* w, float* scratch, fs_state& xs, const unsigned long long (&idx)[FS_PPT],
-                                             unsigned int begin, unsigned int end, unsigned int steps, float k,
-                                             unsigned int key0, unsigned int key1) {
+                                             unsigned long long first, unsigned int begin, unsigned int end, unsigned int steps,
+                                             float k, unsigned int key0, unsigned int key1) {
     const float h = 1.0f / (float)steps;
     for (unsigned int step = begin; step < end; ++step) {
         const float t = (float)step / (float)steps;
@@ -98,7 +99,7 @@ __device__ __forceinline__ void fs_integrate(const float* w, float* scratch, fs_
 #pragma unroll
         for (int q = 0; q < FS_PPT; ++q) {
             float xi[FS_D];
-            fs_normal_vector<FS_D>(idx[q], step, FS_PURPOSE_SDE_NOISE, key0, key1, xi);
+            fs_normal_vector<FS_D>(first + idx[q], step, FS_PURPOSE_SDE_NOISE, key0, key1, xi);
 #pragma unroll
             for (int d = 0; d < FS_D; ++d) {
 #if FS_SDE_FORM == 0
@@ -122,7 +123,7 @@ __device__ __forceinline__ void fs_integrate(const float* w, float* scratch, fs_
 extern "C" __global__ void __launch_bounds__(FS_BLOCK) fs_propagate(
     float* __restrict__ x, unsigned long long total, unsigned long long stride, const unsigned int* __restrict__ iv,
     unsigned int steps, float k, unsigned int key0, unsigned int key1, const float* __restrict__ weights,
-    float* __restrict__ rin, int emit) {
+    float* __restrict__ rin, int emit, unsigned long long first) {
     extern __shared__ __align__(16) float fs_w[];
     fs_load_weights(fs_w, weights);
     float* scratch = fs_w + FS_MLP_PARAMS_ALIGNED;
@@ -143,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(FS_BLOCK) fs_propagate(
         }
         if (!live[0]) continue;  // no live particle in this thread (idx grows with q)
 
-        fs_integrate(fs_w, scratch, xs, idx, begin, end, steps, k, key0, key1);
+        fs_integrate(fs_w, scratch, xs, idx, first, begin, end, steps, k, key0, key1);
 
 #pragma unroll
         for (int q = 0; q < FS_PPT; ++q) {

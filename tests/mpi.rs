@@ -174,6 +174,40 @@ mod with_mpi {
         assert!(read(&plain, "samples.npy") == read(&three, "samples.npy"));
     }
 
+    /// `--backend cuda-emulated` under mpirun: each rank integrates and scores its share on its
+    /// own CUDA backend (here the host emulator of the kernels; on a cluster, local GPU
+    /// r mod count), and the files equal the single-process CUDA run's, for steer and sample.
+    #[test]
+    fn each_rank_on_its_own_cuda_backend_gives_the_single_process_cuda_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let steer = |out: &Path| -> Vec<String> {
+            ["steer", "--particles", "200", "--groups", "2", "--steps", "10", "--lambda", "2", "--ancestry", "--quiet", "--backend", "cuda-emulated", "--out", out.to_str().unwrap()]
+                .map(String::from)
+                .to_vec()
+        };
+        let sample = |out: &Path| -> Vec<String> {
+            ["sample", "--particles", "301", "--steps", "10", "--sampler", "sde", "--backend", "cuda-emulated", "--out", out.to_str().unwrap()].map(String::from).to_vec()
+        };
+        for (what, args, files) in [("steer", &steer as &dyn Fn(&Path) -> Vec<String>, &["samples.npy", "log_weights.npy", "ancestry.npy"][..]), ("sample", &sample, &["samples.npy"][..])] {
+            let plain = dir.path().join(format!("{what}-plain"));
+            let o = Command::new(BIN).args(args(&plain)).output().unwrap();
+            assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+            for p in [1, 2] {
+                let out = dir.path().join(format!("{what}-{p}"));
+                let a = args(&out);
+                let o = mpirun(p, &a.iter().map(String::as_str).collect::<Vec<_>>());
+                assert!(o.status.success(), "{what}, P = {p}: {}", String::from_utf8_lossy(&o.stderr));
+                for name in files {
+                    assert!(read(&plain, name) == read(&out, name), "{what}: {name} differs between one CUDA process and {p} CUDA ranks");
+                }
+                let summary: serde_json::Value = serde_json::from_slice(&read(&out, "summary.json")).unwrap();
+                // steer's summary names the backend beside the device; sample's nests them.
+                let backend = summary["backend"].as_str().or(summary["backend"]["backend"].as_str());
+                assert_eq!(backend, Some("cuda-emulated"), "{what}: {summary}");
+            }
+        }
+    }
+
     /// The data of a .npy file: what follows its header.
     fn npy_data(bytes: &[u8]) -> &[u8] {
         let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;

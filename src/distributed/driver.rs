@@ -13,8 +13,9 @@ use sha2::{Digest, Sha256};
 
 use super::comm::{decode_f32s, Bytes, Communicator};
 use super::fk::{self, gather_concat, CommReport};
+use super::engine::RankEngine;
 use super::population::Population;
-use crate::backend::{Backend, Init, Layout, RunSpec};
+use crate::backend::{Init, Layout, RunSpec};
 use crate::methods::{self, FkConfig};
 use crate::run::{Outcome, Prepared, SteerConfig};
 use crate::potential::{Potential, PotentialKind};
@@ -170,19 +171,19 @@ pub fn check_same_configuration(comm: &dyn Communicator, args: &[String], model:
 }
 
 /// The unsteered run of the same starting points, across ranks (rank 0 gets it).
-pub fn baseline(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Option<Baseline>> {
-    let share = baseline_share(comm, spec, layout, init)?;
+pub fn baseline(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<Option<Baseline>> {
+    let share = baseline_share(comm, spec, layout, init, engine)?;
     let rewards = gather_concat(comm, &Bytes::f32s(&share.rewards));
     let positions = gather_concat(comm, &Bytes::f32s(&share.positions));
     Ok(rewards.map(|r| Baseline { rewards: decode_f32s(&r), positions: decode_f32s(&positions.unwrap()) }))
 }
 
 /// This rank's share of the unsteered run of the same starting points (rewards, rows).
-pub fn baseline_share(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>) -> anyhow::Result<Baseline> {
+pub fn baseline_share(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<Baseline> {
     let mut plain = spec.clone();
     plain.potential = Potential { kind: PotentialKind::Is, ..spec.potential };
-    let mut pop = Population::new(&plain, layout, comm, init)?;
-    pop.propagate(&plain, 0..plain.sampler.steps);
+    let mut pop = Population::new(&plain, layout, comm, init, engine)?;
+    pop.propagate(&plain, 0..plain.sampler.steps)?;
     Ok(Baseline { rewards: pop.rewards(&plain, plain.sampler.steps, true)?, positions: pop.rows() })
 }
 
@@ -228,9 +229,8 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
             }
         }
         let prep = Prepared::new(&common, cfg.potential, cfg.resample, cfg.adaptive_ess)?;
-        if prep.engine()?.info().backend != "cpu" {
-            bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
-        }
+        let engine = RankEngine::open(prep.backend.choice, comm)?;
+        engine.check_model(&prep.spec.model).with_context(|| format!("model file {}", prep.model_path.display()))?;
         let (layout, init_rows) =
             prep.layout_and_init(cfg.particles, crate::run::steer::DEFAULT_PARTICLES, cfg.groups, cfg.init.as_deref())?;
         if form == OutputForm::Gathered && comm.rank() == 0 {
@@ -239,9 +239,9 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
             let per = super::shards::gathered_bytes_per_particle(prep.spec.model.dim, cfg.baseline, rows);
             super::shards::check_gather_fits(layout.total(), per, crate::memory::available().as_ref())?;
         }
-        Ok((prep, layout, init_rows))
+        Ok((prep, layout, init_rows, engine))
     })();
-    let (prep, layout, init_rows) = match prepared {
+    let (prep, layout, init_rows, engine) = match prepared {
         Ok(p) => {
             agree(comm, Ok(()))?;
             p
@@ -252,7 +252,7 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
     let schedule = cfg.schedule;
     let fk_cfg = FkConfig { layout, schedule, keep_ancestors: cfg.ancestry, fused: false, snapshots: common.plot, max_intervals: None, final_resample: cfg.final_resample };
     let resolved = methods::fk::resolve_schedule(&prep.spec, &schedule).map_err(anyhow::Error::msg)?;
-    let info = prep.engine()?.info();
+    let info = engine.info();
     if !common.quiet {
         let spec = &prep.spec;
         let groups = if layout.groups > 1 { format!(" × {} groups", layout.groups) } else { String::new() };
@@ -275,9 +275,9 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
     }
     let init = init_rows.as_deref().map_or(Init::Noise, Init::Given);
     if form == OutputForm::Sharded {
-        super::shards::steer(comm, cfg, prep, info, &fk_cfg, init, &common).map(|()| None)
+        super::shards::steer(comm, cfg, prep, info, &fk_cfg, init, &common, &engine).map(|()| None)
     } else {
-        steer_gathered(comm, cfg, prep, info, &fk_cfg, init, common)
+        steer_gathered(comm, cfg, prep, info, &fk_cfg, init, common, &engine)
     }
 }
 
@@ -290,16 +290,17 @@ fn steer_gathered(
     fk_cfg: &FkConfig,
     init: Init<'_>,
     common: crate::run::CommonConfig,
+    engine: &RankEngine,
 ) -> anyhow::Result<Option<Outcome>> {
     let layout = fk_cfg.layout;
-    let (result, report) = match fk::steer(comm, &prep.spec, fk_cfg, init) {
+    let (result, report) = match fk::steer(comm, &prep.spec, fk_cfg, init, engine) {
         Ok(r) => {
             agree(comm, Ok(()))?;
             r
         }
         Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
-    let baseline = if cfg.baseline { baseline(comm, &prep.spec, layout, init)? } else { None };
+    let baseline = if cfg.baseline { baseline(comm, &prep.spec, layout, init, engine)? } else { None };
     let Some(result) = result else { return Ok(None) };
     if !common.quiet {
         eprintln!("{}", comm_line(&report));
@@ -349,9 +350,10 @@ pub fn comm_line(r: &CommReport) -> String {
     )
 }
 
-/// `flowsteer sample` across ranks: each rank integrates its share; rank 0 gets every sample,
-/// `[n, D]` in global order (the same bits as one process: every draw is keyed by the global
-/// index). `None` on the other ranks, which then stop.
+/// `flowsteer sample` across ranks: each rank integrates its share on the engine of `choice`
+/// (super::engine); rank 0 gets every sample, `[n, D]` in global order (the same bits as one
+/// process of that engine: every draw is keyed by the global index) and the engine's
+/// description. `None` on the other ranks, which then stop.
 pub fn sample_rows(
     comm: &dyn Communicator,
     spec: &RunSpec,
@@ -359,20 +361,30 @@ pub fn sample_rows(
     init: Option<&[f32]>,
     model: &std::path::Path,
     times: &mut crate::run::sample::PhaseTimes,
-) -> anyhow::Result<Option<Vec<f32>>> {
-    let local = if n < comm.size() {
-        Err(anyhow::anyhow!("{n} particles cannot be shared by {} MPI ranks: give at least one particle per rank (--particles ≥ {})", comm.size(), comm.size()))
-    } else {
-        Ok(())
+    choice: crate::backend::BackendChoice,
+) -> anyhow::Result<Option<(Vec<f32>, crate::backend::BackendInfo)>> {
+    let local = (|| {
+        if n < comm.size() {
+            bail!("{n} particles cannot be shared by {} MPI ranks: give at least one particle per rank (--particles ≥ {})", comm.size(), comm.size());
+        }
+        let engine = RankEngine::open(choice, comm)?;
+        engine.check_model(&spec.model).with_context(|| format!("model file {}", model.display()))?;
+        Ok(engine)
+    })();
+    let engine = match local {
+        Ok(e) => {
+            agree(comm, Ok(()))?;
+            e
+        }
+        Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
-    agree(comm, local)?;
     check_same_configuration(comm, &std::env::args().collect::<Vec<_>>(), model)?;
     let clock = std::time::Instant::now();
-    let mut pop = Population::new(spec, Layout { n, groups: 1 }, comm, init.map_or(Init::Noise, Init::Given))?;
+    let mut pop = Population::new(spec, Layout { n, groups: 1 }, comm, init.map_or(Init::Noise, Init::Given), &engine)?;
     times.init = clock.elapsed().as_secs_f64();
     let clock = std::time::Instant::now();
-    pop.propagate(spec, 0..spec.sampler.steps);
+    pop.propagate(spec, 0..spec.sampler.steps)?;
     let rows = gather_concat(comm, &Bytes::f32s(&pop.rows()));
     times.propagate = clock.elapsed().as_secs_f64();
-    Ok(rows.map(|r| decode_f32s(&r)))
+    Ok(rows.map(|r| (decode_f32s(&r), engine.info())))
 }

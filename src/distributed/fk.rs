@@ -5,6 +5,7 @@
 use anyhow::{bail, ensure};
 
 use super::comm::{decode_f32s, decode_f64s, decode_u32s, Bytes, Communicator, Metered, Traffic};
+use super::engine::RankEngine;
 use super::population::{self, Population};
 use super::resample;
 use crate::backend::{Init, RunSpec};
@@ -35,10 +36,10 @@ pub fn gather_concat(comm: &dyn Communicator, mine: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Runs FK steering across the ranks of `comm`; `Some(result)` on rank 0, `None` elsewhere.
-pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<(Option<RunResult>, CommReport)> {
+pub fn steer(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<(Option<RunResult>, CommReport)> {
     let comm = Metered::new(comm);
     let clock = Clock::start();
-    let Ended { mut res, pop, rewards, ancestry, resampling_bytes, resamplings } = run_share(&comm, spec, cfg, init)?;
+    let Ended { mut res, pop, rewards, ancestry, resampling_bytes, resamplings } = run_share(&comm, spec, cfg, init, engine)?;
     let layout = cfg.layout;
     let positions = gather_concat(&comm, &Bytes::f32s(&pop.rows()));
     let rewards = gather_concat(&comm, &Bytes::f32s(&rewards));
@@ -73,10 +74,10 @@ pub struct Ended {
 
 /// FK steering across the ranks of `comm` where every rank keeps its share at the end (sharded
 /// outputs, docs/distributed.md): nothing is gathered.
-pub fn steer_kept(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<(Ended, CommReport)> {
+pub fn steer_kept(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<(Ended, CommReport)> {
     let comm = Metered::new(comm);
     let clock = Clock::start();
-    let mut ended = run_share(&comm, spec, cfg, init)?;
+    let mut ended = run_share(&comm, spec, cfg, init, engine)?;
     let report = finish_report(&comm, &mut ended.res, &clock, ended.resampling_bytes, ended.resamplings);
     Ok((ended, report))
 }
@@ -98,7 +99,7 @@ fn finish_report(comm: &Metered, res: &mut RunResult, clock: &Clock, resampling_
 }
 
 /// The steering loop on this rank's share.
-fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> anyhow::Result<Ended> {
+fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<Ended> {
     population::check_scheme(spec.resample)?;
     ensure!(spec.potential.kind != PotentialKind::Bon, "--potential bon does not run across MPI ranks yet; run it without mpirun");
     ensure!(cfg.max_intervals.is_none(), "--profile does not run across MPI ranks; profile one process");
@@ -110,7 +111,7 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> 
     let mut res = RunResult::new(format!("fk-{}", spec.potential.kind), spec.model.dim);
     let total = layout.total() as u64;
     let evals = spec.sampler.evals_per_step() as u64;
-    let mut pop = Population::new(spec, layout, comm, init)?;
+    let mut pop = Population::new(spec, layout, comm, init, engine)?;
     if cfg.snapshots {
         gather_snapshot(comm, &pop, 0, &mut res);
     }
@@ -122,7 +123,7 @@ fn run_share(comm: &Metered, spec: &RunSpec, cfg: &FkConfig, init: Init<'_>) -> 
     let mut roots_left = vec![layout.n as u64; layout.groups];
     for (k, &step) in schedule.steps.iter().enumerate() {
         let is_final = step == spec.sampler.steps;
-        timed(&mut res.times.propagate, || pop.propagate(spec, prev..step));
+        timed(&mut res.times.propagate, || pop.propagate(spec, prev..step))?;
         if cfg.snapshots {
             gather_snapshot(comm, &pop, step, &mut res);
         }

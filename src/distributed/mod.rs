@@ -11,6 +11,7 @@
 
 pub mod comm;
 pub mod driver;
+pub mod engine;
 pub mod fk;
 pub mod global_stats;
 #[cfg(feature = "mpi")]

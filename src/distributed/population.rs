@@ -15,6 +15,7 @@ use std::ops::Range;
 use anyhow::{bail, ensure};
 
 use super::comm::{Bytes, Communicator, Reader};
+use super::engine::RankEngine;
 use super::share;
 use crate::backend::cpu::{candidate_around_pivot, propagate};
 use crate::backend::{GroupWeights, Init, Layout, RunSpec};
@@ -73,11 +74,13 @@ pub struct Population {
     pub log_w: Vec<f64>,
     /// Within-group index of the particle each one descends from at t = 0.
     pub root: Vec<u32>,
+    /// Where the per-particle work runs (integration and rewards; super::engine).
+    pub engine: RankEngine,
 }
 
 impl Population {
     /// This rank's share of `layout`, started as the CPU backend starts a population.
-    pub fn new(spec: &RunSpec, layout: Layout, comm: &dyn Communicator, init: Init<'_>) -> anyhow::Result<Population> {
+    pub fn new(spec: &RunSpec, layout: Layout, comm: &dyn Communicator, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<Population> {
         let (total, dim) = (layout.total(), spec.model.dim);
         let range = share::share(total, comm.size(), comm.rank());
         let len = range.len();
@@ -120,6 +123,7 @@ impl Population {
             log_w: vec![0.0; len],
             root: range.clone().map(|i| (i % layout.n) as u32).collect(),
             range,
+            engine: engine.clone(),
         })
     }
 
@@ -132,9 +136,15 @@ impl Population {
     }
 
     /// Integrates grid steps `steps`; the noise of particle i is keyed by its global index.
-    pub fn propagate(&mut self, spec: &RunSpec, steps: Range<usize>) {
-        let len = self.len();
-        propagate::propagate(&spec.model, &spec.sampler, spec.seed, &mut self.x, len, self.range.start as u64, steps);
+    pub fn propagate(&mut self, spec: &RunSpec, steps: Range<usize>) -> anyhow::Result<()> {
+        let (len, first) = (self.len(), self.range.start as u64);
+        match &self.engine {
+            RankEngine::Cpu => {
+                propagate::propagate(&spec.model, &spec.sampler, spec.seed, &mut self.x, len, first, steps);
+                Ok(())
+            }
+            gpu => gpu.propagate_on_gpu(spec, &mut self.x, len, first, steps),
+        }
     }
 
     /// Rewards at grid index `step`, as `CpuBackend` computes them: on the state when `on_sample`
@@ -142,6 +152,9 @@ impl Population {
     /// docs/rewards.md). Fails only for a reward program that fails.
     pub fn rewards(&self, spec: &RunSpec, step: usize, on_sample: bool) -> anyhow::Result<Vec<f32>> {
         let (len, dim) = (self.len(), self.dim);
+        if !matches!(self.engine, RankEngine::Cpu) {
+            return self.engine.rewards_on_gpu(spec, &self.x, len, self.range.start as u64, step, on_sample);
+        }
         let t = spec.sampler.time(step);
         let hat;
         let x: &[f32] = if on_sample || spec.reward_on == RewardOn::Xt {

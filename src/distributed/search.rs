@@ -19,9 +19,10 @@ use anyhow::{bail, ensure, Context};
 
 use super::comm::{Bytes, Communicator, Metered, Reader, Traffic};
 use super::driver::{agree, check_same_configuration};
+use super::engine::RankEngine;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
-use crate::backend::{Backend, Init, Layout, RunSpec};
+use crate::backend::{Init, Layout, RunSpec};
 use crate::methods::{distinct_roots, timed, Clock, RunResult, TraceRow, ZerothConfig};
 use crate::rng::{Philox, Purpose};
 use crate::resample::ResampleScheme;
@@ -158,14 +159,14 @@ fn best_first(a: &Candidate, b: &Candidate) -> Ordering {
 
 /// Best-of-N across the ranks of `comm` (`methods::best_of_n` for one population split over
 /// ranks): `Some(result)` on rank 0, None elsewhere.
-pub fn best_of_n(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, top_k: usize, init: Init<'_>) -> anyhow::Result<(Option<RunResult>, CommReport)> {
+pub fn best_of_n(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, top_k: usize, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<(Option<RunResult>, CommReport)> {
     let comm = Metered::new(comm);
     let clock = Clock::start();
     ensure!(top_k >= 1 && top_k <= layout.n, "--top-k must be between 1 and N = {}, got {top_k}", layout.n);
     let (dim, steps) = (spec.model.dim, spec.sampler.steps);
     let mut res = RunResult::new("bon", dim);
-    let mut pop = Population::new(spec, layout, &comm, init)?;
-    timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps));
+    let mut pop = Population::new(spec, layout, &comm, init, engine)?;
+    timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps))?;
     res.particle_steps = (layout.total() * steps) as u64;
     res.nfe = res.particle_steps * spec.sampler.evals_per_step() as u64;
     let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true))?;
@@ -186,7 +187,7 @@ pub fn best_of_n(comm: &dyn Communicator, spec: &RunSpec, layout: Layout, top_k:
 /// candidates are shared by the ranks; every rank learns each group's best candidate (one
 /// all-gather of at most P records per group) and moves its pivot to that candidate's starting
 /// point, as one process does. `Some(result)` on rank 0, None elsewhere.
-pub fn zeroth_order(comm: &dyn Communicator, spec: &RunSpec, cfg: &ZerothConfig) -> anyhow::Result<(Option<RunResult>, CommReport)> {
+pub fn zeroth_order(comm: &dyn Communicator, spec: &RunSpec, cfg: &ZerothConfig, engine: &RankEngine) -> anyhow::Result<(Option<RunResult>, CommReport)> {
     let comm = Metered::new(comm);
     let clock = Clock::start();
     let (layout, dim, steps) = (cfg.layout, spec.model.dim, spec.sampler.steps);
@@ -210,9 +211,9 @@ pub fn zeroth_order(comm: &dyn Communicator, spec: &RunSpec, cfg: &ZerothConfig)
     let mut last = Vec::new();
     for cycle in 0..cfg.cycles {
         let cycle32 = u32::try_from(cycle).context("too many cycles")?;
-        let mut pop = Population::new(spec, layout, &comm, Init::AroundPivot { pivot: &pivot, radius: cfg.radius, cycle: cycle32 })?;
+        let mut pop = Population::new(spec, layout, &comm, Init::AroundPivot { pivot: &pivot, radius: cfg.radius, cycle: cycle32 }, engine)?;
         let starts = pop.rows();
-        timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps));
+        timed(&mut res.times.propagate, || pop.propagate(spec, 0..steps))?;
         res.particle_steps += (layout.total() * steps) as u64;
         res.nfe += (layout.total() * steps * spec.sampler.evals_per_step()) as u64;
         let rewards = timed(&mut res.times.potential, || pop.rewards(spec, steps, true))?;
@@ -253,9 +254,8 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
     let groups = cfg.groups;
     let prepared = (|| {
         let prep = Prepared::new(&common, search_potential(), ResampleScheme::default(), None)?;
-        if prep.engine()?.info().backend != "cpu" {
-            bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
-        }
+        let engine = RankEngine::open(prep.backend.choice, comm)?;
+        engine.check_model(&prep.spec.model).with_context(|| format!("model file {}", prep.model_path.display()))?;
         let (plan, config, layout) = match &cfg.method {
             SearchMethod::Bon { particles, top_k, init } => {
                 let (layout, rows) = prep.layout_and_init(*particles, 4096, groups, init.as_deref())?;
@@ -276,9 +276,9 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
         if layout.total() < comm.size() {
             bail!("{} particles cannot be shared by {} MPI ranks: give at least one particle per rank (N × --groups ≥ {})", layout.total(), comm.size(), comm.size());
         }
-        Ok((prep, plan, config))
+        Ok((prep, plan, config, engine))
     })();
-    let (prep, plan, mut config) = match prepared {
+    let (prep, plan, mut config, engine) = match prepared {
         Ok(p) => {
             agree(comm, Ok(()))?;
             p
@@ -287,8 +287,8 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
     };
     check_same_configuration(comm, &std::env::args().collect::<Vec<_>>(), &prep.model_path)?;
     let ran = match &plan {
-        Plan::Bon { layout, top_k, rows } => best_of_n(comm, &prep.spec, *layout, *top_k, rows.as_deref().map_or(Init::Noise, Init::Given)),
-        Plan::Zeroth(z) => zeroth_order(comm, &prep.spec, z),
+        Plan::Bon { layout, top_k, rows } => best_of_n(comm, &prep.spec, *layout, *top_k, rows.as_deref().map_or(Init::Noise, Init::Given), &engine),
+        Plan::Zeroth(z) => zeroth_order(comm, &prep.spec, z, &engine),
     };
     let (result, report) = match ran {
         Ok(r) => {
@@ -308,7 +308,7 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
     };
     agree(comm, checked)?;
     let Some(result) = result else { return Ok(None) };
-    let mut info = prep.engine()?.info();
+    let mut info = engine.info();
     info.device = format!("{} per rank, {} MPI ranks", info.device, comm.size());
     if !common.quiet {
         println!("flowsteer search {}: towards {} (larger is better); {} backend on {}", result.method, prep.spec.reward, info.backend, info.device);
@@ -346,7 +346,7 @@ mod tests {
             let cfg = ZerothConfig { layout: Layout { n: 9, groups: 2 }, cycles: 3, radius: 0.8, pivot };
             let one = crate::methods::zeroth_order(&mut CpuBackend::new(), &spec, &cfg).unwrap();
             for p in 1..=4 {
-                let mut out = ThreadWorld::run(p, |c| zeroth_order(c, &spec, &cfg).unwrap().0);
+                let mut out = ThreadWorld::run(p, |c| zeroth_order(c, &spec, &cfg, &RankEngine::Cpu).unwrap().0);
                 let r = out.remove(0).expect("rank 0 holds the result");
                 assert_eq!(r.positions.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), one.positions.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "P = {p}");
                 assert_eq!((&r.root_ids, &r.rewards, r.layout, &r.schedule), (&one.root_ids, &one.rewards, one.layout, &one.schedule), "P = {p}");
@@ -373,7 +373,7 @@ mod tests {
             // The test means something only if the kept rows tie.
             assert!(top_k == 1 || one.rewards[0] == one.rewards[1], "{:?}", one.rewards);
             for p in 1..=4 {
-                let mut out = ThreadWorld::run(p, |c| best_of_n(c, &spec, layout, top_k, Init::Given(&rows)).unwrap().0);
+                let mut out = ThreadWorld::run(p, |c| best_of_n(c, &spec, layout, top_k, Init::Given(&rows), &RankEngine::Cpu).unwrap().0);
                 let r = out.remove(0).expect("rank 0 holds the result");
                 assert!(out.iter().all(Option::is_none));
                 assert_eq!(r.positions.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), one.positions.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "P = {p}, K = {top_k}");

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::comm::Communicator;
 use super::driver::{self, agree};
+use super::engine::RankEngine;
 use super::{fk, global_stats};
 use crate::backend::{BackendInfo, Init};
 use crate::methods::{trace_csv, FkConfig};
@@ -232,9 +233,10 @@ pub fn steer(
     fk_cfg: &FkConfig,
     init: Init<'_>,
     common: &CommonConfig,
+    engine: &RankEngine,
 ) -> anyhow::Result<()> {
     let out = cfg.common.out.as_deref().context("--shard-outputs needs --out DIR")?;
-    let (ended, report) = match fk::steer_kept(comm, &prep.spec, fk_cfg, init) {
+    let (ended, report) = match fk::steer_kept(comm, &prep.spec, fk_cfg, init, engine) {
         Ok(r) => {
             agree(comm, Ok(()))?;
             r
@@ -243,7 +245,7 @@ pub fn steer(
     };
     let fk::Ended { mut res, pop, rewards, ancestry, .. } = ended;
     let (layout, dim, spec) = (fk_cfg.layout, pop.dim, &prep.spec);
-    let baseline = if cfg.baseline { Some(driver::baseline_share(comm, spec, layout, init)?) } else { None };
+    let baseline = if cfg.baseline { Some(driver::baseline_share(comm, spec, layout, init, engine)?) } else { None };
     let positions = pop.rows();
     let w = global_stats::normalised_weights(comm, &pop.log_w, &pop.range, layout);
     let stats = FinalStats {

@@ -1,6 +1,7 @@
 //! P-invariance of the distributed algorithm, run on [`ThreadWorld`] (no mpirun needed).
 
 use super::comm::{Communicator, ThreadWorld};
+use super::engine::RankEngine;
 use super::fk;
 use crate::backend::{Init, Layout, RunSpec};
 use crate::methods::{FkConfig, RunResult, ScheduleSpec};
@@ -31,7 +32,14 @@ fn run(p: usize, spec: &RunSpec, layout: Layout) -> RunResult {
 
 /// [`run`], resampling at t = 1 too when `final_resample`.
 fn run_final(p: usize, spec: &RunSpec, layout: Layout, final_resample: bool) -> RunResult {
-    let cfg = FkConfig {
+    let cfg = fk_config(layout, final_resample);
+    let mut out = ThreadWorld::run(p, |c| fk::steer(c, spec, &cfg, Init::Noise, &RankEngine::Cpu).unwrap().0);
+    out.remove(0).expect("rank 0 holds the result")
+}
+
+/// Four resampling points between t = 0.2 and 0.9, ancestry kept.
+fn fk_config(layout: Layout, final_resample: bool) -> FkConfig {
+    FkConfig {
         layout,
         schedule: ScheduleSpec { t_start: 0.2, t_end: 0.9, count: 4, every: None },
         keep_ancestors: true,
@@ -39,9 +47,7 @@ fn run_final(p: usize, spec: &RunSpec, layout: Layout, final_resample: bool) -> 
         snapshots: false,
         max_intervals: None,
         final_resample,
-    };
-    let mut out = ThreadWorld::run(p, |c| fk::steer(c, spec, &cfg, Init::Noise).unwrap().0);
-    out.remove(0).expect("rank 0 holds the result")
+    }
 }
 
 fn assert_same(a: &RunResult, b: &RunResult, what: &str) {
@@ -100,15 +106,7 @@ fn it_resamples_as_the_single_process_cpu_backend_does() {
     for (scheme, final_resample) in cases {
         let sp = spec(scheme, None);
         let layout = Layout { n: 1000, groups: 2 };
-        let cfg = FkConfig {
-            layout,
-            schedule: ScheduleSpec { t_start: 0.2, t_end: 0.9, count: 4, every: None },
-            keep_ancestors: true,
-            fused: false,
-            snapshots: false,
-            max_intervals: None,
-            final_resample,
-        };
+        let cfg = fk_config(layout, final_resample);
         let single = crate::methods::steer(&mut CpuBackend::new(), &sp, &cfg, Init::Noise).unwrap();
         let two = run_final(2, &sp, layout, final_resample);
         assert_eq!(single.root_ids, two.root_ids, "{scheme}, final resampling {final_resample}");
@@ -131,15 +129,7 @@ fn a_reward_that_reads_t_is_scored_at_each_steps_time() {
     let mut sp = spec(ResampleScheme::Multinomial, None);
     sp.reward = "-(x[0] - 2*t)^2".parse().unwrap();
     let layout = Layout { n: 300, groups: 1 };
-    let cfg = FkConfig {
-        layout,
-        schedule: ScheduleSpec { t_start: 0.2, t_end: 0.9, count: 4, every: None },
-        keep_ancestors: true,
-        fused: false,
-        snapshots: false,
-        max_intervals: None,
-        final_resample: false,
-    };
+    let cfg = fk_config(layout, false);
     let single = crate::methods::steer(&mut CpuBackend::new(), &sp, &cfg, Init::Noise).unwrap();
     let two = run_final(2, &sp, layout, false);
     assert_eq!(single.ancestry, two.ancestry);
@@ -153,20 +143,12 @@ fn a_reward_that_reads_t_is_scored_at_each_steps_time() {
 #[test]
 fn fewer_particles_than_ranks_and_residual_are_refused_clearly() {
     let sp = spec(ResampleScheme::Multinomial, None);
-    let cfg = FkConfig {
-        layout: Layout { n: 2, groups: 1 },
-        schedule: ScheduleSpec { t_start: 0.2, t_end: 0.9, count: 4, every: None },
-        keep_ancestors: false,
-        fused: false,
-        snapshots: false,
-        max_intervals: None,
-        final_resample: false,
-    };
-    let errs = ThreadWorld::run(3, |c| fk::steer(c, &sp, &cfg, Init::Noise).err().map(|e| e.to_string()));
+    let cfg = FkConfig { keep_ancestors: false, ..fk_config(Layout { n: 2, groups: 1 }, false) };
+    let errs = ThreadWorld::run(3, |c| fk::steer(c, &sp, &cfg, Init::Noise, &RankEngine::Cpu).err().map(|e| e.to_string()));
     assert!(errs.iter().all(|e| e.as_ref().is_some_and(|e| e.contains("2 particles cannot be shared by 3 MPI ranks"))), "{errs:?}");
     let sp = spec(ResampleScheme::Residual, None);
     let cfg = FkConfig { layout: Layout { n: 8, groups: 1 }, ..cfg };
-    let errs = ThreadWorld::run(2, |c| fk::steer(c, &sp, &cfg, Init::Noise).err().map(|e| e.to_string()));
+    let errs = ThreadWorld::run(2, |c| fk::steer(c, &sp, &cfg, Init::Noise, &RankEngine::Cpu).err().map(|e| e.to_string()));
     assert!(errs.iter().all(|e| e.as_ref().is_some_and(|e| e.contains("--resample residual"))), "{errs:?}");
 }
 

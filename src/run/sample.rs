@@ -232,13 +232,9 @@ pub fn sample_ranked(cfg: &SampleConfig) -> anyhow::Result<Option<SampleOutcome>
 
     let spec = sampling_spec(model, sampler, cfg.seed);
     let (rows, info) = if let Some(w) = world {
-        if resolved.choice != BackendChoice::Cpu {
-            anyhow::bail!("under MPI each rank runs the CPU backend (the CUDA rank path is not built yet); pass --backend cpu");
-        }
-        let Some(rows) = crate::distributed::driver::sample_rows(&*w, &spec, n, init.as_deref(), &cfg.model, &mut times)? else {
+        let Some((rows, mut info)) = crate::distributed::driver::sample_rows(&*w, &spec, n, init.as_deref(), &cfg.model, &mut times, resolved.choice)? else {
             return Ok(None);
         };
-        let mut info = CpuBackend::new().info();
         info.device = format!("{} per rank, {} MPI ranks", info.device, w.size());
         (rows, info)
     } else {

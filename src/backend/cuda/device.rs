@@ -152,11 +152,22 @@ pub struct CudaParticles {
     group_last_b: Buffer<i64>,
     /// `alt` holds the reward input for (grid step, emit mode).
     rin: Option<(usize, i32)>,
+    /// The global index of particle 0 when this is one MPI rank's share of a larger population
+    /// ([`CudaBackend::init_share`]): the SDE noise is keyed by `first + i`. None: a whole
+    /// population.
+    share_first: Option<u64>,
 }
 
 impl CudaParticles {
     pub fn total(&self) -> usize {
         self.layout.total()
+    }
+
+    /// Refuses the group operations on a rank's share: its groups are cut at the rank's edges,
+    /// so they are weighed and resampled across ranks on the host (crate::distributed).
+    fn whole(&self, what: &str) -> anyhow::Result<()> {
+        ensure!(self.share_first.is_none(), "{what} needs a whole population; this one is an MPI rank's share (crate::distributed weighs and resamples shares across ranks)");
+        Ok(())
     }
 }
 
@@ -198,7 +209,12 @@ fn blocks(count: usize, per: u32) -> u32 {
 impl CudaBackend {
     /// Opens device 0 with a non-default stream. Fails (never panics) without a driver or device.
     pub fn new() -> anyhow::Result<Self> {
-        let (device, id) = DriverDevice::open()?;
+        Self::on_device(0)
+    }
+
+    /// Opens device `ordinal` (an MPI rank's own GPU, docs/distributed.md).
+    pub fn on_device(ordinal: usize) -> anyhow::Result<Self> {
+        let (device, id) = DriverDevice::open(ordinal)?;
         Ok(Self::on(Box::new(device), id))
     }
 
@@ -330,6 +346,7 @@ impl CudaBackend {
             group_last: self.alloc(groups, "group last indices")?,
             group_last_b: self.alloc(groups, "group last indices")?,
             rin: None,
+            share_first: None,
         })
     }
 
@@ -362,7 +379,8 @@ impl CudaBackend {
         let (variant, smem) = (config.propagate.expect("the propagate module has a variant"), config.dynamic_shared_bytes);
         let resident = self.device.resident_blocks(&f, variant.block, smem)?;
         let cfg = modules::propagate_launch(variant, p.total(), resident, smem);
-        self.device.launch(&f, cfg, args![x, total, stride, iv, steps, kk, k0, k1, w, alt, emit], "fs_propagate")
+        let first = p.share_first.unwrap_or(0);
+        self.device.launch(&f, cfg, args![x, total, stride, iv, steps, kk, k0, k1, w, alt, emit, first], "fs_propagate")
     }
 
     fn tiles(n: usize) -> usize {
@@ -576,6 +594,23 @@ impl CudaBackend {
         self.device.upload(&soa, &mut p.x, "uploading the initial points")
     }
 
+    /// One MPI rank's share of a population (docs/distributed.md): `rows` (`[len, D]`) whose
+    /// particle 0 has global index `first`, so that the SDE noise is the whole population's.
+    /// Only integrating and scoring run on a share; the ranks weigh and resample on the host.
+    pub fn init_share(&mut self, spec: &RunSpec, rows: &[f32], first: u64) -> anyhow::Result<CudaParticles> {
+        let len = rows.len() / spec.model.dim.max(1);
+        let mut p = self.init(spec, Layout { n: len, groups: 1 }, Init::Given(rows))?;
+        p.share_first = Some(first);
+        Ok(p)
+    }
+
+    /// Overwrites the positions of `p` with `rows` (`[total, D]`), e.g. after the host resampled.
+    pub fn write_positions(&mut self, p: &mut CudaParticles, rows: &[f32]) -> anyhow::Result<()> {
+        ensure!(rows.len() == p.total() * p.dim, "positions hold {} values, expected {} × {}", rows.len(), p.total(), p.dim);
+        p.rin = None;
+        self.upload_rows(p, rows)
+    }
+
     /// One thread per item; callers pass the kernel's parameters in order.
     fn launch_flat(&self, module: &str, name: &str, count: usize, args: &[KernelArg]) -> anyhow::Result<()> {
         self.device.launch(&self.func(module, name)?, Self::flat(count), args, name)
@@ -666,6 +701,7 @@ impl Backend for CudaBackend {
     }
 
     fn weigh(&mut self, spec: &RunSpec, p: &mut CudaParticles, at: WeighAt) -> anyhow::Result<Vec<GroupWeights>> {
+        p.whole("weighing")?;
         let k = self.kernels(spec)?;
         let emit = Self::emit_for(spec, at.is_final);
         self.ensure_rin(&k, spec, p, at.step, emit)?;
@@ -677,6 +713,7 @@ impl Backend for CudaBackend {
     }
 
     fn resample(&mut self, spec: &RunSpec, p: &mut CudaParticles, step: usize, keep_ancestors: bool) -> anyhow::Result<(Vec<GroupResample>, Option<Vec<u32>>)> {
+        p.whole("resampling")?;
         let k = self.kernels(spec)?;
         self.write_iv(spec, p, step, step, false, step)?;
         self.launch_resample(&k, spec, p)?;
@@ -687,6 +724,7 @@ impl Backend for CudaBackend {
     }
 
     fn interval(&mut self, spec: &RunSpec, p: &mut CudaParticles, plan: &IntervalPlan) -> anyhow::Result<IntervalReport> {
+        p.whole("a resampling interval")?;
         let k = self.kernels(spec)?;
         let emit = Self::emit_for(spec, plan.weigh.is_final);
         let step_end = plan.weigh.step;
@@ -775,6 +813,7 @@ impl Backend for CudaBackend {
     }
 
     fn select_top(&mut self, spec: &RunSpec, p: &mut CudaParticles, on: ScoreOn, keep: usize) -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
+        p.whole("selecting the best per group")?;
         let (n, groups) = (p.layout.n, p.layout.groups);
         ensure!(keep >= 1 && keep <= n, "cannot keep {keep} of {n} particles per group; keep must be in 1..={n}");
         let k = self.kernels(spec)?;
@@ -840,6 +879,7 @@ impl Backend for CudaBackend {
     }
 
     fn replicate(&mut self, p: &mut CudaParticles, copies: usize) -> anyhow::Result<()> {
+        p.whole("replicating")?;
         ensure!(copies >= 1, "replicate needs at least one copy");
         if copies == 1 {
             return Ok(());
@@ -904,6 +944,7 @@ impl Backend for CudaBackend {
     }
 
     fn renoise(&mut self, spec: &RunSpec, p: &mut CudaParticles, from: usize, to: usize, form: RenoiseForm, round: u32) -> anyhow::Result<()> {
+        p.whole("renoising")?;
         ensure!(to < from && from <= spec.sampler.steps, "renoising goes back in time: need to < from ≤ steps (got from {from}, to {to})");
         let k = self.kernels(spec)?;
         let _r = nvtx::range(c"search");

@@ -70,10 +70,11 @@ pub fn version_advice(driver: (i32, i32), nvrtc: (i32, i32)) -> String {
 }
 
 impl DriverDevice {
-    /// Device 0 with one non-default stream. Fails (never panics) without a driver or device.
-    pub fn open() -> anyhow::Result<(Self, Identity)> {
+    /// Device `ordinal` with one non-default stream. Fails (never panics) without a driver or
+    /// device.
+    pub fn open(ordinal: usize) -> anyhow::Result<(Self, Identity)> {
         super::availability().map_err(anyhow::Error::msg)?;
-        let ctx = drv(CudaContext::new(0), "creating a context on device 0")?;
+        let ctx = drv(CudaContext::new(ordinal), &format!("creating a context on device {ordinal}"))?;
         // One stream and no cross-stream sharing: no per-buffer events, so launches and graph
         // captures stay free of event records.
         // SAFETY: every buffer is used on `stream` only.

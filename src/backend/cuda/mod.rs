@@ -39,6 +39,14 @@ pub fn driver_present() -> bool {
     unsafe { cudarc::driver::sys::is_culib_present() }
 }
 
+/// How many CUDA devices this process sees (0 without a driver; never panics).
+pub fn device_count() -> usize {
+    if !driver_present() {
+        return 0;
+    }
+    cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count()).map_or(0, |c| c.max(0) as usize)
+}
+
 /// Probes for a usable CUDA device without panicking: `Ok(device description)` or
 /// `Err(reason)` that says what is missing and how to fix it.
 pub fn availability() -> Result<String, String> {
