@@ -25,6 +25,7 @@ use anyhow::{anyhow, Context};
 
 use super::comm::{Bytes, Communicator, Reader};
 use super::driver::{agree, check_same_configuration, Collective};
+use super::engine::RankEngine;
 use crate::backend::{Backend, Init, Layout};
 use crate::methods::{FkConfig, ScheduleSpec, ZerothConfig};
 use crate::run::sweep::{self as sweep_run, grid, Bar, MethodRunner, Point, PointOutcome, PointRunner, Progress, Row, SweepConfig, SweepCsv, SweepMethod};
@@ -321,7 +322,8 @@ pub fn check_across(points: &[Point], across: &dyn Fn(&Point) -> bool, limit: u6
 }
 
 /// The real methods: one rank's points on its engines, points across ranks on the population of
-/// `super::population` (FK steering, best-of-N, zeroth-order search, plain sampling).
+/// `super::population` (FK steering, best-of-N, zeroth-order search, plain sampling) with the
+/// CPU engine on every rank (`check_across` refuses other backends for them).
 impl RankRunner for MethodRunner {
     fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome> {
         PointRunner::run(self, point)
@@ -342,13 +344,13 @@ impl RankRunner for MethodRunner {
                     max_intervals: None,
                     final_resample: false,
                 };
-                super::fk::steer(comm, &spec, &cfg, Init::Noise)?
+                super::fk::steer(comm, &spec, &cfg, Init::Noise, &RankEngine::Cpu)?
             }
-            SweepMethod::Bon => super::search::best_of_n(comm, &spec, layout, 1, Init::Noise)?,
-            SweepMethod::Plain => super::search::best_of_n(comm, &spec, layout, n, Init::Noise)?,
+            SweepMethod::Bon => super::search::best_of_n(comm, &spec, layout, 1, Init::Noise, &RankEngine::Cpu)?,
+            SweepMethod::Plain => super::search::best_of_n(comm, &spec, layout, n, Init::Noise, &RankEngine::Cpu)?,
             SweepMethod::Zeroth => {
                 let cfg = ZerothConfig { layout, cycles: self.shared.cycles, radius: self.shared.radius, pivot: None };
-                super::search::zeroth_order(comm, &spec, &cfg)?
+                super::search::zeroth_order(comm, &spec, &cfg, &RankEngine::Cpu)?
             }
             SweepMethod::Paths => anyhow::bail!("search over paths does not run across MPI ranks yet (--rank-particles)"),
         };
