@@ -380,13 +380,4 @@ mod with_mpi {
             assert_eq!(summary["final_reward"], one["final_reward"], "P = {p}");
         }
     }
-
-    /// Search over paths does not run across ranks yet: refused under mpirun with a clear message.
-    #[test]
-    fn paths_search_is_refused_across_ranks() {
-        let o = mpirun(2, &["search", "paths", "--steps", "10", "--backend", "cpu"]);
-        assert!(!o.status.success());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("`flowsteer search paths` does not run across MPI ranks yet"), "{err}");
-    }
 }

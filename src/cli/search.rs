@@ -134,9 +134,8 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match crate::distributed::driver::world() {
-        // Under mpirun/srun: best-of-N and zeroth-order search across the ranks
-        // (docs/distributed.md); paths is refused there with more than one rank (cli::run).
-        Some(w) if !matches!(args.method, Method::Paths(_)) => crate::distributed::search::search(&*w, &args.config())?.map_or(Ok(()), |o| o.report()),
-        _ => crate::run::search(&args.config())?.report(),
+        // Under mpirun/srun: every search across the ranks (docs/distributed.md).
+        Some(w) => crate::distributed::search::search(&*w, &args.config())?.map_or(Ok(()), |o| o.report()),
+        None => crate::run::search(&args.config())?.report(),
     }
 }

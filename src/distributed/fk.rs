@@ -83,7 +83,7 @@ pub fn steer_kept(comm: &dyn Communicator, spec: &RunSpec, cfg: &FkConfig, init:
 }
 
 /// Total time and the communication figures, summed over ranks (a collective).
-fn finish_report(comm: &Metered, res: &mut RunResult, clock: &Clock, resampling_bytes: u64, resamplings: usize) -> CommReport {
+pub(super) fn finish_report(comm: &Metered, res: &mut RunResult, clock: &Clock, resampling_bytes: u64, resamplings: usize) -> CommReport {
     let mut traffic = [comm.traffic().bytes_sent as f64, resampling_bytes as f64];
     comm.inner.all_reduce_sum(&mut traffic);
     res.times.total = clock.seconds();

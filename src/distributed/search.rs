@@ -10,21 +10,19 @@
 //! order (its last bits may change with P); its best reward is exact.
 //!
 //! Zeroth-order search is best-of-1 per cycle, with the winner's starting point (the next pivot)
-//! sent to every rank. `search paths` does not run across ranks yet
-//! (`driver::refuse_unless_distributed`).
+//! sent to every rank. Search over paths is [`super::paths`]; [`search`] runs all three.
 
 use std::cmp::Ordering;
 
 use anyhow::{bail, ensure, Context};
 
 use super::comm::{Bytes, Communicator, Metered, Reader, Traffic};
-use super::driver::{agree, check_same_configuration};
+use super::driver::{agree, check_same_configuration, Collective};
 use super::engine::RankEngine;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
 use crate::backend::{Init, Layout, RunSpec};
-use crate::methods::{distinct_roots, timed, Clock, RunResult, TraceRow, ZerothConfig};
-use crate::rng::{Philox, Purpose};
+use crate::methods::{distinct_roots, timed, Clock, PathsConfig, RunResult, TraceRow, ZerothConfig};
 use crate::resample::ResampleScheme;
 use crate::run::method::search_potential;
 use crate::run::prepare::check_layout;
@@ -191,22 +189,7 @@ pub fn zeroth_order(comm: &dyn Communicator, spec: &RunSpec, cfg: &ZerothConfig,
     let comm = Metered::new(comm);
     let clock = Clock::start();
     let (layout, dim, steps) = (cfg.layout, spec.model.dim, spec.sampler.steps);
-    ensure!(cfg.cycles >= 1, "--cycles must be at least 1");
-    ensure!(cfg.radius.is_finite() && cfg.radius >= 0.0, "--radius must be a finite number ≥ 0, got {}", cfg.radius);
-    let mut pivot = match &cfg.pivot {
-        Some(p) => {
-            ensure!(p.len() == layout.groups * dim, "the pivot holds {} values; expected {} × D = {dim} ({} groups)", p.len(), layout.groups, layout.groups);
-            p.clone()
-        }
-        None => {
-            let rng = Philox::new(spec.seed);
-            let mut v = vec![0f32; layout.groups * dim];
-            for (g, row) in v.chunks_mut(dim).enumerate() {
-                rng.normal_vector(g as u64, 0, Purpose::InitialNoise, row);
-            }
-            v
-        }
-    };
+    let mut pivot = crate::methods::search::initial_pivot(spec, cfg)?;
     let mut res = RunResult::new("zeroth", dim);
     let mut last = Vec::new();
     for cycle in 0..cfg.cycles {
@@ -241,9 +224,10 @@ pub fn zeroth_order(comm: &dyn Communicator, spec: &RunSpec, cfg: &ZerothConfig,
 enum Plan {
     Bon { layout: Layout, top_k: usize, rows: Option<Vec<f32>> },
     Zeroth(ZerothConfig),
+    Paths { cfg: PathsConfig, rows: Option<Vec<f32>> },
 }
 
-/// `flowsteer search bon|zeroth` on every rank of `comm`: `Some(outcome)` on rank 0, which
+/// `flowsteer search bon|zeroth|paths` on every rank of `comm`: `Some(outcome)` on rank 0, which
 /// reports it as a single process would (`run::search`, whose checks and `config.run` it keeps).
 pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Option<Outcome>> {
     let mut common = cfg.common.clone();
@@ -254,6 +238,9 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
     let groups = cfg.groups;
     let prepared = (|| {
         let prep = Prepared::new(&common, search_potential(), ResampleScheme::default(), None)?;
+        if let SearchMethod::Paths { .. } = cfg.method {
+            super::paths::check_backend(prep.backend.choice)?;
+        }
         let engine = RankEngine::open(prep.backend.choice, comm)?;
         engine.check_model(&prep.spec.model).with_context(|| format!("model file {}", prep.model_path.display()))?;
         let (plan, config, layout) = match &cfg.method {
@@ -271,7 +258,26 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
                     "radius": radius, "pivot": pivot, "groups": groups });
                 (Plan::Zeroth(ZerothConfig { layout, cycles: *cycles, radius: *radius, pivot: pivot_rows }), config, layout)
             }
-            SearchMethod::Paths { .. } => bail!("`flowsteer search paths` does not run across MPI ranks yet; run it without mpirun"),
+            SearchMethod::Paths { particles, candidates, t_start, delta_f, delta_b, renoise, top_k, init } => {
+                let (layout, rows) = prep.layout_and_init(*particles, 256, groups, init.as_deref())?;
+                let paths = PathsConfig {
+                    layout,
+                    candidates: *candidates,
+                    t_start: *t_start,
+                    delta_f: *delta_f,
+                    delta_b: *delta_b,
+                    renoise: *renoise,
+                    top_k: *top_k,
+                };
+                let grid = paths.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
+                ensure!(*top_k >= 1 && *top_k <= layout.n, "--top-k must be between 1 and N = {}, got {top_k}", layout.n);
+                // As `run::search` writes it, so that summary.json differs from one process's only by "mpi".
+                let config = serde_json::json!({ "command": "search paths", "particles": layout.n, "groups": groups,
+                    "candidates": candidates, "t_start": t_start, "delta_f": delta_f, "delta_b": delta_b,
+                    "grid_steps": { "start": grid.start, "back": grid.back, "forward": grid.forward },
+                    "renoise": renoise, "top_k": top_k, "init": init.as_ref().map(|p| p.display().to_string()) });
+                (Plan::Paths { cfg: paths, rows }, config, layout)
+            }
         };
         if layout.total() < comm.size() {
             bail!("{} particles cannot be shared by {} MPI ranks: give at least one particle per rank (N × --groups ≥ {})", layout.total(), comm.size(), comm.size());
@@ -289,12 +295,15 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
     let ran = match &plan {
         Plan::Bon { layout, top_k, rows } => best_of_n(comm, &prep.spec, *layout, *top_k, rows.as_deref().map_or(Init::Noise, Init::Given), &engine),
         Plan::Zeroth(z) => zeroth_order(comm, &prep.spec, z, &engine),
+        Plan::Paths { cfg, rows } => super::paths::search_over_paths(comm, &prep.spec, cfg, rows.as_deref().map_or(Init::Noise, Init::Given), &engine),
     };
     let (result, report) = match ran {
         Ok(r) => {
             agree(comm, Ok(()))?;
             r
         }
+        // Already met on every rank alike (search over paths agrees on failed rewards).
+        Err(e) if e.downcast_ref::<Collective>().is_some() => return Err(e),
         Err(e) => return agree(comm, Err(e)).map(|()| None),
     };
     // All kept samples non-finite: an error naming the cause, nothing written (as one process).
@@ -312,6 +321,9 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
     info.device = format!("{} per rank, {} MPI ranks", info.device, comm.size());
     if !common.quiet {
         println!("flowsteer search {}: towards {} (larger is better); {} backend on {}", result.method, prep.spec.reward, info.backend, info.device);
+        if !result.schedule.is_empty() && result.method == "paths" {
+            println!("  rounds end at grid steps {:?}", result.schedule);
+        }
         eprintln!("{}", super::driver::comm_line(&report));
     }
     config["mpi"] = serde_json::to_value(&report)?;

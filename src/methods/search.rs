@@ -120,6 +120,29 @@ pub fn best_of_n<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &BonConfig, i
     Ok(res)
 }
 
+/// Checks a zeroth-order search's `--cycles` and `--radius` and returns its starting pivot
+/// `[groups, D]`: `cfg.pivot`, or a standard normal draw per group (InitialNoise, particle =
+/// group index, step 0). One process and the ranks of `crate::distributed` start from it.
+pub fn initial_pivot(spec: &RunSpec, cfg: &ZerothConfig) -> anyhow::Result<Vec<f32>> {
+    let (groups, dim) = (cfg.layout.groups, spec.model.dim);
+    ensure!(cfg.cycles >= 1, "--cycles must be at least 1");
+    ensure!(cfg.radius.is_finite() && cfg.radius >= 0.0, "--radius must be a finite number ≥ 0, got {}", cfg.radius);
+    Ok(match &cfg.pivot {
+        Some(p) => {
+            ensure!(p.len() == groups * dim, "the pivot holds {} values; expected {groups} × D = {dim} ({groups} groups)", p.len());
+            p.clone()
+        }
+        None => {
+            let rng = Philox::new(spec.seed);
+            let mut v = vec![0f32; groups * dim];
+            for (g, row) in v.chunks_mut(dim).enumerate() {
+                rng.normal_vector(g as u64, 0, Purpose::InitialNoise, row);
+            }
+            v
+        }
+    })
+}
+
 /// Zeroth-order search (docs/search.md): each cycle runs the `M` candidates around the pivot (candidate
 /// 0 is the pivot itself) through the sampler and moves the pivot to the best candidate's
 /// starting noise. Returns the best sample of each group.
@@ -127,22 +150,7 @@ pub fn zeroth_order<B: Backend>(backend: &mut B, spec: &RunSpec, cfg: &ZerothCon
     let clock = Clock::start();
     let layout = cfg.layout;
     let dim = spec.model.dim;
-    ensure!(cfg.cycles >= 1, "--cycles must be at least 1");
-    ensure!(cfg.radius.is_finite() && cfg.radius >= 0.0, "--radius must be a finite number ≥ 0, got {}", cfg.radius);
-    let mut pivot = match &cfg.pivot {
-        Some(p) => {
-            ensure!(p.len() == layout.groups * dim, "the pivot holds {} values; expected {} × D = {dim} ({} groups)", p.len(), layout.groups, layout.groups);
-            p.clone()
-        }
-        None => {
-            let rng = Philox::new(spec.seed);
-            let mut v = vec![0f32; layout.groups * dim];
-            for (g, row) in v.chunks_mut(dim).enumerate() {
-                rng.normal_vector(g as u64, 0, Purpose::InitialNoise, row);
-            }
-            v
-        }
-    };
+    let mut pivot = initial_pivot(spec, cfg)?;
     let mut res = RunResult::new("zeroth", dim);
     let steps = spec.sampler.steps;
     let mut best = vec![f32::NEG_INFINITY; layout.groups];
@@ -238,7 +246,7 @@ fn finish<B: Backend>(backend: &mut B, p: &mut B::Particles, res: &mut RunResult
     Ok(())
 }
 
-fn mean_finite(s: &[f32]) -> f64 {
+pub(crate) fn mean_finite(s: &[f32]) -> f64 {
     let f: Vec<f64> = s.iter().filter(|v| v.is_finite()).map(|&v| v as f64).collect();
     if f.is_empty() {
         f64::NAN
@@ -247,6 +255,6 @@ fn mean_finite(s: &[f32]) -> f64 {
     }
 }
 
-fn max_finite(s: &[f32]) -> f64 {
+pub(crate) fn max_finite(s: &[f32]) -> f64 {
     s.iter().filter(|v| !v.is_nan()).fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64))
 }

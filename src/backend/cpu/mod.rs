@@ -150,6 +150,27 @@ pub fn candidate_around_pivot(rng: &Philox, pivot: &[f32], radius: f32, cycle: u
     }
 }
 
+/// `x ← a·x + b·ξ` on `len` particles held coordinate-major (`x[d·len + i]`), the first with
+/// global index `first`: `ξ` the normals at (global index, step = `round`, Renoising), so a
+/// share of a population renoises as the whole does (`Backend::renoise`, `crate::distributed`).
+pub fn renoise_soa(seed: u64, (a, b): (f32, f32), x: &mut [f32], dim: usize, len: usize, first: u64, round: u32) {
+    let rng = Philox::new(seed);
+    let noise: Vec<Vec<f32>> = (0..len)
+        .into_par_iter()
+        .map(|i| {
+            let mut z = vec![0f32; dim];
+            rng.normal_vector(first + i as u64, round, Purpose::Renoising, &mut z);
+            z
+        })
+        .collect();
+    for (i, z) in noise.iter().enumerate() {
+        for (d, &zd) in z.iter().enumerate() {
+            let v = &mut x[d * len + i];
+            *v = a * *v + b * zd;
+        }
+    }
+}
+
 /// Best first: higher score first, NaN last, ties to the lower index (`Backend::select_top`).
 pub fn rank_order(scores: &[f32], i: usize, j: usize) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;
@@ -410,23 +431,8 @@ impl Backend for CpuBackend {
     fn renoise(&mut self, spec: &RunSpec, p: &mut CpuParticles, from: usize, to: usize, form: RenoiseForm, round: u32) -> anyhow::Result<()> {
         ensure!(to < from && from <= spec.sampler.steps, "renoising must go back in time: from grid index {from} to {to}");
         let (t, s) = (spec.sampler.time(from), spec.sampler.time(to));
-        let (a, b) = sampler::renoise_coefficients(form, t, s);
         let (total, dim) = (p.total(), p.dim);
-        let rng = Philox::new(spec.seed);
-        let noise: Vec<Vec<f32>> = (0..total)
-            .into_par_iter()
-            .map(|i| {
-                let mut z = vec![0f32; dim];
-                rng.normal_vector(i as u64, round, Purpose::Renoising, &mut z);
-                z
-            })
-            .collect();
-        for (i, z) in noise.iter().enumerate() {
-            for (d, &zd) in z.iter().enumerate() {
-                let x = &mut p.x[d * total + i];
-                *x = a * *x + b * zd;
-            }
-        }
+        renoise_soa(spec.seed, sampler::renoise_coefficients(form, t, s), &mut p.x, dim, total, 0, round);
         Ok(())
     }
 }
