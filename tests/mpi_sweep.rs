@@ -115,18 +115,28 @@ fn resume_across_ranks_runs_only_the_missing_points() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("sweep: 0 points run"));
 }
 
-/// A big paths point is refused before anything runs, naming --rank-particles; a rank with
-/// other arguments is named.
+/// Search over paths across ranks: with `--rank-particles 16` its N = 32 point runs on every
+/// rank together and gives the row of one process. A rank with other arguments is named.
 #[test]
-fn refusals_name_the_option_and_the_rank() {
+fn paths_points_across_ranks_and_a_rank_that_differs() {
     let dir = tempfile::tempdir().unwrap();
+    let grid = ["sweep", "--backend", "cpu", "--particles", "16,32", "--methods", "paths,bon", "--seeds", "1", "--steps", "20"];
+    let with = |out: &Path, extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = grid.iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(["--out".to_string(), out.to_str().unwrap().to_string()]);
+        a
+    };
+    let one = dir.path().join("one");
+    let a = with(&one, &[]);
+    ok(&plain(&a.iter().map(String::as_str).collect::<Vec<_>>()), "plain process");
     let out = dir.path().join("paths");
-    let o = mpirun(2, &["sweep", "--backend", "cpu", "--particles", "16,64", "--methods", "paths", "--seeds", "1", "--steps", "20",
-        "--rank-particles", "32", "--out", out.to_str().unwrap()]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--rank-particles 32") && err.contains("search over paths"), "{err}");
-    assert!(!out.join("sweep.csv").exists());
+    let a = with(&out, &["--rank-particles", "16"]);
+    let o = mpirun(3, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&o, "paths across 3 ranks");
+    assert_eq!(rows(&out), rows(&one));
+    let text = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert_eq!(text.matches("3 MPI ranks").count(), 2, "the N = 32 points ran across ranks:\n{text}");
 
     let out = dir.path().join("differ");
     let script = format!(

@@ -10,8 +10,8 @@
 //! smallest rank's free memory holds at the sweep's per-particle estimate) runs on every rank
 //! together, between the one-rank points: rank 0 waits until every worker is free, tells them to
 //! join, all ranks run one population across ranks (`super::fk`, `super::search`, the population
-//! of plain sampling), and rank 0 writes the row. Search over paths does not run across ranks
-//! yet: such a point is refused before anything runs.
+//! of plain sampling, `super::paths`), and rank 0 writes the row. Such points run on the CPU
+//! engine of every rank: one on another backend is refused before anything runs.
 //!
 //! A worker whose point fails reports it; rank 0 hands out nothing more, waits for the points
 //! still running (their rows are kept), and ends every rank with an error naming the rank and the
@@ -27,7 +27,7 @@ use super::comm::{Bytes, Communicator, Reader};
 use super::driver::{agree, check_same_configuration, Collective};
 use super::engine::RankEngine;
 use crate::backend::{Backend, Init, Layout};
-use crate::methods::{FkConfig, ScheduleSpec, ZerothConfig};
+use crate::methods::{FkConfig, PathsConfig, ScheduleSpec, ZerothConfig};
 use crate::run::sweep::{self as sweep_run, grid, Bar, MethodRunner, Point, PointOutcome, PointRunner, Progress, Row, SweepConfig, SweepCsv, SweepMethod};
 
 /// Tag of the messages from rank 0 to a worker.
@@ -300,15 +300,6 @@ pub fn rank_particles(comm: &dyn Communicator, given: Option<u64>, needs: &crate
 /// Refuses, before anything runs, the points that would run across all ranks but cannot.
 pub fn check_across(points: &[Point], across: &dyn Fn(&Point) -> bool, limit: u64) -> anyhow::Result<()> {
     for p in points.iter().filter(|p| across(p)) {
-        if p.method == SweepMethod::Paths {
-            return Err(Collective(format!(
-                "sweep point {p} has more particles than one rank runs (--rank-particles {limit}), and search over paths does \
-                 not run across MPI ranks yet; raise --rank-particles to at least {} (if one rank's memory holds them), \
-                 leave paths out of --methods, or lower --particles",
-                p.particles
-            ))
-            .into());
-        }
         if p.backend != "cpu" {
             return Err(Collective(format!(
                 "sweep point {p} has more particles than one rank runs (--rank-particles {limit}), and a point across MPI \
@@ -322,7 +313,8 @@ pub fn check_across(points: &[Point], across: &dyn Fn(&Point) -> bool, limit: u6
 }
 
 /// The real methods: one rank's points on its engines, points across ranks on the population of
-/// `super::population` (FK steering, best-of-N, zeroth-order search, plain sampling) with the
+/// `super::population` (FK steering, best-of-N, zeroth-order search, plain sampling, search over
+/// paths) with the
 /// CPU engine on every rank (`check_across` refuses other backends for them).
 impl RankRunner for MethodRunner {
     fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome> {
@@ -352,7 +344,10 @@ impl RankRunner for MethodRunner {
                 let cfg = ZerothConfig { layout, cycles: self.shared.cycles, radius: self.shared.radius, pivot: None };
                 super::search::zeroth_order(comm, &spec, &cfg, &RankEngine::Cpu)?
             }
-            SweepMethod::Paths => anyhow::bail!("search over paths does not run across MPI ranks yet (--rank-particles)"),
+            SweepMethod::Paths => {
+                let cfg = PathsConfig { layout, ..self.shared.paths.clone() };
+                super::paths::search_over_paths(comm, &spec, &cfg, Init::Noise, &RankEngine::Cpu)?
+            }
         };
         let Some(result) = result else { return Ok(None) };
         let device = format!("{} per rank, {} MPI ranks", self.engines.get(&point.backend)?.info().device, comm.size());
@@ -661,13 +656,13 @@ mod tests {
     }
 
     #[test]
-    fn big_paths_points_are_refused_naming_rank_particles() {
+    fn big_points_on_other_backends_are_refused_naming_rank_particles() {
         let pts = grid(&["cpu".to_string()], &[4, 64], &[SweepMethod::Paths, SweepMethod::Bon], 1);
-        let e = check_across(&pts, &|p: &Point| p.particles > 16, 16).unwrap_err();
-        assert!(e.to_string().contains("--rank-particles 16") && e.to_string().contains("paths N=64"), "{e}");
-        check_across(&pts, &|p: &Point| p.particles > 64, 64).unwrap();
-        let cuda = grid(&["cuda".to_string()], &[64], &[SweepMethod::Bon], 1);
-        assert!(check_across(&cuda, &|_: &Point| true, 16).unwrap_err().to_string().contains("--backend cpu"));
+        check_across(&pts, &|p: &Point| p.particles > 16, 16).unwrap();
+        let cuda = grid(&["cuda".to_string()], &[4, 64], &[SweepMethod::Bon], 1);
+        check_across(&cuda, &|p: &Point| p.particles > 64, 64).unwrap();
+        let e = check_across(&cuda, &|p: &Point| p.particles > 16, 16).unwrap_err().to_string();
+        assert!(e.contains("--backend cpu") && e.contains("--rank-particles 16") && e.contains("bon N=64"), "{e}");
     }
 
     /// The real methods: a point across 2 thread ranks gives the row one process gives.
@@ -675,8 +670,9 @@ mod tests {
     fn real_methods_across_ranks_give_the_single_process_rows() {
         let mut cfg = config(Path::new("unused"), false);
         cfg.particles = vec![24];
-        cfg.methods = vec![SweepMethod::FkMax, SweepMethod::Bon, SweepMethod::Zeroth, SweepMethod::Plain];
+        cfg.methods = vec![SweepMethod::FkMax, SweepMethod::Bon, SweepMethod::Zeroth, SweepMethod::Paths, SweepMethod::Plain];
         cfg.seeds = 1;
+        cfg.steps = 20;
         let one = tempfile::tempdir().unwrap();
         cfg.out = one.path().to_path_buf();
         sweep_run::sweep(&cfg).unwrap();
@@ -684,7 +680,7 @@ mod tests {
         cfg.out = across.path().to_path_buf();
         cfg.rank_particles = Some(8);
         let out = ThreadWorld::run(2, |c| sweep(c, &cfg).map(|r| r.map(|rows| rows.len())));
-        assert_eq!(out[0].as_ref().unwrap(), &Some(4));
+        assert_eq!(out[0].as_ref().unwrap(), &Some(5));
         assert_eq!(rows_of(across.path(), false), rows_of(one.path(), false));
         let text = std::fs::read_to_string(across.path().join("sweep.csv")).unwrap();
         assert!(text.contains("2 MPI ranks"), "the device column says the point ran across ranks:\n{text}");
