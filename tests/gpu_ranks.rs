@@ -8,20 +8,21 @@
 //! rank runs on the host in f64 where the single process runs it on the device (both IEEE, no
 //! contraction: `--fmad=false`), so equality is expected there too. Zeroth-order search draws
 //! its candidates on the host across ranks and on the device in one process (CUDA's logf and
-//! sincosf differ from glibc's by ≤ 2 ulp), so on a GPU its positions are compared within the
+//! sincosf differ from glibc's by ≤ 2 ulp), and search over paths renoises on the host across ranks
+//! and on the device in one process, so on a GPU their positions are compared within the
 //! trajectory tolerance of tests/gpu.rs (1e-4·(1 + |x|)) instead.
 
 use flowsteer::backend::cuda::{self, CudaBackend};
 use flowsteer::backend::{Backend, BackendChoice, Init, Layout, RunSpec};
 use flowsteer::distributed::comm::{Communicator, ThreadWorld};
 use flowsteer::distributed::engine::RankEngine;
-use flowsteer::distributed::{fk, search};
-use flowsteer::methods::{self, BonConfig, FkConfig, RunResult, ScheduleSpec, ZerothConfig};
+use flowsteer::distributed::{fk, paths, search};
+use flowsteer::methods::{self, BonConfig, FkConfig, PathsConfig, RunResult, ScheduleSpec, ZerothConfig};
 use flowsteer::model::{Activation, Mlp};
 use flowsteer::potential::{Potential, PotentialKind};
 use flowsteer::resample::ResampleScheme;
 use flowsteer::reward::{Reward, RewardOn, Term};
-use flowsteer::sampler::{Sampler, SamplerKind};
+use flowsteer::sampler::{RenoiseForm, Sampler, SamplerKind};
 use rand::{Rng, SeedableRng};
 
 /// The backend every rank and the single process run: the GPU, or its host emulator.
@@ -151,15 +152,23 @@ fn search_on_cuda_ranks_equals_the_single_process_cuda_search() {
     // Zeroth-order search: 2 groups, 40 candidates per cycle, 3 cycles.
     let z = ZerothConfig { layout: Layout { n: 40, groups: 2 }, cycles: 3, radius: 0.5, pivot: None };
     let one_z = methods::zeroth_order(&mut single(choice), &sp, &z).unwrap();
+    // Search over paths: 2 groups of a beam of 20, 3 copies per state, on the SDE.
+    let sde = spec(SamplerKind::Sde);
+    let beam = Layout { n: 20, groups: 2 };
+    let paths_cfg = PathsConfig { layout: beam, candidates: 3, t_start: 0.2, delta_f: 0.2, delta_b: 0.3, renoise: RenoiseForm::Exact, top_k: 2 };
+    let beam_start = rows(beam.total(), 4);
+    let one_p = methods::search_over_paths(&mut single(choice), &sde, &paths_cfg, Init::Given(&beam_start)).unwrap();
     for p in 1..=3 {
         let mut out = ThreadWorld::run(p, |c| {
             let engine = RankEngine::open(choice, c).unwrap();
             let bon = search::best_of_n(c, &sp, layout, 4, Init::Given(&start), &engine).unwrap().0;
             let zeroth = search::zeroth_order(c, &sp, &z, &engine).unwrap().0;
-            (bon, zeroth)
+            let paths = paths::search_over_paths(c, &sde, &paths_cfg, Init::Given(&beam_start), &engine).unwrap().0;
+            (bon, zeroth, paths)
         });
-        let (bon, zeroth) = out.remove(0);
+        let (bon, zeroth, paths) = out.remove(0);
         assert_same_samples(&one, &bon.unwrap(), true, &format!("best-of-N, P = {p}"));
         assert_same_samples(&one_z, &zeroth.unwrap(), exact, &format!("zeroth-order, P = {p}"));
+        assert_same_samples(&one_p, &paths.unwrap(), exact, &format!("search over paths, P = {p}"));
     }
 }

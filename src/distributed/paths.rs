@@ -30,7 +30,7 @@ use super::fk::{gather_concat, CommReport};
 use super::population::Population;
 use super::share;
 use crate::backend::cpu::renoise_soa;
-use crate::backend::{BackendChoice, Init, Layout, RunSpec};
+use crate::backend::{Init, Layout, RunSpec};
 use crate::methods::search::{max_finite, mean_finite};
 use crate::methods::{distinct_roots, timed, Clock, PathsConfig, RunResult, TraceRow};
 use crate::reward::RewardOn;
@@ -163,22 +163,10 @@ fn scores(comm: &dyn Communicator, spec: &RunSpec, pop: &Population, step: usize
     local
 }
 
-/// Search over paths runs its shares on the CPU backend only: the renoising is on the host, so
-/// with integration and rewards on a GPU (`RankEngine::Cuda`) the run would equal neither the
-/// single-process CPU nor the CUDA run. Checked on `--backend` before a GPU is opened.
-pub fn check_backend(choice: BackendChoice) -> anyhow::Result<()> {
-    ensure!(
-        matches!(choice, BackendChoice::Cpu | BackendChoice::Auto),
-        "`flowsteer search paths` runs across MPI ranks on the CPU backend only (its renoising is not on the GPU rank path yet); pass --backend cpu, or run it without mpirun"
-    );
-    Ok(())
-}
-
 /// Search over paths across the ranks of `comm` (`methods::search_over_paths` for a beam split
-/// over ranks) on `engine` (the CPU's: [`check_backend`]): `Some(result)` on rank 0, None
-/// elsewhere.
+/// over ranks) on `engine` (integration and scores; the renoising is on the host, as the rest
+/// of the particle bookkeeping): `Some(result)` on rank 0, None elsewhere.
 pub fn search_over_paths(comm: &dyn Communicator, spec: &RunSpec, cfg: &PathsConfig, init: Init<'_>, engine: &RankEngine) -> anyhow::Result<(Option<RunResult>, CommReport)> {
-    ensure!(matches!(engine, RankEngine::Cpu), "search over paths across ranks runs on the CPU engine only (check_backend)");
     let comm = Metered::new(comm);
     let clock = Clock::start();
     let (dim, steps) = (spec.model.dim, spec.sampler.steps);
@@ -338,14 +326,6 @@ mod tests {
                 let mut out = ThreadWorld::run(p, |c| search_over_paths(c, &spec, &cfg, Init::Noise, &RankEngine::Cpu).unwrap().0);
                 assert_same(&out.remove(0).unwrap(), &one, &format!("{reward_on:?}, P = {p}"));
             }
-        }
-    }
-
-    #[test]
-    fn only_the_cpu_backend_runs_across_ranks() {
-        assert!(check_backend(BackendChoice::Cpu).is_ok() && check_backend(BackendChoice::Auto).is_ok());
-        for gpu in [BackendChoice::Cuda, BackendChoice::CudaEmulated] {
-            assert!(check_backend(gpu).unwrap_err().to_string().contains("pass --backend cpu"), "{gpu:?}");
         }
     }
 

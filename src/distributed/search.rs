@@ -238,9 +238,6 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
     let groups = cfg.groups;
     let prepared = (|| {
         let prep = Prepared::new(&common, search_potential(), ResampleScheme::default(), None)?;
-        if let SearchMethod::Paths { .. } = cfg.method {
-            super::paths::check_backend(prep.backend.choice)?;
-        }
         let engine = RankEngine::open(prep.backend.choice, comm)?;
         engine.check_model(&prep.spec.model).with_context(|| format!("model file {}", prep.model_path.display()))?;
         let (plan, config, layout) = match &cfg.method {
