@@ -73,6 +73,18 @@ pub struct Args {
     /// Radius around the reward's target for the "fraction within" column.
     #[arg(long, default_value_t = 0.25)]
     pub within: f32,
+    /// Under mpirun: the largest particle count one rank runs alone; a bigger point runs on
+    /// every rank together (default: what a rank's free memory holds). Ignored by one process.
+    #[arg(long, value_name = "MAX", value_parser = parse_rank_particles)]
+    pub rank_particles: Option<u64>,
+}
+
+/// One particle count, in `--particles`' grammar (65536, 2^16, 65_536).
+fn parse_rank_particles(text: &str) -> Result<u64, String> {
+    match super::particles::parse(text)?.as_slice() {
+        [n] if !text.contains(',') && !text.contains("..") => Ok(*n),
+        _ => Err(format!("`{text}` is not one count: give one number such as 65536 or 2^16")),
+    }
 }
 
 impl Args {
@@ -97,6 +109,7 @@ impl Args {
             delta_f: self.delta_f,
             delta_b: self.delta_b,
             within: self.within,
+            rank_particles: self.rank_particles,
         }
     }
 }
@@ -118,7 +131,11 @@ pub fn sweep_with(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    sweep_run::sweep(&args.config())
+    match crate::distributed::driver::world() {
+        // Under mpirun/srun: rank 0 hands the points out (docs/distributed.md).
+        Some(w) => crate::distributed::sweep::sweep(&*w, &args.config()).map(|_| ()),
+        None => sweep_run::sweep(&args.config()),
+    }
 }
 
 #[cfg(test)]
@@ -419,5 +436,13 @@ mod tests {
         validate(&w.a).unwrap();
         assert_eq!(w.a.methods, SweepMethod::ALL.to_vec());
     }
-}
 
+    #[test]
+    fn rank_particles_takes_one_count_in_the_particles_grammar() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(args(dir.path(), &[]).rank_particles, None);
+        assert_eq!(args(dir.path(), &["--rank-particles", "2^16"]).rank_particles, Some(65536));
+        assert_eq!(args(dir.path(), &["--rank-particles", "1_000"]).config().rank_particles, Some(1000));
+        assert!(parse_rank_particles("2^3..2^5").is_err() && parse_rank_particles("8,16").is_err());
+    }
+}

@@ -1,15 +1,25 @@
-//! The few collective operations the distributed algorithm needs (docs/distributed.md), behind
-//! one small trait so that the algorithm is written once and tested without `mpirun`:
+//! The few collective operations the distributed algorithm needs (docs/distributed.md), and the
+//! point-to-point messages of a sweep across ranks (`super::sweep`), behind one small trait so
+//! that the algorithm is written once and tested without `mpirun`:
 //! [`ThreadWorld`] runs P ranks as threads of one process; `super::mpi` (feature `mpi`) is the
 //! real thing. Everything moves as bytes; [`Bytes`] and [`Reader`] pack the records.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A tagged point-to-point message: (source rank, tag, bytes).
+type Mail = (usize, i32, Vec<u8>);
+
+/// How long [`Communicator::receive_any`] sleeps between polls: a waiting rank costs no core.
+pub const POLL: Duration = Duration::from_millis(1);
 
 /// One rank's view of a group of `size` processes.
 ///
-/// Every method is collective: all ranks call it, in the same order. Results come back in rank
-/// order, so any reduction computed from them is the same on every rank.
+/// Every method but the point-to-point ones ([`send`](Communicator::send),
+/// [`try_receive`](Communicator::try_receive), [`receive_any`](Communicator::receive_any)) is
+/// collective: all ranks call it, in the same order. Results come back in rank order, so any
+/// reduction computed from them is the same on every rank.
 pub trait Communicator {
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
@@ -46,6 +56,28 @@ pub trait Communicator {
         let all = self.all_gather(mine);
         (self.rank() == root).then_some(all)
     }
+    /// Sends `bytes` to rank `dest` under `tag` (point-to-point, not collective). Messages from
+    /// one rank to another with the same tag arrive in the order they were sent. Only for short
+    /// messages (a sweep's orders and rows): the send may wait until the receiver takes it.
+    fn send(&self, dest: usize, tag: i32, bytes: &[u8]);
+    /// The first message with `tag` waiting for this rank, from any rank: `(source, bytes)`;
+    /// None when none has arrived.
+    fn try_receive(&self, tag: i32) -> Option<(usize, Vec<u8>)>;
+    /// Waits for a message with `tag` from any rank (polling every [`POLL`]).
+    fn receive_any(&self, tag: i32) -> (usize, Vec<u8>) {
+        loop {
+            if let Some(m) = self.try_receive(tag) {
+                return m;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// The first message with `tag` in `queue`, taken out of it.
+fn take_tagged(queue: &mut VecDeque<Mail>, tag: i32) -> Option<(usize, Vec<u8>)> {
+    let i = queue.iter().position(|m| m.1 == tag)?;
+    queue.remove(i).map(|(from, _, bytes)| (from, bytes))
 }
 
 /// Byte packing (little-endian), for the records the ranks exchange.
@@ -132,8 +164,11 @@ pub fn decode_u32s(bytes: &[u8]) -> Vec<u32> {
     bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// A single process: P = 1, every collective is the identity.
-pub struct SelfComm;
+/// A single process: P = 1, every collective is the identity; messages go to itself.
+#[derive(Default)]
+pub struct SelfComm {
+    mail: Mutex<VecDeque<Mail>>,
+}
 
 impl Communicator for SelfComm {
     fn rank(&self) -> usize {
@@ -149,6 +184,13 @@ impl Communicator for SelfComm {
         sends.to_vec()
     }
     fn broadcast(&self, _root: usize, _data: &mut Vec<u8>) {}
+    fn send(&self, dest: usize, tag: i32, bytes: &[u8]) {
+        assert_eq!(dest, 0, "a single process has rank 0 only");
+        self.mail.lock().unwrap().push_back((0, tag, bytes.to_vec()));
+    }
+    fn try_receive(&self, tag: i32) -> Option<(usize, Vec<u8>)> {
+        take_tagged(&mut self.mail.lock().unwrap(), tag)
+    }
 }
 
 /// P ranks as threads of one process, exchanging through shared mailboxes: the distributed
@@ -158,6 +200,8 @@ pub struct ThreadWorld {
     /// `slots[from][to]`.
     slots: Mutex<Vec<Vec<Vec<u8>>>>,
     barrier: Barrier,
+    /// Point-to-point messages waiting for each rank, in arrival order.
+    mail: Mutex<Vec<VecDeque<Mail>>>,
 }
 
 /// One rank of a [`ThreadWorld`].
@@ -170,7 +214,7 @@ impl ThreadWorld {
     /// Runs `f` on `size` ranks (one thread each) and returns their results in rank order.
     pub fn run<T: Send>(size: usize, f: impl Fn(&ThreadComm) -> T + Sync) -> Vec<T> {
         assert!(size >= 1);
-        let world = Arc::new(ThreadWorld { size, slots: Mutex::new(vec![vec![Vec::new(); size]; size]), barrier: Barrier::new(size) });
+        let world = Arc::new(ThreadWorld { size, slots: Mutex::new(vec![vec![Vec::new(); size]; size]), barrier: Barrier::new(size), mail: Mutex::new(vec![VecDeque::new(); size]) });
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..size)
                 .map(|rank| {
@@ -220,6 +264,13 @@ impl Communicator for ThreadComm {
     fn broadcast(&self, root: usize, data: &mut Vec<u8>) {
         let got = self.exchange(vec![data.clone(); self.world.size]);
         *data = got[root].clone();
+    }
+    fn send(&self, dest: usize, tag: i32, bytes: &[u8]) {
+        assert!(dest < self.world.size, "rank {dest} does not exist in a world of {}", self.world.size);
+        self.world.mail.lock().unwrap()[dest].push_back((self.rank, tag, bytes.to_vec()));
+    }
+    fn try_receive(&self, tag: i32) -> Option<(usize, Vec<u8>)> {
+        take_tagged(&mut self.world.mail.lock().unwrap()[self.rank], tag)
     }
 }
 
@@ -286,6 +337,16 @@ impl Communicator for Metered<'_> {
         let bytes = if self.rank() == root { 0 } else { mine.len() };
         self.count(bytes, || self.inner.gather(root, mine))
     }
+    fn send(&self, dest: usize, tag: i32, bytes: &[u8]) {
+        let n = if dest == self.rank() { 0 } else { bytes.len() };
+        self.count(n, || self.inner.send(dest, tag, bytes))
+    }
+    fn try_receive(&self, tag: i32) -> Option<(usize, Vec<u8>)> {
+        self.count(0, || self.inner.try_receive(tag))
+    }
+    fn receive_any(&self, tag: i32) -> (usize, Vec<u8>) {
+        self.count(0, || self.inner.receive_any(tag))
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +372,33 @@ mod tests {
             assert_eq!(b, vec![7, 7, 7]);
             assert_eq!(m, [2.0, 0.0]);
         }
+    }
+
+    #[test]
+    fn point_to_point_messages_arrive_in_order_by_tag() {
+        let out = ThreadWorld::run(3, |c| {
+            if c.rank() == 0 {
+                // Two from each worker, in any interleaving; per sender, in order.
+                let mut got: Vec<(usize, Vec<u8>)> = (0..4).map(|_| c.receive_any(7)).collect();
+                got.sort();
+                assert!(c.try_receive(7).is_none());
+                for q in 1..3 {
+                    c.send(q, 8, &[q as u8]);
+                }
+                got
+            } else {
+                c.send(0, 7, &[c.rank() as u8, 0]);
+                c.send(0, 7, &[c.rank() as u8, 1]);
+                let (from, bytes) = c.receive_any(8);
+                assert_eq!((from, bytes), (0, vec![c.rank() as u8]));
+                Vec::new()
+            }
+        });
+        assert_eq!(out[0], vec![(1, vec![1, 0]), (1, vec![1, 1]), (2, vec![2, 0]), (2, vec![2, 1])]);
+        let me = SelfComm::default();
+        me.send(0, 3, b"x");
+        assert!(me.try_receive(4).is_none());
+        assert_eq!(me.receive_any(3), (0, b"x".to_vec()));
     }
 
     #[test]

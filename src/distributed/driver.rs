@@ -89,8 +89,8 @@ impl std::error::Error for Collective {}
 /// (each rank would run the whole job alone and write the same files).
 pub fn refuse_unless_distributed(command: &str) -> anyhow::Result<()> {
     let Some(w) = world() else { return Ok(()) };
-    if w.size() > 1 && !matches!(command, "steer" | "sample" | "info" | "search bon" | "search zeroth" | "search paths") {
-        let e = format!("`flowsteer {command}` does not run across MPI ranks yet (steer, sample and search bon, zeroth and paths do); run it without mpirun");
+    if w.size() > 1 && !matches!(command, "steer" | "sample" | "info" | "search bon" | "search zeroth" | "search paths" | "sweep") {
+        let e = format!("`flowsteer {command}` does not run across MPI ranks yet (steer, sample, search bon, zeroth and paths, and sweep do); run it without mpirun");
         return Err(Collective(e).into());
     }
     Ok(())

@@ -7,7 +7,7 @@
 //! zeroth-order search, [`paths`] search over paths, [`driver`] what a rank does around them
 //! (configuration check, outputs on rank 0, errors naming the rank), [`shards`] the per-rank
 //! outputs of `--shard-outputs` with [`global_stats`], the summary's statistics taken across
-//! ranks.
+//! ranks; [`sweep`] a sweep's points handed out to the ranks by rank 0.
 
 pub mod comm;
 pub mod driver;
@@ -22,5 +22,6 @@ pub mod resample;
 pub mod search;
 pub mod share;
 pub mod shards;
+pub mod sweep;
 #[cfg(test)]
 mod tests;

@@ -99,6 +99,15 @@ impl Communicator for MpiComm {
         let mine = v.to_vec();
         self.world.all_reduce_into(&mine[..], v, SystemOperation::max());
     }
+    fn send(&self, dest: usize, tag: i32, bytes: &[u8]) {
+        let buf = owned(bytes);
+        self.world.process_at_rank(dest as i32).send_with_tag(&buf[..], tag);
+    }
+    fn try_receive(&self, tag: i32) -> Option<(usize, Vec<u8>)> {
+        let probed = self.world.any_process().immediate_matched_probe_with_tag(tag)?;
+        let (bytes, status) = probed.matched_receive_vec::<u8>();
+        Some((status.source_rank() as usize, bytes))
+    }
 }
 
 /// A zeroed buffer of `len` bytes that owns an allocation even when empty: an empty Vec's

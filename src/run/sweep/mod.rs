@@ -33,7 +33,8 @@ use crate::stats::{fraction_where, within_radius, FiniteSorted};
 pub use csv::{check_or_write_settings, header, Row, SweepCsv, COLUMNS};
 pub use plot::plot_rows;
 pub use progress::{Bar, Progress};
-use runner::{Engines, MethodRunner, Shared};
+pub use runner::MethodRunner;
+pub use runner::{Engines, Shared};
 
 /// What a sweep runs: the command line's `sweep` options, or a caller's own.
 #[derive(Clone, Debug)]
@@ -65,6 +66,10 @@ pub struct SweepConfig {
     pub delta_b: f64,
     /// Radius around the reward's target for the "fraction within" column.
     pub within: f32,
+    /// Under MPI: the largest particle count one rank runs alone; bigger points run on every
+    /// rank together (`crate::distributed::sweep`). None: what the rank's free memory holds.
+    /// Unused by a single process.
+    pub rank_particles: Option<u64>,
 }
 
 /// The methods a sweep compares (docs/steering.md, docs/resampling.md, docs/schedules.md, docs/search.md): FK steering with three potentials, the three search
@@ -257,6 +262,44 @@ pub fn validate(cfg: &SweepConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens `DIR/sweep.csv` for a sweep as the command line asks: a new one (refusing to overwrite
+/// one), or with `resume` the existing one, whose rows come back (sweep.json must hold the same
+/// `settings`). Also writes sweep.json. Says on stderr how many of `points` are already done.
+pub fn open_table(cfg: &SweepConfig, points: &[Point], settings: &serde_json::Value) -> anyhow::Result<(SweepCsv, Vec<Row>)> {
+    std::fs::create_dir_all(&cfg.out).with_context(|| format!("cannot create --out {}", cfg.out.display()))?;
+    let csv_path = cfg.out.join("sweep.csv");
+    let (csv, rows) = if cfg.resume && csv_path.exists() {
+        check_or_write_settings(&cfg.out.join("sweep.json"), settings, true)?;
+        SweepCsv::resume(&csv_path)?
+    } else {
+        if csv_path.exists() {
+            bail!("{} already exists: pass --resume to continue that sweep, or choose another --out", csv_path.display());
+        }
+        check_or_write_settings(&cfg.out.join("sweep.json"), settings, false)?;
+        (SweepCsv::create(&csv_path)?, Vec::new())
+    };
+    let done: HashSet<&Point> = rows.iter().map(|r| &r.point).collect();
+    let skipped = points.iter().filter(|p| done.contains(p)).count();
+    if skipped > 0 {
+        eprintln!("resume: {skipped} of {} points already in {}; running the other {}", points.len(), csv_path.display(), points.len() - skipped);
+    }
+    Ok((csv, rows))
+}
+
+/// The plot of the whole table and the closing line on stderr.
+pub fn close(cfg: &SweepConfig, rows: &[Row], ran: usize, started: Instant) -> anyhow::Result<()> {
+    plot_rows(rows, &cfg.out.join("scaling.png"))?;
+    eprintln!(
+        "sweep: {} points run in {:.1} s; {} rows in {}; plot {}",
+        ran,
+        started.elapsed().as_secs_f64(),
+        rows.len(),
+        cfg.out.join("sweep.csv").display(),
+        cfg.out.join("scaling.png").display()
+    );
+    Ok(())
+}
+
 /// Runs the sweep with `runner`: the CSV, resume, progress and plot around [`run_grid`].
 pub fn sweep_with(
     cfg: &SweepConfig,
@@ -267,56 +310,64 @@ pub fn sweep_with(
 ) -> anyhow::Result<Vec<Row>> {
     validate(cfg)?;
     let points = grid(backends, &cfg.particles, &cfg.methods, cfg.seeds);
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("cannot create --out {}", cfg.out.display()))?;
-    let csv_path = cfg.out.join("sweep.csv");
-    let (mut csv, mut rows) = if cfg.resume && csv_path.exists() {
-        check_or_write_settings(&cfg.out.join("sweep.json"), &settings, true)?;
-        SweepCsv::resume(&csv_path)?
-    } else {
-        if csv_path.exists() {
-            bail!("{} already exists: pass --resume to continue that sweep, or choose another --out", csv_path.display());
-        }
-        check_or_write_settings(&cfg.out.join("sweep.json"), &settings, false)?;
-        (SweepCsv::create(&csv_path)?, Vec::new())
-    };
+    let (mut csv, mut rows) = open_table(cfg, &points, &settings)?;
     let done: HashSet<Point> = rows.iter().map(|r| r.point.clone()).collect();
-    let skipped = points.iter().filter(|p| done.contains(*p)).count();
-    if skipped > 0 {
-        eprintln!("resume: {skipped} of {} points already in {}; running the other {}", points.len(), csv_path.display(), points.len() - skipped);
-    }
     let todo: Vec<&Point> = points.iter().filter(|p| !done.contains(*p)).collect();
     let mut bar = Bar::new(&todo);
     let started = Instant::now();
     rows.extend(run_grid(&points, &done, runner, &mut csv, to_row, &mut bar)?);
-    plot_rows(&rows, &cfg.out.join("scaling.png"))?;
-    eprintln!(
-        "sweep: {} points run in {:.1} s; {} rows in {}; plot {}",
-        todo.len(),
-        started.elapsed().as_secs_f64(),
-        rows.len(),
-        csv_path.display(),
-        cfg.out.join("scaling.png").display()
-    );
+    close(cfg, &rows, todo.len(), started)?;
     Ok(rows)
 }
 
-/// Runs the sweep `cfg` describes on the real methods: checks every setting, resolves the
-/// engines, then loops over the points not yet in sweep.csv.
-pub fn sweep(cfg: &SweepConfig) -> anyhow::Result<()> {
-    validate(cfg)?;
-    let model = crate::run::prepare::load_model(&cfg.model)?;
-    // The largest point must fit before the first one runs (counted as on the CPU, whose
-    // particles live in host memory): FK steering's state, or search over paths' M copies.
-    let largest = cfg.particles.iter().copied().max().unwrap_or(0);
-    let mut needs = crate::memory::steer(crate::memory::Side::Host, model.dim, 6, false, false, false, 1);
+/// The memory one particle of the sweep's largest method needs (counted as on the CPU, whose
+/// particles live in host memory): FK steering's state, or search over paths' M copies.
+pub fn memory_estimate(cfg: &SweepConfig, dim: usize) -> crate::memory::Estimate {
+    let mut needs = crate::memory::steer(crate::memory::Side::Host, dim, 6, false, false, false, 1);
     if cfg.methods.contains(&SweepMethod::Paths) {
-        let paths = crate::memory::search_paths(crate::memory::Side::Host, model.dim, cfg.candidates, false, 1);
+        let paths = crate::memory::search_paths(crate::memory::Side::Host, dim, cfg.candidates, false, 1);
         if paths.per_item() > needs.per_item() {
             needs = paths;
         }
     }
     needs.what = format!("sweep ({})", needs.what);
-    crate::memory::check(&needs, largest)?;
+    needs
+}
+
+/// A sweep checked and ready to run on the real methods ([`prepare`], which also returns the
+/// runner).
+pub struct Ready {
+    /// The engines' names, each once, in the order given.
+    pub backends: Vec<String>,
+    /// What sweep.json holds.
+    pub settings: serde_json::Value,
+    pub dim: usize,
+    reward: Reward,
+    target: Option<Vec<f32>>,
+    within: f32,
+}
+
+impl Ready {
+    /// The row of a finished point (reward statistics, fraction within, on-square fraction).
+    pub fn row(&self, p: &Point, o: &PointOutcome) -> anyhow::Result<Row> {
+        let on_square = |x: &[f32]| crate::checkerboard::on_square(x[0], x[1]);
+        let sq: Option<SampleTest<'_>> = if self.dim == 2 { Some(&on_square) } else { None };
+        row_from_outcome(p, o, &|x: &[f32]| self.reward.eval(x), self.target.as_deref(), self.within, sq)
+    }
+}
+
+/// Checks every setting of `cfg` and resolves the engines, before anything is written. With
+/// `check_memory` the largest point must fit this process (a single-process sweep; across MPI
+/// ranks the big points are shared, `crate::distributed::sweep`). `announce`: say on stderr
+/// which engine `auto` chose.
+pub fn prepare(cfg: &SweepConfig, check_memory: bool, announce: bool) -> anyhow::Result<(Ready, MethodRunner)> {
+    validate(cfg)?;
+    let model = crate::run::prepare::load_model(&cfg.model)?;
+    if check_memory {
+        // The largest point must fit before the first one runs.
+        let largest = cfg.particles.iter().copied().max().unwrap_or(0);
+        crate::memory::check(&memory_estimate(cfg, model.dim), largest)?;
+    }
     let reward: Reward = cfg.reward.parse().map_err(|e: crate::reward_parse::RewardParseError| anyhow::anyhow!("{e}"))?;
     reward.checks_dim(model.dim).map_err(anyhow::Error::msg)?;
     if cfg.steps == 0 || cfg.steps >= 1 << 24 {
@@ -349,7 +400,7 @@ pub fn sweep(cfg: &SweepConfig) -> anyhow::Result<()> {
     let mut backends: Vec<String> = Vec::new();
     for &choice in &cfg.backend {
         let r = crate::run::prepare::resolve_backend(choice, crate::backend::cuda::availability(), crate::backend::cuda::AUTO_SELECTS_CUDA)?;
-        if choice == BackendChoice::Auto {
+        if choice == BackendChoice::Auto && announce {
             eprintln!("backend: {} (auto: {})", crate::run::prepare::backend_name(r.choice), r.reason);
         }
         let name = crate::run::prepare::backend_name(r.choice).to_string();
@@ -375,13 +426,15 @@ pub fn sweep(cfg: &SweepConfig) -> anyhow::Result<()> {
     let target = reward.target().map(|c| c.to_vec());
     let dim = model.dim;
     let shared = Shared { model, reward: reward.clone(), steps: cfg.steps, k: cfg.k, lambda: cfg.lambda, cycles: cfg.cycles, radius: cfg.radius, paths };
-    let mut runner = MethodRunner { shared, engines: Engines::default(), warmed: Default::default() };
-    let on_square = |x: &[f32]| crate::checkerboard::on_square(x[0], x[1]);
-    let to_row = |p: &Point, o: &PointOutcome| {
-        let sq: Option<SampleTest<'_>> = if dim == 2 { Some(&on_square) } else { None };
-        row_from_outcome(p, o, &|x: &[f32]| reward.eval(x), target.as_deref(), cfg.within, sq)
-    };
-    sweep_with(cfg, &backends, settings, &mut runner, &to_row)?;
-    Ok(())
+    let runner = MethodRunner { shared, engines: Engines::default(), warmed: Default::default() };
+    Ok((Ready { backends, settings, dim, reward, target, within: cfg.within }, runner))
 }
 
+/// Runs the sweep `cfg` describes on the real methods in this process: checks every setting,
+/// resolves the engines, then loops over the points not yet in sweep.csv.
+pub fn sweep(cfg: &SweepConfig) -> anyhow::Result<()> {
+    let (ready, mut runner) = prepare(cfg, true, true)?;
+    let to_row = |p: &Point, o: &PointOutcome| ready.row(p, o);
+    sweep_with(cfg, &ready.backends, ready.settings.clone(), &mut runner, &to_row)?;
+    Ok(())
+}

@@ -33,7 +33,7 @@ pub struct Shared {
 impl Shared {
     /// The run specification of `method` at `seed`: FK steering and plain sampling on the SDE,
     /// the search methods on the midpoint ODE (docs/search.md runs candidates "through the ODE").
-    fn spec(&self, method: SweepMethod, seed: u64) -> RunSpec {
+    pub fn spec(&self, method: SweepMethod, seed: u64) -> RunSpec {
         let sde = Sampler { kind: SamplerKind::Sde, steps: self.steps, k: self.k, form: SdeForm::Marginal };
         let ode = Sampler { kind: SamplerKind::Midpoint, steps: self.steps, ..Sampler::default() };
         let (sampler, kind) = match method {
@@ -99,7 +99,7 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
 pub struct Engines(HashMap<String, AnyBackend>);
 
 impl Engines {
-    fn get(&mut self, name: &str) -> anyhow::Result<&mut AnyBackend> {
+    pub fn get(&mut self, name: &str) -> anyhow::Result<&mut AnyBackend> {
         match self.0.entry(name.to_string()) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
