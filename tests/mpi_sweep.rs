@@ -154,3 +154,31 @@ fn paths_points_across_ranks_and_a_rank_that_differs() {
     assert!(err.contains("MPI rank(s) 1 run a different command line"), "{err}");
     assert!(!out.join("sweep.csv").exists());
 }
+
+/// Points on `cuda-emulated` (the CUDA backend over the host emulator of its kernels): one-rank
+/// points on each worker's own backend, and N = 128 across 2 ranks, each on its own CUDA backend,
+/// give the rows of one plain process.
+#[test]
+fn cuda_points_across_ranks_write_the_rows_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["sweep", "--backend", "cpu,cuda-emulated", "--particles", "64,128", "--methods", "fk-max,bon", "--seeds", "1", "--steps", "6"]
+            .map(String::from)
+            .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(["--out".to_string(), out.display().to_string()]);
+        a
+    };
+    let one = dir.path().join("one");
+    let a = grid(&one, &[]);
+    ok(&plain(&a.iter().map(String::as_str).collect::<Vec<_>>()), "plain process");
+    let expected = rows(&one);
+    assert_eq!(expected.len(), 8);
+    let two = dir.path().join("two");
+    let a = grid(&two, &["--rank-particles", "64"]);
+    let o = mpirun(2, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&o, "P = 2");
+    assert_eq!(rows(&two), expected);
+    let text = std::fs::read_to_string(two.join("sweep.csv")).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("cuda-emulated") && l.contains("2 MPI ranks")).count(), 2, "{text}");
+}

@@ -56,6 +56,12 @@ pub fn gpu_for_rank(local_rank: usize, devices: usize) -> usize {
     local_rank % devices.max(1)
 }
 
+/// This rank's GPU: its local rank (the global rank without a launcher's) mod the number of
+/// devices it sees.
+pub fn rank_gpu(comm: &dyn Communicator) -> usize {
+    gpu_for_rank(local_rank().unwrap_or(comm.rank()), crate::backend::cuda::device_count())
+}
+
 impl RankEngine {
     /// The engine of `--backend choice` on this rank: `cpu` and `auto` run the CPU backend
     /// (auto never picks a GPU path that has not run on a GPU, crate::backend::cuda), `cuda`
@@ -67,10 +73,8 @@ impl RankEngine {
                 .context("--backend cuda-emulated builds the kernels for the host with a C++ compiler")?,
             BackendChoice::Cuda => {
                 crate::backend::cuda::availability().map_err(|why| anyhow::anyhow!("--backend cuda: no usable CUDA device on this rank: {why}"))?;
-                let devices = crate::backend::cuda::device_count();
-                let local = local_rank().unwrap_or(comm.rank());
-                let gpu = gpu_for_rank(local, devices);
-                CudaBackend::on_device(gpu).with_context(|| format!("opening GPU {gpu} of {devices} (local rank {local})"))?
+                let gpu = rank_gpu(comm);
+                CudaBackend::on_device(gpu).with_context(|| format!("opening GPU {gpu} of {} on this node", crate::backend::cuda::device_count()))?
             }
         };
         Ok(RankEngine::Cuda(Arc::new(Mutex::new(GpuShare { backend, particles: None }))))

@@ -10,24 +10,26 @@
 //! smallest rank's free memory holds at the sweep's per-particle estimate) runs on every rank
 //! together, between the one-rank points: rank 0 waits until every worker is free, tells them to
 //! join, all ranks run one population across ranks (`super::fk`, `super::search`, the population
-//! of plain sampling, `super::paths`), and rank 0 writes the row. Such points run on the CPU
-//! engine of every rank: one on another backend is refused before anything runs.
+//! of plain sampling, `super::paths`), and rank 0 writes the row. Such points run on every rank's
+//! engine of the point's backend (`super::engine`: the CPU, or the rank's own GPU); a one-rank
+//! point on `cuda` runs on its worker's own GPU, local rank mod count, as the ranks of `steer` do.
 //!
 //! A worker whose point fails reports it; rank 0 hands out nothing more, waits for the points
 //! still running (their rows are kept), and ends every rank with an error naming the rank and the
 //! point (a [`Collective`] error: rank 0 prints it, every rank exits with a failure). sweep.csv
 //! then holds only finished rows, so `--resume` continues from there.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 
 use super::comm::{Bytes, Communicator, Reader};
-use super::driver::{agree, check_same_configuration, Collective};
-use super::engine::RankEngine;
-use crate::backend::{Backend, Init, Layout};
+use super::driver::{agree, agreed, check_same_configuration, Collective};
+use super::engine::{rank_gpu, RankEngine};
+use crate::backend::{Init, Layout};
 use crate::methods::{FkConfig, PathsConfig, ScheduleSpec, ZerothConfig};
+use crate::run::sweep::runner::backend_choice;
 use crate::run::sweep::{self as sweep_run, grid, Bar, MethodRunner, Point, PointOutcome, PointRunner, Progress, Row, SweepConfig, SweepCsv, SweepMethod};
 
 /// Tag of the messages from rank 0 to a worker.
@@ -297,34 +299,44 @@ pub fn rank_particles(comm: &dyn Communicator, given: Option<u64>, needs: &crate
     comm.all_gather(&mine.to_le_bytes()).iter().map(|b| Reader::new(b).u64()).min().unwrap_or(mine)
 }
 
-/// Refuses, before anything runs, the points that would run across all ranks but cannot.
-pub fn check_across(points: &[Point], across: &dyn Fn(&Point) -> bool, limit: u64) -> anyhow::Result<()> {
-    for p in points.iter().filter(|p| across(p)) {
-        if p.backend != "cpu" {
-            return Err(Collective(format!(
-                "sweep point {p} has more particles than one rank runs (--rank-particles {limit}), and a point across MPI \
-                 ranks runs on the CPU backend only; pass --backend cpu, or raise --rank-particles to at least {}",
-                p.particles
-            ))
-            .into());
-        }
-    }
-    Ok(())
+/// The real methods: one rank's points on its engines (`cuda` on the rank's own GPU), points
+/// across ranks on the population of `super::population` (FK steering, best-of-N, zeroth-order
+/// search, plain sampling, search over paths) with every rank's engine of the point's backend,
+/// opened once per backend.
+struct AcrossRanks {
+    methods: MethodRunner,
+    engines: HashMap<String, RankEngine>,
 }
 
-/// The real methods: one rank's points on its engines, points across ranks on the population of
-/// `super::population` (FK steering, best-of-N, zeroth-order search, plain sampling, search over
-/// paths) with the
-/// CPU engine on every rank (`check_across` refuses other backends for them).
-impl RankRunner for MethodRunner {
+impl AcrossRanks {
+    fn new(mut methods: MethodRunner, comm: &dyn Communicator) -> Self {
+        methods.engines.gpu = rank_gpu(comm);
+        AcrossRanks { methods, engines: HashMap::new() }
+    }
+
+    /// This rank's engine for `backend`, opened on every rank alike (a collective: a rank that
+    /// cannot open it stops them all before the point's first collective).
+    fn engine(&mut self, comm: &dyn Communicator, backend: &str) -> anyhow::Result<RankEngine> {
+        if let Some(e) = self.engines.get(backend) {
+            return Ok(e.clone());
+        }
+        let opened = backend_choice(backend).and_then(|choice| RankEngine::open(choice, comm));
+        let engine = agreed(comm, opened)?;
+        self.engines.insert(backend.to_string(), engine.clone());
+        Ok(engine)
+    }
+}
+
+impl RankRunner for AcrossRanks {
     fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome> {
-        PointRunner::run(self, point)
+        PointRunner::run(&mut self.methods, point)
     }
 
     fn run_across(&mut self, comm: &dyn Communicator, point: &Point) -> anyhow::Result<Option<PointOutcome>> {
         let n = usize::try_from(point.particles).context("particle count does not fit this machine's usize")?;
         let layout = Layout { n, groups: 1 };
-        let spec = self.shared.spec(point.method, point.seed);
+        let engine = self.engine(comm, &point.backend)?;
+        let spec = self.methods.shared.spec(point.method, point.seed);
         let (result, _report) = match point.method {
             SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff => {
                 let cfg = FkConfig {
@@ -336,21 +348,21 @@ impl RankRunner for MethodRunner {
                     max_intervals: None,
                     final_resample: false,
                 };
-                super::fk::steer(comm, &spec, &cfg, Init::Noise, &RankEngine::Cpu)?
+                super::fk::steer(comm, &spec, &cfg, Init::Noise, &engine)?
             }
             SweepMethod::Bon => super::search::best_of_n(comm, &spec, layout, 1, Init::Noise, &RankEngine::Cpu)?,
             SweepMethod::Plain => super::search::best_of_n(comm, &spec, layout, n, Init::Noise, &RankEngine::Cpu)?,
             SweepMethod::Zeroth => {
-                let cfg = ZerothConfig { layout, cycles: self.shared.cycles, radius: self.shared.radius, pivot: None };
-                super::search::zeroth_order(comm, &spec, &cfg, &RankEngine::Cpu)?
+                let cfg = ZerothConfig { layout, cycles: self.methods.shared.cycles, radius: self.methods.shared.radius, pivot: None };
+                super::search::zeroth_order(comm, &spec, &cfg, &engine)?
             }
             SweepMethod::Paths => {
-                let cfg = PathsConfig { layout, ..self.shared.paths.clone() };
-                super::paths::search_over_paths(comm, &spec, &cfg, Init::Noise, &RankEngine::Cpu)?
+                let cfg = PathsConfig { layout, ..self.methods.shared.paths.clone() };
+                super::paths::search_over_paths(comm, &spec, &cfg, Init::Noise, &engine)?
             }
         };
         let Some(result) = result else { return Ok(None) };
-        let device = format!("{} per rank, {} MPI ranks", self.engines.get(&point.backend)?.info().device, comm.size());
+        let device = format!("{} per rank, {} MPI ranks", engine.info().device, comm.size());
         let fk = matches!(point.method, SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff);
         Ok(Some(PointOutcome {
             device,
@@ -404,7 +416,7 @@ pub fn sweep_ranks(
 /// line and model, then [`sweep_ranks`] on the real methods. Rows on rank 0, None elsewhere.
 pub fn sweep(comm: &dyn Communicator, cfg: &SweepConfig) -> anyhow::Result<Option<Vec<Row>>> {
     let prepared = sweep_run::prepare(cfg, false, comm.rank() == 0);
-    let (ready, mut runner) = match prepared {
+    let (ready, runner) = match prepared {
         Ok(p) => {
             agree(comm, Ok(()))?;
             p
@@ -416,7 +428,6 @@ pub fn sweep(comm: &dyn Communicator, cfg: &SweepConfig) -> anyhow::Result<Optio
     let limit = rank_particles(comm, cfg.rank_particles, &needs);
     let across = move |p: &Point| p.particles > limit;
     let points = grid(&ready.backends, &cfg.particles, &cfg.methods, cfg.seeds);
-    check_across(&points, &across, limit)?;
     // What one rank holds must fit it, before the first point runs: the largest point a rank runs
     // alone, and its share of the largest point run across ranks (as a single process checks its
     // largest point).
@@ -437,6 +448,7 @@ pub fn sweep(comm: &dyn Communicator, cfg: &SweepConfig) -> anyhow::Result<Optio
         );
     }
     let to_row = |p: &Point, o: &PointOutcome| ready.row(p, o);
+    let mut runner = AcrossRanks::new(runner, comm);
     sweep_ranks(comm, cfg, &ready.backends, &ready.settings, &across, &mut runner, &to_row)
 }
 
@@ -655,20 +667,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn big_points_on_other_backends_are_refused_naming_rank_particles() {
-        let pts = grid(&["cpu".to_string()], &[4, 64], &[SweepMethod::Paths, SweepMethod::Bon], 1);
-        check_across(&pts, &|p: &Point| p.particles > 16, 16).unwrap();
-        let cuda = grid(&["cuda".to_string()], &[4, 64], &[SweepMethod::Bon], 1);
-        check_across(&cuda, &|p: &Point| p.particles > 64, 64).unwrap();
-        let e = check_across(&cuda, &|p: &Point| p.particles > 16, 16).unwrap_err().to_string();
-        assert!(e.contains("--backend cpu") && e.contains("--rank-particles 16") && e.contains("bon N=64"), "{e}");
-    }
-
-    /// The real methods: a point across 2 thread ranks gives the row one process gives.
+    /// The real methods: a point across 2 thread ranks gives the row one process gives, on the
+    /// CPU and on CUDA ranks (the host emulator of the kernels).
     #[test]
     fn real_methods_across_ranks_give_the_single_process_rows() {
         let mut cfg = config(Path::new("unused"), false);
+        cfg.backend = vec![BackendChoice::Cpu, BackendChoice::CudaEmulated];
         cfg.particles = vec![24];
         cfg.methods = vec![SweepMethod::FkMax, SweepMethod::Bon, SweepMethod::Zeroth, SweepMethod::Paths, SweepMethod::Plain];
         cfg.seeds = 1;
@@ -680,7 +684,7 @@ mod tests {
         cfg.out = across.path().to_path_buf();
         cfg.rank_particles = Some(8);
         let out = ThreadWorld::run(2, |c| sweep(c, &cfg).map(|r| r.map(|rows| rows.len())));
-        assert_eq!(out[0].as_ref().unwrap(), &Some(5));
+        assert_eq!(out[0].as_ref().unwrap(), &Some(10));
         assert_eq!(rows_of(across.path(), false), rows_of(one.path(), false));
         let text = std::fs::read_to_string(across.path().join("sweep.csv")).unwrap();
         assert!(text.contains("2 MPI ranks"), "the device column says the point ran across ranks:\n{text}");

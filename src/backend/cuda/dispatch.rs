@@ -29,6 +29,11 @@ impl AnyBackend {
     /// `cuda-emulated` (the CUDA backend over the host emulator of its kernels).
     /// `FLOWSTEER_NO_GRAPH=1` launches every kernel plainly instead of replaying CUDA graphs.
     pub fn resolve(choice: BackendChoice) -> anyhow::Result<AnyBackend> {
+        Self::resolve_on(choice, 0)
+    }
+
+    /// [`Self::resolve`] with the CUDA backend on device `gpu` (an MPI rank's own).
+    pub fn resolve_on(choice: BackendChoice, gpu: usize) -> anyhow::Result<AnyBackend> {
         let cuda = |b: anyhow::Result<CudaBackend>| -> anyhow::Result<AnyBackend> {
             let mut b = b?;
             b.use_graph = !std::env::var("FLOWSTEER_NO_GRAPH").map(|v| v == "1").unwrap_or(false);
@@ -45,11 +50,11 @@ impl AnyBackend {
                     let fix = if why.contains("--backend cpu") { "" } else { "; run with --backend cpu instead" };
                     anyhow::anyhow!("--backend cuda: no usable CUDA device: {why}{fix}")
                 })?;
-                cuda(CudaBackend::new())
+                cuda(CudaBackend::on_device(gpu))
             }
             BackendChoice::Auto => {
                 if super::AUTO_SELECTS_CUDA && super::availability().is_ok() {
-                    cuda(CudaBackend::new())
+                    cuda(CudaBackend::on_device(gpu))
                 } else {
                     Ok(AnyBackend::Cpu(CpuBackend::new()))
                 }

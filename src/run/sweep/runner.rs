@@ -96,19 +96,26 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
 /// The engines of a sweep by backend name (`cpu`, `cuda`), each started when its first point
 /// runs, so that a resumed sweep with nothing left on an engine never starts it.
 #[derive(Default)]
-pub struct Engines(HashMap<String, AnyBackend>);
+pub struct Engines {
+    opened: HashMap<String, AnyBackend>,
+    /// The GPU a `cuda` point runs on: 0 in one process, an MPI rank's own under mpirun
+    /// (docs/distributed.md).
+    pub gpu: usize,
+}
+
+/// The backend a sweep's backend column names.
+pub fn backend_choice(name: &str) -> anyhow::Result<BackendChoice> {
+    [BackendChoice::Cpu, BackendChoice::Cuda, BackendChoice::CudaEmulated]
+        .into_iter()
+        .find(|&c| backend_name(c) == name)
+        .with_context(|| format!("the sweep has no `{name}` backend; use cpu, cuda or cuda-emulated"))
+}
 
 impl Engines {
     pub fn get(&mut self, name: &str) -> anyhow::Result<&mut AnyBackend> {
-        match self.0.entry(name.to_string()) {
+        match self.opened.entry(name.to_string()) {
             Entry::Occupied(e) => Ok(e.into_mut()),
-            Entry::Vacant(e) => {
-                let choice = [BackendChoice::Cpu, BackendChoice::Cuda, BackendChoice::CudaEmulated]
-                    .into_iter()
-                    .find(|&c| backend_name(c) == name)
-                    .with_context(|| format!("the sweep has no `{name}` backend; use cpu, cuda or cuda-emulated"))?;
-                Ok(e.insert(AnyBackend::resolve(choice)?))
-            }
+            Entry::Vacant(e) => Ok(e.insert(AnyBackend::resolve_on(backend_choice(name)?, self.gpu)?)),
         }
     }
 }
