@@ -2,10 +2,11 @@
 //! binary as P = 1, 2, 3 processes (Open MPI's `mpirun`, oversubscribed: CI has 2 cores); in the
 //! default build, only the refusal to run as several processes without MPI is checked.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
+use std::process::Command;
+
+use common::BIN;
 
 #[cfg(not(feature = "mpi"))]
 #[test]
@@ -22,25 +23,13 @@ fn without_the_mpi_feature_several_processes_are_refused() {
     assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
 }
 
-/// `mpirun -n P flowsteer ARGS`, as root when need be (CI runs as root).
-#[allow(dead_code)]
-fn mpirun(p: usize, args: &[&str]) -> Output {
-    Command::new("mpirun")
-        .args(["--oversubscribe", "--allow-run-as-root", "-n", &p.to_string(), BIN])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .expect("mpirun (Open MPI's openmpi-bin) must be installed to test the mpi feature")
-}
-
-#[allow(dead_code)]
-fn read(dir: &Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
-}
 
 #[cfg(feature = "mpi")]
 mod with_mpi {
+    use std::path::Path;
+    use std::process::Output;
+
+    use super::common::{launcher, mpirun, mpirun_shell, read};
     use super::*;
 
     const RUN: &[&str] = &[
@@ -102,12 +91,7 @@ mod with_mpi {
             "exec {BIN} steer --particles 64 --steps 4 --backend cpu --seed $OMPI_COMM_WORLD_RANK --out {}",
             out.display()
         );
-        let o = Command::new("mpirun")
-            .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", "sh", "-c", &script])
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .output()
-            .unwrap();
+        let o = mpirun_shell(2, &script);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("MPI rank(s) 1 run a different command line or model file"), "{err}");
@@ -121,12 +105,7 @@ mod with_mpi {
             dir.path().display(),
             out.display()
         );
-        let o = Command::new("mpirun")
-            .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", "sh", "-c", &script])
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .output()
-            .unwrap();
+        let o = mpirun_shell(2, &script);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("MPI rank 1:") && err.contains("m1.safetensors"), "{err}");
@@ -144,12 +123,7 @@ mod with_mpi {
             "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then (sleep 2; kill -9 $$) & fi; exec {BIN} steer --particles 200000 --backend cpu --quiet --out {}",
             out.display()
         );
-        let o = Command::new("mpirun")
-            .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", "sh", "-c", &script])
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .output()
-            .unwrap();
+        let o = mpirun_shell(2, &script);
         assert!(!o.status.success());
         let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(all.contains("rank 1") && all.contains("signal 9"), "{all}");
@@ -191,11 +165,9 @@ mod with_mpi {
             let out = dir.path().join(command.join("-"));
             let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
             args.extend(["--steps", "20", "--backend", "cpu", "--reward-cmd", &program, "--reward-timeout", "60", "--out", out.to_str().unwrap()].map(String::from));
-            let mut child = Command::new("mpirun")
-                .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", BIN])
+            let mut child = launcher(2)
+                .arg(BIN)
                 .args(&args)
-                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -338,12 +310,7 @@ mod with_mpi {
             "if [ $OMPI_COMM_WORLD_RANK = 1 ]; then trap '' XFSZ; ulimit -f 1; fi; exec {BIN} steer --particles 4000 --steps 4 --backend cpu --quiet --shard-outputs --out {}",
             out.display()
         );
-        let o = Command::new("mpirun")
-            .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", "sh", "-c", &script])
-            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-            .output()
-            .unwrap();
+        let o = mpirun_shell(2, &script);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("MPI rank 1: cannot write") && err.contains("samples.r1.npy"), "{err}");

@@ -3,25 +3,12 @@
 //! oversubscribed: CI has 2 cores) give the files of the run without mpirun, byte for byte.
 #![cfg(feature = "mpi")]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
-
-/// `mpirun -n P flowsteer ARGS`, as root when need be (CI runs as root).
-fn mpirun(p: usize, args: &[String]) -> Output {
-    Command::new("mpirun")
-        .args(["--oversubscribe", "--allow-run-as-root", "-n", &p.to_string(), BIN])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .expect("mpirun (Open MPI's openmpi-bin) must be installed to test the mpi feature")
-}
-
-fn read(dir: &Path, name: &str) -> Vec<u8> {
-    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()))
-}
+use common::{mpirun, read, BIN};
 
 fn json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&read(dir, "summary.json")).unwrap()

@@ -4,10 +4,11 @@
 //! the device aside), whatever the number of processes.
 #![cfg(feature = "mpi")]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flowsteer");
+use std::path::Path;
+
+use common::{mpirun, mpirun_shell, ok, plain, BIN};
 
 const GRID: &[&str] = &[
     "sweep", "--backend", "cpu", "--particles", "64,128", "--methods", "fk-max,bon,plain", "--seeds", "2", "--steps", "6",
@@ -21,24 +22,6 @@ fn args<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-/// `mpirun -n P flowsteer ARGS`, as root when need be (CI runs as root).
-fn mpirun(p: usize, args: &[&str]) -> Output {
-    Command::new("mpirun")
-        .args(["--oversubscribe", "--allow-run-as-root", "-n", &p.to_string(), BIN])
-        .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .expect("mpirun (Open MPI's openmpi-bin) must be installed to test the mpi feature")
-}
-
-fn plain(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
-}
 
 /// sweep.csv's rows, sorted, without the columns that may differ: device (1), wall_s (6),
 /// nfe_per_s (7), particle_steps_per_s (8). The device field may be quoted (it holds commas).
@@ -143,12 +126,7 @@ fn paths_points_across_ranks_and_a_rank_that_differs() {
         "exec {BIN} sweep --backend cpu --particles 16 --methods bon --seeds 1 --steps 4 --lambda $((OMPI_COMM_WORLD_RANK + 1)) --out {}",
         out.display()
     );
-    let o = Command::new("mpirun")
-        .args(["--oversubscribe", "--allow-run-as-root", "-n", "2", "sh", "-c", &script])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .unwrap();
+    let o = mpirun_shell(2, &script);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("MPI rank(s) 1 run a different command line"), "{err}");

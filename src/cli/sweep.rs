@@ -155,19 +155,7 @@ mod tests {
                 bail!("stopped (simulated interruption)");
             }
             self.calls.push(p.clone());
-            let n = p.particles as usize;
-            let spread = 1.0 / (n as f32).sqrt();
-            let samples: Vec<f32> =
-                (0..n).flat_map(|i| [2.0 + spread * (i as f32 / n as f32 - 0.5), 0.5 + p.seed as f32 * 0.01]).collect();
-            Ok(PointOutcome {
-                device: "fake, 1 thread".into(),
-                samples,
-                dim: 2,
-                nfe: 10 * p.particles,
-                particle_steps: 5 * p.particles,
-                distinct_ancestors: (p.method == SweepMethod::FkMax).then_some(p.particles / 2),
-                wall_s: 1e-3 * p.particles as f64,
-            })
+            Ok(PointOutcome::fake(p, "fake, 1 thread"))
         }
     }
 

@@ -255,24 +255,10 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
                     "radius": radius, "pivot": pivot, "groups": groups });
                 (Plan::Zeroth(ZerothConfig { layout, cycles: *cycles, radius: *radius, pivot: pivot_rows }), config, layout)
             }
-            SearchMethod::Paths { particles, candidates, t_start, delta_f, delta_b, renoise, top_k, init } => {
-                let (layout, rows) = prep.layout_and_init(*particles, 256, groups, init.as_deref())?;
-                let paths = PathsConfig {
-                    layout,
-                    candidates: *candidates,
-                    t_start: *t_start,
-                    delta_f: *delta_f,
-                    delta_b: *delta_b,
-                    renoise: *renoise,
-                    top_k: *top_k,
-                };
-                let grid = paths.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
+            SearchMethod::Paths { top_k, .. } => {
+                let (paths, rows, config) = crate::run::search::paths_plan(&prep, &cfg.method, groups)?;
+                let layout = paths.layout;
                 ensure!(*top_k >= 1 && *top_k <= layout.n, "--top-k must be between 1 and N = {}, got {top_k}", layout.n);
-                // As `run::search` writes it, so that summary.json differs from one process's only by "mpi".
-                let config = serde_json::json!({ "command": "search paths", "particles": layout.n, "groups": groups,
-                    "candidates": candidates, "t_start": t_start, "delta_f": delta_f, "delta_b": delta_b,
-                    "grid_steps": { "start": grid.start, "back": grid.back, "forward": grid.forward },
-                    "renoise": renoise, "top_k": top_k, "init": init.as_ref().map(|p| p.display().to_string()) });
                 (Plan::Paths { cfg: paths, rows }, config, layout)
             }
         };

@@ -363,16 +363,7 @@ impl RankRunner for AcrossRanks {
         };
         let Some(result) = result else { return Ok(None) };
         let device = format!("{} per rank, {} MPI ranks", engine.info().device, comm.size());
-        let fk = matches!(point.method, SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff);
-        Ok(Some(PointOutcome {
-            device,
-            samples: result.positions,
-            dim: result.dim,
-            nfe: result.nfe,
-            particle_steps: result.particle_steps,
-            distinct_ancestors: if fk { result.distinct_ancestors.first().copied() } else { None },
-            wall_s: result.times.total,
-        }))
+        Ok(Some(PointOutcome::from_result(result, point.method, device)))
     }
 }
 
@@ -473,18 +464,7 @@ mod tests {
     }
 
     fn outcome(p: &Point) -> PointOutcome {
-        let n = p.particles as usize;
-        let spread = 1.0 / (n as f32).sqrt();
-        let samples: Vec<f32> = (0..n).flat_map(|i| [2.0 + spread * (i as f32 / n as f32 - 0.5), 0.5 + p.seed as f32 * 0.01]).collect();
-        PointOutcome {
-            device: "fake".into(),
-            samples,
-            dim: 2,
-            nfe: 10 * p.particles,
-            particle_steps: 5 * p.particles,
-            distinct_ancestors: (p.method == SweepMethod::FkMax).then_some(p.particles / 2),
-            wall_s: 1e-3 * p.particles as f64,
-        }
+        PointOutcome::fake(p, "fake")
     }
 
     impl RankRunner for Fake<'_> {

@@ -14,6 +14,22 @@ use crate::resample::ResampleScheme;
 use crate::memory;
 use crate::summary::Outputs;
 
+/// `search paths`'s beam and candidates, its rows from `--init`, and its `config.run` (one
+/// process and the MPI ranks report the same), with the grid checked (docs/search.md).
+pub fn paths_plan(prep: &Prepared, method: &SearchMethod, groups: usize) -> anyhow::Result<(PathsConfig, Option<Vec<f32>>, serde_json::Value)> {
+    let SearchMethod::Paths { particles, candidates, t_start, delta_f, delta_b, renoise, top_k, init } = method else {
+        bail!("not a search over paths")
+    };
+    let (layout, rows) = prep.layout_and_init(*particles, 256, groups, init.as_deref())?;
+    let paths = PathsConfig { layout, candidates: *candidates, t_start: *t_start, delta_f: *delta_f, delta_b: *delta_b, renoise: *renoise, top_k: *top_k };
+    let grid = paths.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
+    let config = serde_json::json!({ "command": "search paths", "particles": layout.n, "groups": groups,
+        "candidates": candidates, "t_start": t_start, "delta_f": delta_f, "delta_b": delta_b,
+        "grid_steps": { "start": grid.start, "back": grid.back, "forward": grid.forward },
+        "renoise": renoise, "top_k": top_k, "init": init.as_ref().map(|p| p.display().to_string()) });
+    Ok((paths, rows, config))
+}
+
 /// Runs the search `cfg` asks for. Unless `cfg.common.quiet`, prints the run's heading on stdout
 /// when it ends. Call [`Outcome::report`] to print the summary and write the files.
 pub fn search(cfg: &SearchConfig) -> anyhow::Result<Outcome> {
@@ -39,24 +55,10 @@ pub fn search(cfg: &SearchConfig) -> anyhow::Result<Outcome> {
                 "radius": radius, "pivot": pivot, "groups": groups });
             (prep, Method::Zeroth(ZerothConfig { layout, cycles: *cycles, radius: *radius, pivot: pivot_rows }), None, config)
         }
-        SearchMethod::Paths { particles, candidates, t_start, delta_f, delta_b, renoise, top_k, init } => {
+        SearchMethod::Paths { candidates, .. } => {
             let prep = Prepared::new(common, search_potential(), ResampleScheme::default(), None)?;
-            let (layout, rows) = prep.layout_and_init(*particles, 256, groups, init.as_deref())?;
-            let paths = PathsConfig {
-                layout,
-                candidates: *candidates,
-                t_start: *t_start,
-                delta_f: *delta_f,
-                delta_b: *delta_b,
-                renoise: *renoise,
-                top_k: *top_k,
-            };
-            let grid = paths.grid(prep.spec.sampler.steps).map_err(anyhow::Error::msg)?;
-            memory::check(&memory::search_paths(prep.memory_side(), prep.spec.model.dim, *candidates, false, groups), layout.total() as u64)?;
-            let config = serde_json::json!({ "command": "search paths", "particles": layout.n, "groups": groups,
-                "candidates": candidates, "t_start": t_start, "delta_f": delta_f, "delta_b": delta_b,
-                "grid_steps": { "start": grid.start, "back": grid.back, "forward": grid.forward },
-                "renoise": renoise, "top_k": top_k, "init": init.as_ref().map(|p| p.display().to_string()) });
+            let (paths, rows, config) = paths_plan(&prep, &cfg.method, groups)?;
+            memory::check(&memory::search_paths(prep.memory_side(), prep.spec.model.dim, *candidates, false, groups), paths.layout.total() as u64)?;
             (prep, Method::Paths(paths), rows, config)
         }
     };

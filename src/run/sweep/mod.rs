@@ -176,6 +176,40 @@ pub struct PointOutcome {
     pub wall_s: f64,
 }
 
+impl PointOutcome {
+    /// A method's result for one point of `method` on `device`.
+    pub fn from_result(result: crate::methods::RunResult, method: SweepMethod, device: String) -> PointOutcome {
+        let fk = matches!(method, SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff);
+        PointOutcome {
+            device,
+            samples: result.positions,
+            dim: result.dim,
+            nfe: result.nfe,
+            particle_steps: result.particle_steps,
+            distinct_ancestors: if fk { result.distinct_ancestors.first().copied() } else { None },
+            wall_s: result.times.total,
+        }
+    }
+
+    /// A stand-in outcome for tests of the loop: samples from the point alone, so any runner
+    /// (and any rank) gives the same row.
+    #[cfg(test)]
+    pub fn fake(p: &Point, device: &str) -> PointOutcome {
+        let n = p.particles as usize;
+        let spread = 1.0 / (n as f32).sqrt();
+        let samples: Vec<f32> = (0..n).flat_map(|i| [2.0 + spread * (i as f32 / n as f32 - 0.5), 0.5 + p.seed as f32 * 0.01]).collect();
+        PointOutcome {
+            device: device.into(),
+            samples,
+            dim: 2,
+            nfe: 10 * p.particles,
+            particle_steps: 5 * p.particles,
+            distinct_ancestors: (p.method == SweepMethod::FkMax).then_some(p.particles / 2),
+            wall_s: 1e-3 * p.particles as f64,
+        }
+    }
+}
+
 /// Runs one point.
 pub trait PointRunner {
     fn run(&mut self, point: &Point) -> anyhow::Result<PointOutcome>;

@@ -81,16 +81,7 @@ fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> any
         SweepMethod::Paths => Method::Paths(PathsConfig { layout, ..shared.paths.clone() }),
     };
     let result = method::execute(backend, &spec, &method, Init::Noise)?;
-    let fk = matches!(point.method, SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff);
-    Ok(PointOutcome {
-        device: backend.info().device,
-        samples: result.positions,
-        dim: result.dim,
-        nfe: result.nfe,
-        particle_steps: result.particle_steps,
-        distinct_ancestors: if fk { result.distinct_ancestors.first().copied() } else { None },
-        wall_s: result.times.total,
-    })
+    Ok(PointOutcome::from_result(result, point.method, backend.info().device))
 }
 
 /// The engines of a sweep by backend name (`cpu`, `cuda`), each started when its first point
