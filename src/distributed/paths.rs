@@ -29,7 +29,7 @@ use super::engine::RankEngine;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
 use super::share;
-use crate::backend::cpu::renoise_soa;
+use crate::backend::cpu::{renoise_soa, score_order};
 use crate::backend::{Init, Layout, RunSpec};
 use crate::methods::search::{max_finite, mean_finite};
 use crate::methods::{distinct_roots, timed, Clock, PathsConfig, RunResult, TraceRow};
@@ -48,12 +48,7 @@ struct Entry {
 
 /// `backend::cpu::rank_order` on entries: higher score first, NaN last, ties to the lower index.
 fn best_first(a: &Entry, b: &Entry) -> Ordering {
-    match (a.score.is_nan(), b.score.is_nan()) {
-        (true, true) => a.index.cmp(&b.index),
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        (false, false) => b.score.partial_cmp(&a.score).unwrap().then(a.index.cmp(&b.index)),
-    }
+    score_order((a.score, a.index), (b.score, b.index))
 }
 
 /// The `keep` best of `v`, best first.

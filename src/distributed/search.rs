@@ -21,6 +21,7 @@ use super::driver::{agree, agreed, check_same_configuration};
 use super::engine::RankEngine;
 use super::fk::{gather_concat, CommReport};
 use super::population::Population;
+use crate::backend::cpu::score_order;
 use crate::backend::{Init, Layout, RunSpec};
 use crate::methods::{distinct_roots, timed, Clock, PathsConfig, RunResult, TraceRow, ZerothConfig};
 use crate::resample::ResampleScheme;
@@ -147,12 +148,7 @@ fn report(comm: &Metered, res: &mut RunResult, clock: &Clock) -> CommReport {
 
 /// `rank_order` on candidates: higher reward first, NaN last, ties to the lower index.
 fn best_first(a: &Candidate, b: &Candidate) -> Ordering {
-    match (a.reward.is_nan(), b.reward.is_nan()) {
-        (true, true) => a.index.cmp(&b.index),
-        (true, false) => Ordering::Greater,
-        (false, true) => Ordering::Less,
-        (false, false) => b.reward.partial_cmp(&a.reward).unwrap().then(a.index.cmp(&b.index)),
-    }
+    score_order((a.reward, a.index), (b.reward, b.index))
 }
 
 /// Best-of-N across the ranks of `comm` (`methods::best_of_n` for one population split over

@@ -173,8 +173,13 @@ pub fn renoise_soa(seed: u64, (a, b): (f32, f32), x: &mut [f32], dim: usize, len
 
 /// Best first: higher score first, NaN last, ties to the lower index (`Backend::select_top`).
 pub fn rank_order(scores: &[f32], i: usize, j: usize) -> std::cmp::Ordering {
+    score_order((scores[i], i as u64), (scores[j], j as u64))
+}
+
+/// [`rank_order`] on (score, index) pairs held apart from a score array (the candidates that
+/// MPI ranks exchange, crate::distributed).
+pub fn score_order((a, i): (f32, u64), (b, j): (f32, u64)) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;
-    let (a, b) = (scores[i], scores[j]);
     match (a.is_nan(), b.is_nan()) {
         (true, true) => i.cmp(&j),
         (true, false) => Greater,
