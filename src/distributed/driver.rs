@@ -257,13 +257,7 @@ pub fn steer(comm: &dyn Communicator, cfg: &SteerConfig, form: OutputForm) -> an
         }
         Ok((prep, layout, init_rows, engine))
     })();
-    let (prep, layout, init_rows, engine) = match prepared {
-        Ok(p) => {
-            agree(comm, Ok(()))?;
-            p
-        }
-        Err(e) => return agree(comm, Err(e)).map(|()| None),
-    };
+    let (prep, layout, init_rows, engine) = agreed(comm, prepared)?;
     check_same_configuration(comm, &argv, &prep.model_path)?;
     let schedule = cfg.schedule;
     let fk_cfg = FkConfig { layout, schedule, keep_ancestors: cfg.ancestry, fused: false, snapshots: common.plot, max_intervals: None, final_resample: cfg.final_resample };
@@ -309,13 +303,7 @@ fn steer_gathered(
     engine: &RankEngine,
 ) -> anyhow::Result<Option<Outcome>> {
     let layout = fk_cfg.layout;
-    let (result, report) = match fk::steer(comm, &prep.spec, fk_cfg, init, engine) {
-        Ok(r) => {
-            agree(comm, Ok(()))?;
-            r
-        }
-        Err(e) => return agree(comm, Err(e)).map(|()| None),
-    };
+    let (result, report) = agreed(comm, fk::steer(comm, &prep.spec, fk_cfg, init, engine))?;
     let baseline = if cfg.baseline { baseline(comm, &prep.spec, layout, init, engine)? } else { None };
     let Some(result) = result else { return Ok(None) };
     if !common.quiet {
@@ -387,13 +375,7 @@ pub fn sample_rows(
         engine.check_model(&spec.model).with_context(|| format!("model file {}", model.display()))?;
         Ok(engine)
     })();
-    let engine = match local {
-        Ok(e) => {
-            agree(comm, Ok(()))?;
-            e
-        }
-        Err(e) => return agree(comm, Err(e)).map(|()| None),
-    };
+    let engine = agreed(comm, local)?;
     check_same_configuration(comm, &std::env::args().collect::<Vec<_>>(), model)?;
     let clock = std::time::Instant::now();
     let mut pop = Population::new(spec, Layout { n, groups: 1 }, comm, init.map_or(Init::Noise, Init::Given), &engine)?;

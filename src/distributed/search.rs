@@ -263,26 +263,14 @@ pub fn search(comm: &dyn Communicator, cfg: &SearchConfig) -> anyhow::Result<Opt
         }
         Ok((prep, plan, config, engine))
     })();
-    let (prep, plan, mut config, engine) = match prepared {
-        Ok(p) => {
-            agree(comm, Ok(()))?;
-            p
-        }
-        Err(e) => return agree(comm, Err(e)).map(|()| None),
-    };
+    let (prep, plan, mut config, engine) = agreed(comm, prepared)?;
     check_same_configuration(comm, &std::env::args().collect::<Vec<_>>(), &prep.model_path)?;
     let ran = match &plan {
         Plan::Bon { layout, top_k, rows } => best_of_n(comm, &prep.spec, *layout, *top_k, rows.as_deref().map_or(Init::Noise, Init::Given), &engine),
         Plan::Zeroth(z) => zeroth_order(comm, &prep.spec, z, &engine),
         Plan::Paths { cfg, rows } => super::paths::search_over_paths(comm, &prep.spec, cfg, rows.as_deref().map_or(Init::Noise, Init::Given), &engine),
     };
-    let (result, report) = match ran {
-        Ok(r) => {
-            agree(comm, Ok(()))?;
-            r
-        }
-        Err(e) => return agree(comm, Err(e)).map(|()| None),
-    };
+    let (result, report) = agreed(comm, ran)?;
     // All kept samples non-finite: an error naming the cause, nothing written (as one process).
     let checked = match &result {
         Some(r) => crate::finite::check_final_samples(&r.positions, r.dim, &prep.spec.model, &prep.spec.sampler).map(|warning| {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::comm::Communicator;
-use super::driver::{self, agree};
+use super::driver::{self, agree, agreed};
 use super::engine::RankEngine;
 use super::{fk, global_stats};
 use crate::backend::{BackendInfo, Init};
@@ -147,14 +147,8 @@ pub fn write(
             Ok(hex(&Sha256::digest(&p.bytes)))
         })
         .collect();
-    let hashes = match written {
-        Ok(h) => {
-            agree(comm, Ok(()))?;
-            h
-        }
-        // Rank 0's staging is dropped on return: the directory and every shard in it go.
-        Err(e) => return agree(comm, Err(e)).map(|()| Vec::new()),
-    };
+    // On a failure, rank 0's staging is dropped on return: the directory and every shard in it go.
+    let hashes = agreed(comm, written)?;
     let all_hashes = comm.all_gather(hashes.join("\n").as_bytes());
     let ranges = comm.all_gather(&[range.start as u64, range.end as u64].map(u64::to_le_bytes).concat());
     let Some(staging) = staging else { return agree(comm, Ok(())).map(|()| Vec::new()) };
@@ -189,10 +183,7 @@ pub fn write(
         }
         Ok(paths)
     })();
-    match finished {
-        Ok(paths) => agree(comm, Ok(())).map(|()| paths),
-        Err(e) => agree(comm, Err(e)).map(|()| Vec::new()),
-    }
+    agreed(comm, finished)
 }
 
 /// Bytes rank 0 holds per particle to gather a steering run and stage its files
@@ -236,13 +227,7 @@ pub fn steer(
     engine: &RankEngine,
 ) -> anyhow::Result<()> {
     let out = cfg.common.out.as_deref().context("--shard-outputs needs --out DIR")?;
-    let (ended, report) = match fk::steer_kept(comm, &prep.spec, fk_cfg, init, engine) {
-        Ok(r) => {
-            agree(comm, Ok(()))?;
-            r
-        }
-        Err(e) => return agree(comm, Err(e)),
-    };
+    let (ended, report) = agreed(comm, fk::steer_kept(comm, &prep.spec, fk_cfg, init, engine))?;
     let fk::Ended { mut res, pop, rewards, ancestry, .. } = ended;
     let (layout, dim, spec) = (fk_cfg.layout, pop.dim, &prep.spec);
     let baseline = if cfg.baseline { Some(driver::baseline_share(comm, spec, layout, init, engine)?) } else { None };

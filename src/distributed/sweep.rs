@@ -380,18 +380,8 @@ pub fn sweep_ranks(
     to_row: &dyn Fn(&Point, &PointOutcome) -> anyhow::Result<Row>,
 ) -> anyhow::Result<Option<Vec<Row>>> {
     let points = grid(backends, &cfg.particles, &cfg.methods, cfg.seeds);
-    let table = if comm.rank() == 0 {
-        match sweep_run::open_table(cfg, &points, settings) {
-            Ok(t) => {
-                agree(comm, Ok(()))?;
-                Some(t)
-            }
-            Err(e) => return agree(comm, Err(e)).map(|()| None),
-        }
-    } else {
-        agree(comm, Ok(()))?;
-        None
-    };
+    // Rank 0 opens the table; every rank learns when it cannot.
+    let table = agreed(comm, if comm.rank() == 0 { sweep_run::open_table(cfg, &points, settings).map(Some) } else { Ok(None) })?;
     let started = Instant::now();
     let done: HashSet<Point> = table.iter().flat_map(|(_, rows)| rows.iter().map(|r| r.point.clone())).collect();
     let todo: Vec<&Point> = points.iter().filter(|p| !done.contains(*p)).collect();
@@ -407,13 +397,7 @@ pub fn sweep_ranks(
 /// line and model, then [`sweep_ranks`] on the real methods. Rows on rank 0, None elsewhere.
 pub fn sweep(comm: &dyn Communicator, cfg: &SweepConfig) -> anyhow::Result<Option<Vec<Row>>> {
     let prepared = sweep_run::prepare(cfg, false, comm.rank() == 0);
-    let (ready, runner) = match prepared {
-        Ok(p) => {
-            agree(comm, Ok(()))?;
-            p
-        }
-        Err(e) => return agree(comm, Err(e)).map(|()| None),
-    };
+    let (ready, runner) = agreed(comm, prepared)?;
     check_same_configuration(comm, &std::env::args().collect::<Vec<_>>(), &cfg.model)?;
     let needs = sweep_run::memory_estimate(cfg, ready.dim);
     let limit = rank_particles(comm, cfg.rank_particles, &needs);
