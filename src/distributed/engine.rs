@@ -5,7 +5,8 @@
 //! step) and the rewards. The weighing, the exact sums and the resampling stay on the host,
 //! where the ranks exchange them (`super::population`, `super::resample`), so the CUDA path
 //! resamples exactly as the CPU path does. The share's positions go up before and come back
-//! after each call (D·4 bytes per particle each way), which keeps the host copy the only truth.
+//! after each call (D·4 bytes per particle each way, in the host's own layout: no
+//! transposition), which keeps the host copy the only truth.
 //!
 //! Rank r takes local GPU r mod count: the local rank comes from the launcher's environment
 //! (Open MPI, Slurm, MPICH/Intel MPI, PMI); without one, the global rank.
@@ -17,7 +18,7 @@ use anyhow::Context;
 
 use super::comm::Communicator;
 use crate::backend::cuda::{CudaBackend, CudaParticles};
-use crate::backend::{soa_to_rows, rows_to_soa, Backend, BackendChoice, BackendInfo, RunSpec, ScoreOn};
+use crate::backend::{soa_to_rows, Backend, BackendChoice, BackendInfo, RunSpec, ScoreOn};
 
 /// Where a rank's share is computed.
 #[derive(Clone)]
@@ -37,11 +38,12 @@ impl std::fmt::Debug for RankEngine {
     }
 }
 
-/// A rank's CUDA backend and the device copy of its share, kept while the share's size, first
-/// index and model stay the same (a fresh copy is allocated otherwise).
+/// A rank's CUDA backend and the device copy of its share with the fingerprint of the model it
+/// was allocated for, kept while the share's size, first index and model stay the same (a fresh
+/// copy is allocated otherwise).
 pub struct GpuShare {
     backend: CudaBackend,
-    particles: Option<(CudaParticles, u64, u64)>,
+    particles: Option<(CudaParticles, u64)>,
 }
 
 /// The local rank on this machine, from the launcher's environment (None without one).
@@ -101,13 +103,9 @@ impl RankEngine {
     pub(super) fn propagate_on_gpu(&self, spec: &RunSpec, x: &mut [f32], len: usize, first: u64, steps: Range<usize>) -> anyhow::Result<()> {
         let RankEngine::Cuda(g) = self else { unreachable!("the CPU engine integrates on the host") };
         let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
-        g.load(spec, x, len, first)?;
-        let GpuShare { backend, particles } = &mut *g;
-        let p = &mut particles.as_mut().expect("loaded").0;
+        let (backend, p) = g.load(spec, x, len, first)?;
         backend.propagate(spec, p, steps)?;
-        let rows = backend.read_positions(p)?;
-        rows_to_soa(&rows, spec.model.dim, len, x);
-        Ok(())
+        backend.read_share(p, x)
     }
 
     /// The share's rewards at grid index `step` (`on_sample`: the final reward at t = 1) on
@@ -115,29 +113,29 @@ impl RankEngine {
     pub(super) fn rewards_on_gpu(&self, spec: &RunSpec, x: &[f32], len: usize, first: u64, step: usize, on_sample: bool) -> anyhow::Result<Vec<f32>> {
         let RankEngine::Cuda(g) = self else { unreachable!("the CPU engine scores on the host") };
         let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
-        g.load(spec, x, len, first)?;
-        let GpuShare { backend, particles } = &mut *g;
-        let p = &mut particles.as_mut().expect("loaded").0;
+        let (backend, p) = g.load(spec, x, len, first)?;
         let on = if on_sample { ScoreOn::Sample } else { ScoreOn::Intermediate { step } };
         backend.score(spec, p, on)
     }
 }
 
 impl GpuShare {
-    /// Puts the share `x` on the device, reusing the device population when it has the same size,
-    /// first index and model.
-    fn load(&mut self, spec: &RunSpec, x: &[f32], len: usize, first: u64) -> anyhow::Result<()> {
-        let rows = soa_to_rows(x, spec.model.dim, len, len);
+    /// Puts the share `x` (coordinate-major, `len` particles from global index `first`) on the
+    /// device, reusing the device population when it has the same size, first index and model;
+    /// returns the backend and that population.
+    fn load(&mut self, spec: &RunSpec, x: &[f32], len: usize, first: u64) -> anyhow::Result<(&mut CudaBackend, &mut CudaParticles)> {
         let model = model_fingerprint(spec);
-        match &mut self.particles {
-            Some((p, f, m)) if p.total() == len && *f == first && *m == model => self.backend.write_positions(p, &rows)?,
-            _ => {
-                self.particles = None; // free the old copy before allocating the new one
-                let p = self.backend.init_share(spec, &rows, first)?;
-                self.particles = Some((p, first, model));
-            }
+        let reusable = matches!(&self.particles, Some((p, m)) if p.total() == len && CudaBackend::share_first(p) == Some(first) && *m == model);
+        if reusable {
+            let (p, _) = self.particles.as_mut().expect("checked above");
+            self.backend.write_share(p, x)?;
+        } else {
+            self.particles = None; // free the old copy before allocating the new one
+            let rows = soa_to_rows(x, spec.model.dim, len, len);
+            self.particles = Some((self.backend.init_share(spec, &rows, first)?, model));
         }
-        Ok(())
+        let (p, _) = self.particles.as_mut().expect("loaded above");
+        Ok((&mut self.backend, p))
     }
 }
 

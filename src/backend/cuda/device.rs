@@ -604,11 +604,30 @@ impl CudaBackend {
         Ok(p)
     }
 
-    /// Overwrites the positions of `p` with `rows` (`[total, D]`), e.g. after the host resampled.
-    pub fn write_positions(&mut self, p: &mut CudaParticles, rows: &[f32]) -> anyhow::Result<()> {
-        ensure!(rows.len() == p.total() * p.dim, "positions hold {} values, expected {} × {}", rows.len(), p.total(), p.dim);
+    /// The global index of particle 0 of a share ([`Self::init_share`]); None for a whole population.
+    pub fn share_first(p: &CudaParticles) -> Option<u64> {
+        p.share_first
+    }
+
+    /// Overwrites the positions of the share `p` with `x`, coordinate-major with stride
+    /// `p.total()` as the host holds a rank's share (`x[d·total + i]`; a share's buffers are
+    /// exactly that size, so no transposition), e.g. after the host resampled.
+    pub fn write_share(&mut self, p: &mut CudaParticles, x: &[f32]) -> anyhow::Result<()> {
+        Self::check_share_layout(p, x.len())?;
         p.rin = None;
-        self.upload_rows(p, rows)
+        self.device.upload(x, &mut p.x, "uploading the share's positions")
+    }
+
+    /// The positions of the share `p` into `x`, laid out as [`Self::write_share`] takes them.
+    pub fn read_share(&mut self, p: &CudaParticles, x: &mut [f32]) -> anyhow::Result<()> {
+        Self::check_share_layout(p, x.len())?;
+        self.device.download(&p.x, x, "reading the share's positions")
+    }
+
+    fn check_share_layout(p: &CudaParticles, values: usize) -> anyhow::Result<()> {
+        ensure!(p.share_first.is_some() && p.capacity == p.total(), "not an MPI rank's share (CudaBackend::init_share)");
+        ensure!(values == p.total() * p.dim, "positions hold {values} values, expected {} × {}", p.total(), p.dim);
+        Ok(())
     }
 
     /// One thread per item; callers pass the kernel's parameters in order.
