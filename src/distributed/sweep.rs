@@ -22,15 +22,15 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 
 use super::comm::{Bytes, Communicator, Reader};
 use super::driver::{agree, agreed, check_same_configuration, Collective};
 use super::engine::{rank_gpu, RankEngine};
-use crate::backend::{Init, Layout};
-use crate::methods::{FkConfig, PathsConfig, ScheduleSpec, ZerothConfig};
+use crate::backend::Init;
+use crate::run::method::Method;
 use crate::run::sweep::runner::backend_choice;
-use crate::run::sweep::{self as sweep_run, grid, Bar, MethodRunner, Point, PointOutcome, PointRunner, Progress, Row, SweepConfig, SweepCsv, SweepMethod};
+use crate::run::sweep::{self as sweep_run, grid, Bar, MethodRunner, Point, PointOutcome, PointRunner, Progress, Row, SweepConfig, SweepCsv};
 
 /// Tag of the messages from rank 0 to a worker.
 const TO_WORKER: i32 = 0x5357;
@@ -333,33 +333,14 @@ impl RankRunner for AcrossRanks {
     }
 
     fn run_across(&mut self, comm: &dyn Communicator, point: &Point) -> anyhow::Result<Option<PointOutcome>> {
-        let n = usize::try_from(point.particles).context("particle count does not fit this machine's usize")?;
-        let layout = Layout { n, groups: 1 };
         let engine = self.engine(comm, &point.backend)?;
-        let spec = self.methods.shared.spec(point.method, point.seed);
-        let (result, _report) = match point.method {
-            SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff => {
-                let cfg = FkConfig {
-                    layout,
-                    schedule: ScheduleSpec::default(),
-                    keep_ancestors: false,
-                    fused: false,
-                    snapshots: false,
-                    max_intervals: None,
-                    final_resample: false,
-                };
-                super::fk::steer(comm, &spec, &cfg, Init::Noise, &engine)?
-            }
-            SweepMethod::Bon => super::search::best_of_n(comm, &spec, layout, 1, Init::Noise, &RankEngine::Cpu)?,
-            SweepMethod::Plain => super::search::best_of_n(comm, &spec, layout, n, Init::Noise, &RankEngine::Cpu)?,
-            SweepMethod::Zeroth => {
-                let cfg = ZerothConfig { layout, cycles: self.methods.shared.cycles, radius: self.methods.shared.radius, pivot: None };
-                super::search::zeroth_order(comm, &spec, &cfg, &engine)?
-            }
-            SweepMethod::Paths => {
-                let cfg = PathsConfig { layout, ..self.methods.shared.paths.clone() };
-                super::paths::search_over_paths(comm, &spec, &cfg, Init::Noise, &engine)?
-            }
+        let shared = &self.methods.shared;
+        let (spec, method) = (shared.spec(point.method, point.seed), shared.method(point)?);
+        let (result, _report) = match &method {
+            Method::Steer(cfg, _constant) => super::fk::steer(comm, &spec, cfg, Init::Noise, &engine)?,
+            Method::BestOfN(b) => super::search::best_of_n(comm, &spec, b.layout, b.top_k, Init::Noise, &engine)?,
+            Method::Zeroth(cfg) => super::search::zeroth_order(comm, &spec, cfg, &engine)?,
+            Method::Paths(cfg) => super::paths::search_over_paths(comm, &spec, cfg, Init::Noise, &engine)?,
         };
         let Some(result) = result else { return Ok(None) };
         let device = format!("{} per rank, {} MPI ranks", engine.info().device, comm.size());
@@ -435,6 +416,7 @@ mod tests {
     use anyhow::bail;
 
     use super::*;
+    use crate::run::sweep::SweepMethod;
     use crate::backend::BackendChoice;
     use crate::distributed::comm::ThreadWorld;
     use crate::run::sweep::row_from_outcome;

@@ -31,6 +31,31 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The method a point runs, with its configuration; one process and the MPI ranks
+    /// (`crate::distributed::sweep`) run the same.
+    pub fn method(&self, point: &Point) -> anyhow::Result<Method> {
+        let n = usize::try_from(point.particles).context("particle count does not fit this machine's usize")?;
+        let layout = Layout { n, groups: 1 };
+        Ok(match point.method {
+            SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff => Method::Steer(FkConfig {
+                layout,
+                schedule: ScheduleSpec::default(),
+                keep_ancestors: false,
+                // One process fuses each interval where its backend can; across ranks it has no effect.
+                fused: true,
+                snapshots: false,
+                max_intervals: None,
+                // The sweep compares methods by their final (weighted) statistics at equal compute;
+                // its recorded points stay comparable with earlier sweeps.
+                final_resample: false,
+            }, crate::methods::Tempering::Constant),
+            SweepMethod::Bon => Method::BestOfN(BonConfig { layout, top_k: 1 }),
+            SweepMethod::Plain => Method::BestOfN(BonConfig { layout, top_k: n }),
+            SweepMethod::Zeroth => Method::Zeroth(ZerothConfig { layout, cycles: self.cycles, radius: self.radius, pivot: None }),
+            SweepMethod::Paths => Method::Paths(PathsConfig { layout, ..self.paths.clone() }),
+        })
+    }
+
     /// The run specification of `method` at `seed`: FK steering and plain sampling on the SDE,
     /// the search methods on the midpoint ODE (docs/search.md runs candidates "through the ODE").
     pub fn spec(&self, method: SweepMethod, seed: u64) -> RunSpec {
@@ -60,26 +85,7 @@ impl Shared {
 /// search and search over paths return their single best sample; plain sampling all N samples
 /// (best-of-N with top-k = N).
 fn run_point<B: Backend>(backend: &mut B, shared: &Shared, point: &Point) -> anyhow::Result<PointOutcome> {
-    let n = usize::try_from(point.particles).context("particle count does not fit this machine's usize")?;
-    let layout = Layout { n, groups: 1 };
-    let spec = shared.spec(point.method, point.seed);
-    let method = match point.method {
-        SweepMethod::FkMax | SweepMethod::FkAdd | SweepMethod::FkDiff => Method::Steer(FkConfig {
-            layout,
-            schedule: ScheduleSpec::default(),
-            keep_ancestors: false,
-            fused: true,
-            snapshots: false,
-            max_intervals: None,
-            // The sweep compares methods by their final (weighted) statistics at equal compute;
-            // its recorded points stay comparable with earlier sweeps.
-            final_resample: false,
-        }, crate::methods::Tempering::Constant),
-        SweepMethod::Bon => Method::BestOfN(BonConfig { layout, top_k: 1 }),
-        SweepMethod::Plain => Method::BestOfN(BonConfig { layout, top_k: n }),
-        SweepMethod::Zeroth => Method::Zeroth(ZerothConfig { layout, cycles: shared.cycles, radius: shared.radius, pivot: None }),
-        SweepMethod::Paths => Method::Paths(PathsConfig { layout, ..shared.paths.clone() }),
-    };
+    let (spec, method) = (shared.spec(point.method, point.seed), shared.method(point)?);
     let result = method::execute(backend, &spec, &method, Init::Noise)?;
     Ok(PointOutcome::from_result(result, point.method, backend.info().device))
 }
